@@ -1,0 +1,46 @@
+# Two commands do everything: `make book` and `make test` (each creates .venv first).
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+RUN_DIR ?= _build/demo-run
+export KERAS_BACKEND ?= tensorflow
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONHASHSEED ?= 0
+export MPLBACKEND ?= Agg
+
+.PHONY: book test venv lock clean demo-run browser-test
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	@touch $(STAMP)
+
+# The pipeline on the demo survey (quick profile); chapters read its outputs.
+demo-run: $(STAMP)
+	$(BIN)/carmenes-dtl run --demo --profile quick --seed 42 --out $(RUN_DIR)
+
+book: demo-run
+	CARMENES_DTL_RUN=$(abspath $(RUN_DIR)) $(BIN)/jupyter-book build . --path-output _build/book-src -W --keep-going -n
+	rm -rf _build/html && cp -r _build/book-src/_build/html _build/html
+	@echo "Book: $(abspath _build/html/index.html)"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+browser-test: $(STAMP)
+	$(BIN)/python -m pytest -q tests/integration/test_browser.py
+
+# Regenerate the lock from the current venv and mirror it into environment.yml.
+lock: $(STAMP)
+	( echo '# Pinned environment for make/Binder/CI; regenerate with `make lock`.'; \
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -v '^carmenes-dtl' ) > requirements.lock
+	$(BIN)/python scripts/sync_environment.py
+
+clean:
+	rm -rf _build

@@ -1,0 +1,121 @@
+"""The training grid and interpolation between PHOENIX archive nodes.
+
+The archive steps are 100 K in Teff, 0.5 dex in logg and 0.5 dex in [M/H]; the paper's
+grid steps are 25 K, 0.1 and 0.1. Nodes the archive lacks are made by trilinear
+interpolation of ln(flux) between the eight surrounding archive nodes, on the archive's
+own wavelength grid, before any broadening (`interpolation_error` measures the scheme
+by leaving an archive node out).
+"""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from astropy.table import Table
+
+from . import archives
+
+PAPER_GRID_FILE = Path(__file__).resolve().parents[1] / "data" / "grid" / "paper_training_grid.ecsv"
+
+
+class Archive:
+    """A local PHOENIX HiRes tree, read lazily; keeps only the slice near the window."""
+
+    def __init__(self, root: Path, lo: float, hi: float):
+        self.root = Path(root)
+        files = archives.scan_phoenix(self.root)
+        self.wave_full = archives.read_phoenix_wavelength(self.root / archives.PHOENIX_WAVE_FILE)
+        self.sl = slice(np.searchsorted(self.wave_full, lo) - 1, np.searchsorted(self.wave_full, hi) + 1)
+        if self.sl.start < 0 or self.sl.stop > self.wave_full.size:
+            raise archives.ArchiveError(
+                f"{self.root / archives.PHOENIX_WAVE_FILE}: coverage {self.wave_full[0]:.1f}-"
+                f"{self.wave_full[-1]:.1f} Å does not include {lo:.1f}-{hi:.1f} Å")
+        self.wave = self.wave_full[self.sl]
+        self.files = {}
+        for f in files:
+            name = f.name.split(".PHOENIX")[0]  # lte03500-4.50-0.0
+            teff, rest = int(name[3:8]), name[8:]
+            logg, mh = float(rest[1:5]), float(rest[5:9])
+            self.files[(float(teff), logg, mh)] = f
+        self._cache: dict = {}
+        self.nan_pixels = 0
+
+    def nodes(self) -> np.ndarray:
+        return np.array(sorted(self.files))
+
+    def flux(self, node: tuple[float, float, float]) -> np.ndarray:
+        """ln(flux) of an archive node on `self.wave`."""
+        if node not in self._cache:
+            if node not in self.files:
+                raise KeyError(f"archive node Teff={node[0]:g} logg={node[1]:g} [M/H]={node[2]:g} "
+                               f"not in {self.root}")
+            spec = archives.read_phoenix(self.files[node], self.wave_full)
+            self.nan_pixels += spec.nan_pixels
+            self._cache[node] = np.log(np.clip(spec.flux[self.sl], 1e-30, None))
+        return self._cache[node]
+
+    def interpolate(self, teff: float, logg: float, mh: float, exclude=None) -> np.ndarray:
+        """Flux at any point inside the archive's node lattice (trilinear in ln flux)."""
+        corners = []
+        for value, key in ((teff, "teff"), (logg, "logg"), (mh, "mh")):
+            step = archives.PHOENIX_STEPS[key]
+            lo = np.floor(round(value / step, 6)) * step
+            if exclude is not None:  # leave-one-out: widen the bracket around the excluded value
+                e = dict(zip(("teff", "logg", "mh"), exclude))[key]
+                if abs(lo - e) < 1e-9 and abs(value - e) < 1e-9:
+                    corners.append(((e - step, 0.5), (e + step, 0.5)))
+                    continue
+            t = (value - lo) / step
+            corners.append(((lo, 1 - t), (lo + step, t)) if t > 1e-9 else ((lo, 1.0),))
+        out = np.zeros_like(self.wave)
+        for combo in itertools.product(*corners):
+            weight = np.prod([w for _, w in combo])
+            if weight > 0:
+                out += weight * self.flux(tuple(round(float(v), 2) for v, _ in combo))
+        return np.exp(out)
+
+
+def interpolation_error(archive: Archive, node: tuple[float, float, float], window) -> float:
+    """Leave-one-node-out: max |Δ| of normalised spectra when `node` is rebuilt from its neighbours."""
+    from .preprocess import synthetic_to_window
+
+    truth = synthetic_to_window(archive.wave, archive.interpolate(*node), [2.0], window)
+    loo = synthetic_to_window(archive.wave, archive.interpolate(*node, exclude=node), [2.0], window)
+    return float(np.abs(truth - loo).max())
+
+
+def import_paper_grid(npy: Path, out: Path = PAPER_GRID_FILE) -> Path:
+    """Snapshot of the paper's training set (22,933 rows) as its 1767 Teff/logg/[M/H] nodes."""
+    arr = np.load(npy)
+    if arr.ndim != 2 or arr.shape[1] != 4:
+        raise ValueError(f"{npy}: expected an (N, 4) array of Teff, logg, [M/H], vsini, got {arr.shape}")
+    nodes = np.unique(np.round(arr[:, :3], 3), axis=0)
+    vsini = np.unique(arr[:, 3])
+    if len(nodes) * len(vsini) != len(arr):
+        raise ValueError(f"{npy}: {len(arr)} rows are not {len(nodes)} nodes x {len(vsini)} vsini values")
+    table = Table(nodes, names=("teff", "logg", "mh"))
+    table.meta.update({
+        "source": "Mas-Buitrago et al. 2024, A&A 687, A205 (J/A+A/687/A205): training grid",
+        "imported_from": Path(npy).name, "rows_in_source": int(len(arr)),
+        "vsini_kms": [float(v) for v in vsini],
+        "note": "every node is combined with every vsini value: nodes x vsini = rows_in_source",
+    })
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    table.write(out, format="ascii.ecsv", overwrite=True)
+    return Path(out)
+
+
+def paper_grid(path: Path = PAPER_GRID_FILE) -> pd.DataFrame:
+    """The paper's 1767 training nodes (teff, logg, mh)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path} missing: run `carmenes-dtl import-grid PATH/phoenix_grid_parameters.npy`")
+    return Table.read(path, format="ascii.ecsv").to_pandas()
+
+
+def select_nodes(nodes: pd.DataFrame, n_nodes: int | None = None, seed: int = 0) -> pd.DataFrame:
+    """All nodes, or a seeded subset of `n_nodes` of them (quick runs)."""
+    if n_nodes and n_nodes < len(nodes):
+        nodes = nodes.sample(n_nodes, random_state=seed).sort_values(["teff", "logg", "mh"])
+    return nodes.reset_index(drop=True)

@@ -1,0 +1,111 @@
+"""Spectrum sets on disk: chunked, self-describing HDF5 files.
+
+Layout: ``flux`` (N x n float32, chunked by row), ``wavelength`` (n), ``parameters``
+(a compound table: ``teff, logg, mh, vsini`` and, for observed sets, ``karmn``), and
+attributes with provenance (inputs, settings as JSON, package version, counts).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .config import PARAMETERS
+
+
+@dataclass
+class SpectrumSet:
+    flux: np.ndarray
+    wavelength: np.ndarray
+    parameters: pd.DataFrame
+    attrs: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.flux)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """(N, 4) array of teff, logg, mh, vsini."""
+        return self.parameters[list(PARAMETERS)].to_numpy(np.float64)
+
+
+def _table(parameters: pd.DataFrame) -> np.ndarray:
+    dtype = [(p, "f8") for p in PARAMETERS]
+    if "karmn" in parameters:
+        dtype.append(("karmn", h5py.string_dtype()))
+    table = np.empty(len(parameters), dtype=dtype)
+    for name, _ in dtype:
+        table[name] = parameters[name].to_numpy() if name in parameters else np.nan
+    return table
+
+
+class SpectrumWriter:
+    """Append spectra one block at a time, so a whole archive never sits in memory."""
+
+    def __init__(self, path: Path, wavelength: np.ndarray, attrs: dict, observed: bool = False):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.path.with_suffix(".partial.h5")
+        self.h5 = h5py.File(self._tmp, "w")
+        n = wavelength.size
+        self.h5.create_dataset("wavelength", data=wavelength)
+        self.h5["wavelength"].attrs["unit"] = "Angstrom (vacuum)"
+        self.flux = self.h5.create_dataset("flux", (0, n), maxshape=(None, n), dtype="f4",
+                                           chunks=(1, n), compression="gzip", compression_opts=1)
+        self.rows: list[pd.DataFrame] = []
+        self.attrs = {"package_version": __version__, **attrs}
+        self.observed = observed
+
+    def append(self, flux: np.ndarray, parameters: pd.DataFrame) -> None:
+        k = self.flux.shape[0]
+        self.flux.resize(k + len(flux), axis=0)
+        self.flux[k:] = flux
+        self.rows.append(parameters)
+
+    def close(self) -> Path:
+        params = pd.concat(self.rows, ignore_index=True) if self.rows else pd.DataFrame(columns=PARAMETERS)
+        if self.observed and "karmn" not in params:
+            params["karmn"] = []
+        self.h5.create_dataset("parameters", data=_table(params))
+        for key, value in self.attrs.items():
+            self.h5.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
+        self.h5.close()
+        self._tmp.replace(self.path)
+        return self.path
+
+
+def write(path: Path, flux: np.ndarray, wavelength: np.ndarray, parameters: pd.DataFrame,
+          attrs: dict | None = None) -> Path:
+    writer = SpectrumWriter(path, wavelength, attrs or {}, observed="karmn" in parameters)
+    writer.append(np.asarray(flux, np.float32), parameters)
+    return writer.close()
+
+
+def read(path: Path) -> SpectrumSet:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: spectrum set not found")
+    with h5py.File(path, "r") as h5:
+        missing = [k for k in ("flux", "wavelength", "parameters") if k not in h5]
+        if missing:
+            raise ValueError(f"{path}: not a spectrum set, missing {', '.join(missing)}")
+        table = h5["parameters"][()]
+        params = pd.DataFrame({n: table[n] for n in table.dtype.names})
+        if "karmn" in params:
+            params["karmn"] = params["karmn"].map(lambda s: s.decode() if isinstance(s, bytes) else s)
+        attrs = {k: _decode(v) for k, v in h5.attrs.items()}
+        return SpectrumSet(h5["flux"][()], h5["wavelength"][()], params, attrs)
+
+
+def _decode(value):
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
