@@ -16,6 +16,16 @@ CARMENES_VIS_R = 94_600
 PARAMETERS: tuple[str, ...] = ("teff", "logg", "mh", "vsini")
 #: Column names of the published estimates table for each label.
 PUBLISHED_NAMES = {"teff": "Teff", "logg": "logg", "mh": "[M/H]", "vsini": "vsini"}
+
+
+def estimate_columns() -> list[str]:
+    """`karmn,Teff,e_Teff,E_Teff,logg,...,vsini,e_vsini,E_vsini`: the published table's columns."""
+    cols = ["karmn"]
+    for name in PUBLISHED_NAMES.values():
+        cols += [name, f"e_{name}", f"E_{name}"]
+    return cols
+
+
 #: Parameter ranges of the paper's training grid (inclusive).
 PAPER_RANGES = {"teff": (2325.0, 4475.0), "logg": (4.7, 5.3), "mh": (-1.0, 0.6), "vsini": (1.5, 30.0)}
 
@@ -98,9 +108,9 @@ class Profile:
 PROFILES = {
     "quick": Profile(
         "quick",
-        AESettings(n_in_grid=(256, 384), l1_grid=(8e-8, 1.2e-7), learning_rate=1e-3, epochs=40,
-                   cv_folds=2, n_models=2, finetune_epochs=40, patience=8),
-        CNNSettings(n_per_model=5, epochs=60, learning_rate=3e-3, tuned_width=32, patience=12),
+        AESettings(n_in_grid=(256, 384), l1_grid=(8e-8, 1.2e-7), learning_rate=1e-3, epochs=60,
+                   cv_folds=2, n_models=2, finetune_epochs=40, patience=15),
+        CNNSettings(n_per_model=3, epochs=25, learning_rate=3e-3, batch_size=128, tuned_width=32, patience=6),
         demo_size="quick",
         vsini=(1.5, 3, 6, 10, 20, 30),
     ),

@@ -87,20 +87,16 @@ def interpolation_error(archive: Archive, node: tuple[float, float, float], wind
 
 
 def import_paper_grid(npy: Path, out: Path = PAPER_GRID_FILE) -> Path:
-    """Snapshot of the paper's training set (22,933 rows) as its 1767 Teff/logg/[M/H] nodes."""
+    """Snapshot of the paper's training set: every (Teff, logg, [M/H], vsini) row, as ECSV."""
     arr = np.load(npy)
     if arr.ndim != 2 or arr.shape[1] != 4:
         raise ValueError(f"{npy}: expected an (N, 4) array of Teff, logg, [M/H], vsini, got {arr.shape}")
-    nodes = np.unique(np.round(arr[:, :3], 3), axis=0)
-    vsini = np.unique(arr[:, 3])
-    if len(nodes) * len(vsini) != len(arr):
-        raise ValueError(f"{npy}: {len(arr)} rows are not {len(nodes)} nodes x {len(vsini)} vsini values")
-    table = Table(nodes, names=("teff", "logg", "mh"))
+    table = Table(np.round(arr, 4), names=("teff", "logg", "mh", "vsini"))
+    nodes = np.unique(table.to_pandas()[["teff", "logg", "mh"]].to_numpy(), axis=0)
     table.meta.update({
-        "source": "Mas-Buitrago et al. 2024, A&A 687, A205 (J/A+A/687/A205): training grid",
-        "imported_from": Path(npy).name, "rows_in_source": int(len(arr)),
-        "vsini_kms": [float(v) for v in vsini],
-        "note": "every node is combined with every vsini value: nodes x vsini = rows_in_source",
+        "source": "Mas-Buitrago et al. 2024, A&A 687, A205 (J/A+A/687/A205): training set parameters",
+        "imported_from": Path(npy).name, "rows": len(table), "nodes": len(nodes),
+        "units": {"teff": "K", "logg": "dex (cgs)", "mh": "dex", "vsini": "km/s"},
     })
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     table.write(out, format="ascii.ecsv", overwrite=True)
@@ -108,10 +104,15 @@ def import_paper_grid(npy: Path, out: Path = PAPER_GRID_FILE) -> Path:
 
 
 def paper_grid(path: Path = PAPER_GRID_FILE) -> pd.DataFrame:
-    """The paper's 1767 training nodes (teff, logg, mh)."""
+    """The paper's training set: 22,933 rows of teff, logg, mh, vsini."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path} missing: run `carmenes-dtl import-grid PATH/phoenix_grid_parameters.npy`")
     return Table.read(path, format="ascii.ecsv").to_pandas()
+
+
+def paper_nodes(path: Path = PAPER_GRID_FILE) -> pd.DataFrame:
+    """The 1767 distinct (teff, logg, mh) nodes of the paper's training set."""
+    return paper_grid(path)[["teff", "logg", "mh"]].drop_duplicates().reset_index(drop=True)
 
 
 def select_nodes(nodes: pd.DataFrame, n_nodes: int | None = None, seed: int = 0) -> pd.DataFrame:

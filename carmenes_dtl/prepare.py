@@ -31,26 +31,32 @@ def prepare_synthetic(phoenix_dir: Path, out: Path, vsini, window: Window = Wind
     """Broaden, resample and normalise PHOENIX spectra at `nodes` x `vsini` into `out`.
 
     Without `nodes` every archive node is used as it is; with them, nodes between the
-    archive's are interpolated (`grid.Archive.interpolate`).
+    archive's are interpolated (`grid.Archive.interpolate`). A `vsini` column in `nodes`
+    lists the exact rows wanted (as in the paper's set) instead of nodes x `vsini`.
     """
     archive = Archive(phoenix_dir, window.start - preprocess.MARGIN_A - 1, window.stop + preprocess.MARGIN_A + 1)
     if nodes is None:
         nodes = pd.DataFrame(archive.nodes(), columns=["teff", "logg", "mh"])
-    vsini = [float(v) for v in vsini]
+    if "vsini" in nodes:
+        per_node = nodes.groupby(["teff", "logg", "mh"], sort=False)["vsini"].apply(list)
+    else:
+        per_node = pd.Series([[float(v) for v in vsini]] * len(nodes),
+                             index=pd.MultiIndex.from_frame(nodes[["teff", "logg", "mh"]]))
+    vsini = sorted({v for vs in per_node for v in vs})
 
-    def one(node):
-        return preprocess.synthetic_to_window(archive.wave, archive.interpolate(*node), vsini, window)
+    def one(node, vs):
+        return preprocess.synthetic_to_window(archive.wave, archive.interpolate(*node), vs, window)
 
     writer = store.SpectrumWriter(out, window.wavelength, {
         "domain": "synthetic", "inputs": str(Path(phoenix_dir).resolve()), "window": asdict(window),
-        "vsini": vsini, "resolution": CARMENES_VIS_R, "n_nodes": len(nodes),
+        "vsini": vsini, "resolution": CARMENES_VIS_R, "n_nodes": len(per_node),
         "normalisation": "pseudo-continuum (line through 97th percentiles of 10 segments), then / max"})
-    rows = [tuple(r) for r in nodes[["teff", "logg", "mh"]].to_numpy(float)]
+    rows = [(tuple(float(v) for v in node), vs) for node, vs in per_node.items()]
     with tqdm(total=len(rows), desc="prepare-synthetic", unit="node", disable=not progress) as bar:
         for chunk in _batches(rows, batch):
-            results = dask.compute(*[dask.delayed(one)(n) for n in chunk], scheduler=scheduler)
-            for node, flux in zip(chunk, results):
-                writer.append(flux, pd.DataFrame({"teff": node[0], "logg": node[1], "mh": node[2], "vsini": vsini}))
+            results = dask.compute(*[dask.delayed(one)(n, vs) for n, vs in chunk], scheduler=scheduler)
+            for (node, vs), flux in zip(chunk, results):
+                writer.append(flux, pd.DataFrame({"teff": node[0], "logg": node[1], "mh": node[2], "vsini": vs}))
             bar.update(len(chunk))
     writer.attrs["nan_pixels_filled"] = archive.nan_pixels
     return writer.close()
@@ -68,10 +74,12 @@ def default_template(window: Window) -> tuple[np.ndarray, np.ndarray]:
     return wave, preprocess.broaden(flux / preprocess.continuum(flux), 2.0)
 
 
-def template_from_set(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """RV template from a synthetic set: its median spectrum."""
+def template_from_set(path: Path, teff: float = 3500.0, logg: float = 5.0, mh: float = 0.0):
+    """RV template from a synthetic set: its spectrum nearest (teff, logg, mh) at the lowest vsini."""
     s = store.read(path)
-    return s.wavelength, np.median(s.flux, axis=0)
+    p = s.parameters
+    d = ((p.teff - teff) / 100) ** 2 + ((p.logg - logg) / 0.5) ** 2 + ((p.mh - mh) / 0.5) ** 2 + p.vsini / 100
+    return s.wavelength, s.flux[int(np.argmin(d.to_numpy()))].astype(np.float64)
 
 
 @dataclass

@@ -1,0 +1,173 @@
+"""Dense contractive autoencoders (paper Sect. 3.1) and their cross-validated grid search.
+
+Encoder ``3501 -> n_in -> 3/4 -> 1/2 -> 1/4 -> 1/8 of n_in -> 32`` (ReLU, L1 activity
+regularisation), mirrored decoder, sigmoid output. The loss is MSE plus
+``λ ||∂h/∂x||²_F``, the squared Frobenius norm of the bottleneck's Jacobian with respect
+to its input, computed by `ContractiveDense` from the current weights at every step.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import ops
+from sklearn.base import BaseEstimator
+from sklearn.model_selection import GridSearchCV, KFold
+
+from .config import AESettings
+
+ENCODER_FRACTIONS = (1.0, 0.75, 0.5, 0.25, 0.125)
+PENALTIES = ("relu", "sigmoid_frozen")
+
+
+@keras.saving.register_keras_serializable(package="carmenes_dtl")
+class ContractiveDense(keras.layers.Dense):
+    """Bottleneck layer that adds the contractive penalty to the model's losses.
+
+    ``penalty="relu"``: h = relu(xW + b), ∂h_j/∂x_i = 1[z_j > 0] W_ij, so
+    ||J||²_F = Σ_j 1[z_j > 0] Σ_i W_ij², with the weights of the current step.
+    ``penalty="sigmoid_frozen"`` reproduces the original Keras code: derivative h(1 - h)
+    (a sigmoid's, although the layer is ReLU) and a copy of W frozen when the model is
+    built, so the penalty never sees the trained weights.
+    """
+
+    def __init__(self, units, lam: float = 1e-4, penalty: str = "relu", **kwargs):
+        kwargs.setdefault("activation", "relu")
+        super().__init__(units, **kwargs)
+        if penalty not in PENALTIES:
+            raise ValueError(f"penalty must be one of {PENALTIES}, got {penalty!r}")
+        self.lam, self.penalty = float(lam), penalty
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        if self.penalty == "sigmoid_frozen":
+            self.frozen_kernel = self.add_weight(shape=self.kernel.shape, initializer="zeros",
+                                                 trainable=False, name="frozen_kernel")
+            self.frozen_kernel.assign(ops.convert_to_numpy(self.kernel))  # a copy, not a shared buffer
+
+    def jacobian_norm(self, inputs):
+        """Per-sample ||∂h/∂x||²_F."""
+        z = ops.add(ops.matmul(inputs, self.kernel), self.bias)
+        if self.penalty == "relu":
+            d2 = ops.cast(ops.greater(z, 0), z.dtype)
+            w2 = ops.sum(ops.square(self.kernel), axis=0)
+        else:
+            h = self.activation(z)
+            d2 = ops.square(h * (1 - h))
+            w2 = ops.sum(ops.square(self.frozen_kernel), axis=0)
+        return ops.sum(d2 * w2, axis=1)
+
+    def call(self, inputs):
+        self.add_loss(self.lam * ops.mean(self.jacobian_norm(inputs)))
+        return super().call(inputs)
+
+    def get_config(self):
+        return {**super().get_config(), "lam": self.lam, "penalty": self.penalty}
+
+
+def layer_sizes(n_in: int) -> list[int]:
+    """Widths of the five encoder layers for a first layer of `n_in` units."""
+    return [int(n_in * f) for f in ENCODER_FRACTIONS]
+
+
+def build_autoencoder(n_features: int = 3501, n_in: int = 2048, l1: float = 1e-7, latent: int = 32,
+                      lam: float = 1e-4, penalty: str = "relu", learning_rate: float = 1e-4) -> keras.Model:
+    """The paper's autoencoder, compiled (Adam, MSE + contractive penalty)."""
+    x = inputs = keras.Input((n_features,), name="spectrum")
+    for i, width in enumerate(layer_sizes(n_in), 1):
+        x = keras.layers.Dense(width, activation="relu", name=f"enc_{i}",
+                               activity_regularizer=keras.regularizers.L1(l1))(x)
+    code = ContractiveDense(latent, lam=lam, penalty=penalty, name="bottleneck")(x)
+    x = code
+    for i, width in enumerate(reversed(layer_sizes(n_in)), 1):
+        x = keras.layers.Dense(width, activation="relu", name=f"dec_{i}")(x)
+    outputs = keras.layers.Dense(n_features, activation="sigmoid", name="reconstruction")(x)
+    model = keras.Model(inputs, outputs, name=f"cae_{n_in}")
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse")
+    return model
+
+
+def parameter_count(n_features: int, n_in: int, latent: int = 32) -> int:
+    """Weights + biases implied by the layer sizes (for checking a built model)."""
+    widths = [n_features, *layer_sizes(n_in), latent, *reversed(layer_sizes(n_in)), n_features]
+    return sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
+
+
+def encoder(model: keras.Model) -> keras.Model:
+    """The encoder half: spectrum -> 32-dim latent vector."""
+    return keras.Model(model.inputs, model.get_layer("bottleneck").output)
+
+
+def encode(model: keras.Model, flux: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    return np.asarray(encoder(model).predict(flux, batch_size=batch_size, verbose=0))
+
+
+def callbacks(patience: int, progress: bool, desc: str = "epochs", checkpoint: Path | None = None) -> list:
+    cbs = [keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)]
+    if checkpoint is not None:
+        cbs.append(keras.callbacks.ModelCheckpoint(str(checkpoint), save_best_only=True))
+    if progress:
+        from tqdm.keras import TqdmCallback
+
+        cbs.append(TqdmCallback(verbose=0, desc=desc, leave=False))
+    return cbs
+
+
+def train(flux: np.ndarray, n_in: int, l1: float, s: AESettings, seed: int, progress: bool = False,
+          validation_split: float = 0.1, checkpoint: Path | None = None) -> tuple[keras.Model, dict]:
+    """Build and fit one autoencoder; returns the model and its loss history.
+
+    A seeded random `validation_split` of the spectra steers early stopping (Keras' own
+    split takes the last rows, which in a sorted grid are the hottest stars).
+    """
+    keras.utils.set_random_seed(seed)
+    model = build_autoencoder(flux.shape[1], n_in, l1, s.latent_dim, s.contractive_lambda, s.penalty, s.learning_rate)
+    order = np.random.default_rng(seed).permutation(len(flux))
+    n_val = int(round(validation_split * len(flux)))
+    val, fit = flux[order[:n_val]], flux[order[n_val:]]
+    hist = model.fit(fit, fit, validation_data=(val, val) if n_val else None, epochs=s.epochs,
+                     batch_size=s.batch_size, shuffle=True, verbose=0,
+                     callbacks=callbacks(s.patience, progress, f"AE n_in={n_in}", checkpoint))
+    return model, {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+
+
+class AutoencoderEstimator(BaseEstimator):
+    """scikit-learn wrapper so `GridSearchCV` runs the search; score = -reconstruction MSE."""
+
+    def __init__(self, n_in: int = 2048, l1: float = 1e-7, settings: AESettings | None = None, seed: int = 0):
+        self.n_in, self.l1, self.settings, self.seed = n_in, l1, settings, seed
+
+    def fit(self, X, y=None):
+        self.model_, self.history_ = train(X, self.n_in, self.l1, self.settings or AESettings(), self.seed)
+        return self
+
+    def score(self, X, y=None):
+        pred = self.model_.predict(X, batch_size=512, verbose=0)
+        return -float(np.mean((pred - X) ** 2))
+
+
+def grid_search(flux: np.ndarray, s: AESettings, seed: int = 0) -> list[dict]:
+    """Cross-validated search over n_in x L1; rows sorted best first."""
+    search = GridSearchCV(AutoencoderEstimator(settings=s, seed=seed),
+                          {"n_in": list(s.n_in_grid), "l1": list(s.l1_grid)},
+                          cv=KFold(s.cv_folds, shuffle=True, random_state=seed), refit=False, n_jobs=1)
+    search.fit(flux)
+    res = search.cv_results_
+    rows = [{"n_in": int(p["n_in"]), "l1": float(p["l1"]), "cv_mse": -float(m), "cv_mse_std": float(sd)}
+            for p, m, sd in zip(res["params"], res["mean_test_score"], res["std_test_score"])]
+    return sorted(rows, key=lambda r: r["cv_mse"])
+
+
+def save(model: keras.Model, path: Path, info: dict) -> Path:
+    """Native `.keras` file plus a JSON of its settings beside it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    path.with_suffix(".json").write_text(json.dumps(info, indent=1, default=float))
+    return path
+
+
+def load(path: Path) -> keras.Model:
+    return keras.saving.load_model(path)

@@ -1,0 +1,171 @@
+"""Literature catalogues the paper compares with: definitions, VizieR access, snapshots.
+
+A snapshot is one ECSV per catalogue under ``data/literature/`` holding the CARMENES id
+and the columns used, with the VizieR catalogue id, the column mapping and the retrieval
+date in its header. `fetch_vizier` refreshes it online (astroquery, cached);
+`import_csv_folder` makes it from a folder of VizieR CSV exports.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from astropy.table import Table
+
+SNAPSHOT_DIR = Path(__file__).resolve().parents[1] / "data" / "literature"
+#: CARMENES ids that catalogues spell differently.
+ALIASES = {"J11110+304W": "J11110+304"}
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    key: str
+    reference: str
+    vizier: str
+    csv: str  # file name of the VizieR CSV export
+    id_column: str
+    columns: dict  # our parameter name -> catalogue column
+    errors: dict = field(default_factory=dict)  # parameter -> (lower, upper) error columns
+    extra: tuple = ()  # other columns kept (e.g. luminosity)
+
+
+def _q(name):  # Passegger 2020 / Bello-García 2023 tables give the mode and 16/84 quantiles
+    return (f"{name}_Q16", f"{name}_Q84")
+
+
+CATALOGUES = {c.key: c for c in [
+    Catalogue("mar21", "Marfil et al. 2021", "J/A+A/656/A162", "mar21.csv", "Karmn",
+              {"Teff": "Teff1", "logg": "logg1", "[M/H]": "Corr1", "vsini": "vsini"},
+              {"Teff": ("e_Teff1",) * 2, "logg": ("e_logg1",) * 2, "[M/H]": ("e_Corr1",) * 2}),
+    Catalogue("pass19", "Passegger et al. 2019", "J/A+A/627/A161", "pass19.csv", "Karmn",
+              {"Teff": "TeffV", "logg": "loggV", "[M/H]": "[Fe/H]V"},
+              {"Teff": ("e_TeffV",) * 2, "logg": ("e_loggV",) * 2, "[M/H]": ("e_[Fe/H]V",) * 2}),
+    Catalogue("schw19", "Schweitzer et al. 2019", "J/A+A/625/A68", "schw19.csv", "Karmn",
+              {"Teff": "Teff", "logg": "loggc", "[M/H]": "[Fe/H]"},
+              {"Teff": ("e_Teff",) * 2, "logg": ("e_loggc",) * 2, "[M/H]": ("e_[Fe/H]",) * 2}, ("Lum",)),
+    Catalogue("pass18", "Passegger et al. 2018", "J/A+A/615/A6", "pass18.csv", "Karmn",
+              {"Teff": "Teff", "logg": "logg", "[M/H]": "[Fe/H]"},
+              {"Teff": ("e_Teff",) * 2, "logg": ("e_logg",) * 2, "[M/H]": ("e_[Fe/H]",) * 2}),
+    Catalogue("mann15", "Mann et al. 2015", "J/ApJ/804/64", "mann15.csv", "Karmn",
+              {"Teff": "Teff", "[M/H]": "[Fe/H]"}, {"Teff": ("e_Teff",) * 2, "[M/H]": ("e_[Fe/H]",) * 2}),
+    Catalogue("gaid14", "Gaidos et al. 2014", "J/MNRAS/443/2561", "gaid14.csv", "Karmn",
+              {"Teff": "Teff", "[M/H]": "[Fe/H]"}, {"Teff": ("e_Teff",) * 2, "[M/H]": ("e_[Fe/H]",) * 2}),
+    Catalogue("gm14", "Gaidos & Mann 2014", "J/ApJ/791/54", "gm14.csv", "Karmn",
+              {"Teff": "Teff", "[M/H]": "[Fe/H]"}, {"Teff": ("e_Teff",) * 2, "[M/H]": ("e_[Fe/H]",) * 2}),
+    Catalogue("pass20", "Passegger et al. 2020 (deep learning)", "J/A+A/642/A22", "dl.csv", "KARMN",
+              {"Teff": "TEFF_MODE", "logg": "LOGG_MODE", "[M/H]": "ZETA_MODE", "vsini": "VSINI_MODE"},
+              {"Teff": _q("TEFF"), "logg": _q("LOGG"), "[M/H]": _q("ZETA"), "vsini": _q("VSINI")}),
+    Catalogue("bello23", "Bello-García et al. 2023 (deep transfer learning)", "J/A+A/673/A105", "dtl.csv", "KARMN",
+              {"Teff": "TEFF_MODE", "[M/H]": "ZETA_MODE"}, {"Teff": _q("TEFF"), "[M/H]": _q("ZETA")}),
+]}
+#: Benchmarks compiled in the paper (one long table: karmn, parameter, value, kind).
+BENCHMARKS = {"interferometric": "Teff", "fgk_companions": "[M/H]"}
+BENCHMARK_CSV = "benchmark_stars.csv"
+PAPER = Catalogue("paper", "Mas-Buitrago et al. 2024", "J/A+A/687/A205", "final_estimations.csv", "karmn",
+                  {"Teff": "Teff", "logg": "logg", "[M/H]": "[M/H]", "vsini": "vsini"},
+                  {p: (f"e_{p}", f"E_{p}") for p in ("Teff", "logg", "[M/H]", "vsini")})
+COMPARISON_KEYS = [*CATALOGUES, *BENCHMARKS]
+
+
+def normalise_id(karmn) -> str:
+    """Strip padding, upper-case, resolve known aliases."""
+    k = str(karmn).strip().upper()
+    return ALIASES.get(k, k)
+
+
+def tidy(df: pd.DataFrame, cat: Catalogue) -> pd.DataFrame:
+    """Keep the id (normalised, as `karmn`) and the used columns renamed to ours."""
+    if cat.id_column not in df:
+        raise ValueError(f"{cat.key} ({cat.vizier}): no id column {cat.id_column!r}; columns are {list(df.columns)}")
+    out = pd.DataFrame({"karmn": df[cat.id_column].map(normalise_id)})
+    for ours, theirs in cat.columns.items():
+        if theirs not in df:
+            raise ValueError(f"{cat.key} ({cat.vizier}): column {theirs!r} for {ours} not found")
+        out[ours] = pd.to_numeric(df[theirs], errors="coerce")
+        if ours in cat.errors:
+            lo, hi = cat.errors[ours]
+            lo_v, hi_v = pd.to_numeric(df[lo], errors="coerce"), pd.to_numeric(df[hi], errors="coerce")
+            if lo.endswith("_Q16"):  # quantiles -> distances from the value
+                lo_v, hi_v = out[ours] - lo_v, hi_v - out[ours]
+            out[f"e_{ours}"], out[f"E_{ours}"] = lo_v.abs(), hi_v.abs()
+    for col in cat.extra:
+        out[col] = pd.to_numeric(df[col], errors="coerce")
+    return out
+
+
+def _write(df: pd.DataFrame, cat: Catalogue, out_dir: Path, origin: str) -> Path:
+    table = Table.from_pandas(df)
+    table.meta.update({"catalogue": cat.key, "reference": cat.reference, "vizier": cat.vizier,
+                       "columns_used": dict(cat.columns), "origin": origin,
+                       "retrieved": dt.date.today().isoformat(), "rows": len(df)})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{cat.key}.ecsv"
+    table.write(path, format="ascii.ecsv", overwrite=True)
+    return path
+
+
+def _benchmarks(df: pd.DataFrame, out_dir: Path, origin: str) -> list[Path]:
+    paths = []
+    for key, param in BENCHMARKS.items():
+        kind = key.rstrip("s")
+        sub = df[df["kind"].str.strip() == kind]
+        sub = pd.DataFrame({"karmn": sub["karmn"].map(normalise_id), param: sub["value"].astype(float)})
+        paths.append(_write(sub, Catalogue(key, "benchmarks compiled in Mas-Buitrago et al. 2024",
+                                           "J/A+A/687/A205", BENCHMARK_CSV, "karmn", {param: "value"}),
+                            out_dir, origin))
+    return paths
+
+
+def import_csv_folder(folder: Path, out_dir: Path | None = None) -> list[Path]:
+    """Snapshot from a folder of VizieR CSV exports (layout of ``shared/reference``)."""
+    folder, out_dir = Path(folder), Path(out_dir or SNAPSHOT_DIR)
+    lit = folder / "literature" if (folder / "literature").is_dir() else folder
+    paths = []
+    for cat in CATALOGUES.values():
+        src = lit / cat.csv
+        if not src.is_file():
+            raise FileNotFoundError(f"{src}: VizieR export for {cat.key} ({cat.vizier}) not found")
+        paths.append(_write(tidy(pd.read_csv(src), cat), cat, out_dir, f"VizieR CSV export {src.name}"))
+    for name, handler in ((BENCHMARK_CSV, lambda df: _benchmarks(df, out_dir, f"CSV {BENCHMARK_CSV}")),
+                          (PAPER.csv, lambda df: [_write(tidy(df, PAPER), PAPER, out_dir, f"CSV {PAPER.csv}")])):
+        src = folder / name
+        if src.is_file():
+            paths += handler(pd.read_csv(src))
+    return paths
+
+
+def fetch_vizier(out_dir: Path | None = None, vizier=None) -> list[Path]:
+    """Snapshot straight from VizieR (astroquery caches the queries)."""
+    if vizier is None:
+        from astroquery.vizier import Vizier
+
+        vizier = Vizier(columns=["**"], row_limit=-1)
+    out_dir = Path(out_dir or SNAPSHOT_DIR)
+    paths = []
+    for cat in [*CATALOGUES.values(), PAPER]:
+        tables = vizier.get_catalogs(cat.vizier)
+        match = [t for t in tables if cat.id_column in t.colnames]
+        if not match:
+            raise ValueError(f"VizieR {cat.vizier}: no table with column {cat.id_column!r}")
+        paths.append(_write(tidy(match[0].to_pandas(), cat), cat, out_dir, f"VizieR {cat.vizier} (astroquery)"))
+    return paths
+
+
+def load(key: str, snapshot: Path | None = None) -> pd.DataFrame:
+    """One catalogue from the snapshot, with `karmn` and our parameter names."""
+    path = Path(snapshot or SNAPSHOT_DIR) / f"{key}.ecsv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} missing: run `carmenes-dtl fetch-literature` "
+                                f"(or --from-csv ../shared/reference offline)")
+    return Table.read(path, format="ascii.ecsv").to_pandas()
+
+
+def meta(key: str, snapshot: Path | None = None) -> dict:
+    return dict(Table.read(Path(snapshot or SNAPSHOT_DIR) / f"{key}.ecsv", format="ascii.ecsv").meta)
+
+
+def parameters_of(df: pd.DataFrame) -> list[str]:
+    return [p for p in ("Teff", "logg", "[M/H]", "vsini") if p in df and np.isfinite(df[p]).any()]

@@ -1,0 +1,279 @@
+"""The whole method as resumable stages: demo -> prepare -> autoencoders -> transfer -> CNN -> estimates.
+
+A stage is skipped when its outputs exist and were made with the same settings (a hash
+chained through the stages before it is kept in ``stages.json``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from . import __version__, autoencoder, cnn, grid, prepare, store, transfer
+from .config import PARAMETERS, PUBLISHED_NAMES, Profile, profile
+
+#: Synthetic nodes per quick run (all 1767 with the paper profile).
+QUICK_NODES = 160
+HOLDOUT_FRACTION = 0.1
+
+
+@dataclass
+class RunPaths:
+    out: Path
+
+    def __post_init__(self):
+        self.out = Path(self.out)
+
+    demo = property(lambda self: self.out / "demo")
+    synthetic = property(lambda self: self.out / "synthetic.h5")
+    observed = property(lambda self: self.out / "observed.h5")
+    models = property(lambda self: self.out / "models")
+    search = property(lambda self: self.out / "models" / "search.json")
+    latents = property(lambda self: self.out / "latents.npz")
+    cnn = property(lambda self: self.out / "cnn.json")
+    holdout = property(lambda self: self.out / "holdout.csv")
+    run = property(lambda self: self.out / "run.json")
+    stages = property(lambda self: self.out / "stages.json")
+
+    def estimates(self, variant: str = "") -> Path:
+        return self.out / f"estimates{'_' + variant if variant else ''}.csv"
+
+    def ae(self, i: int, finetuned: bool = False) -> Path:
+        return self.models / f"ae_{i}{'_ft' if finetuned else ''}.keras"
+
+
+VARIANTS = {"": "fine-tuned latents (the method)", "no_finetune": "latents before fine-tuning",
+            "direct": "CNN on the spectra themselves"}
+
+
+class Runner:
+    """Runs the stages in order, skipping the finished ones."""
+
+    def __init__(self, out: Path, prof: Profile, seed: int = 42, progress: bool = True, n_nodes: int | None = None):
+        self.paths, self.prof, self.seed, self.progress = RunPaths(out), prof, seed, progress
+        self.n_nodes = n_nodes if n_nodes is not None else (QUICK_NODES if prof.name == "quick" else None)
+        self.paths.out.mkdir(parents=True, exist_ok=True)
+        self.done = json.loads(self.paths.stages.read_text()) if self.paths.stages.exists() else {}
+        self.key = hashlib.sha1(json.dumps([seed, self.n_nodes], default=str).encode()).hexdigest()
+        self.timings: dict[str, float] = {}
+
+    def stage(self, name: str, outputs: list[Path], func, extra=None) -> bool:
+        """Run `func` unless `outputs` exist with this run's settings; returns True when it ran."""
+        self.key = hashlib.sha1(f"{self.key}{name}{json.dumps(extra, default=str)}".encode()).hexdigest()
+        if self.done.get(name) == self.key and all(Path(p).exists() for p in outputs):
+            print(f"[carmenes-dtl] {name}: up to date")
+            return False
+        t = time.perf_counter()
+        print(f"[carmenes-dtl] {name} ...", flush=True)
+        func()
+        self.timings[name] = round(time.perf_counter() - t, 2)
+        print(f"[carmenes-dtl] {name} done in {self.timings[name]:.1f} s", flush=True)
+        self.done[name] = self.key
+        self.paths.stages.write_text(json.dumps(self.done, indent=1))
+        return True
+
+    # -- stages ---------------------------------------------------------------------------
+
+    def demo(self, gap: str = "paper") -> None:
+        from .demo import write_demo
+
+        self.stage("demo", [self.paths.demo / "truth.csv"],
+                   lambda: write_demo(self.paths.demo, self.seed, gap=gap, size=self.prof.demo_size,
+                                      progress=self.progress), extra=[gap, self.prof.demo_size])
+
+    def prepare(self, phoenix_dir: Path, carmenes_dir: Path) -> None:
+        p = self.paths
+
+        def synthetic():
+            nodes = grid.paper_grid() if self.n_nodes is None else \
+                grid.select_nodes(grid.paper_nodes(), self.n_nodes, self.seed)
+            prepare.prepare_synthetic(phoenix_dir, p.synthetic, self.prof.vsini, self.prof.window, nodes,
+                                      progress=self.progress)
+
+        def observed():
+            template = prepare.template_from_set(p.synthetic)
+            prepare.prepare_observed(carmenes_dir, p.observed, self.prof.window, template, progress=self.progress)
+
+        self.stage("prepare-synthetic", [p.synthetic], synthetic,
+                   extra=[str(phoenix_dir), self.prof.vsini, asdict(self.prof.window)])
+        self.stage("prepare-observed", [p.observed], observed, extra=str(carmenes_dir))
+
+    def autoencoders(self) -> None:
+        p, s = self.paths, self.prof.ae
+
+        def run():
+            syn = store.read(p.synthetic).flux
+            rows = autoencoder.grid_search(syn, s, self.seed)
+            p.models.mkdir(parents=True, exist_ok=True)
+            p.search.write_text(json.dumps(rows, indent=1))
+            for i, best in enumerate(tqdm(rows[:s.n_models], desc="autoencoders", disable=not self.progress)):
+                model, hist = autoencoder.train(syn, best["n_in"], best["l1"], s, self.seed + i, self.progress)
+                autoencoder.save(model, p.ae(i), {**best, "seed": self.seed + i, "history": hist,
+                                                  "settings": asdict(s)})
+
+        self.stage("autoencoders", [p.ae(i) for i in range(s.n_models)], run, extra=asdict(s))
+
+    def finetune(self) -> None:
+        p, s = self.paths, self.prof.ae
+
+        def run():
+            obs = store.read(p.observed).flux
+            syn = store.read(p.synthetic).flux
+            sample = syn[np.random.default_rng(self.seed).choice(len(syn), min(512, len(syn)), replace=False)]
+            for i in range(s.n_models):
+                model, report = transfer.finetune(p.ae(i), obs, sample, s, self.seed + i, self.progress)
+                autoencoder.save(model, p.ae(i, True), report)
+
+        self.stage("fine-tune", [p.ae(i, True) for i in range(s.n_models)], run)
+
+    def encode(self) -> None:
+        p = self.paths
+
+        def run():
+            syn, obs = store.read(p.synthetic).flux, store.read(p.observed).flux
+            arrays = {}
+            for i in range(self.prof.ae.n_models):
+                for tag, ft in (("pre", False), ("ft", True)):
+                    model = autoencoder.load(p.ae(i, ft))
+                    arrays[f"syn_{tag}_{i}"] = autoencoder.encode(model, syn)
+                    arrays[f"obs_{tag}_{i}"] = autoencoder.encode(model, obs)
+            np.savez_compressed(p.latents, **arrays)
+
+        self.stage("encode", [p.latents], run)
+
+    def holdout_mask(self, params: pd.DataFrame) -> np.ndarray:
+        """Whole nodes (all their vsini) kept out of CNN training, for honest checks."""
+        nodes = params[["teff", "logg", "mh"]].drop_duplicates()
+        held = nodes.sample(frac=HOLDOUT_FRACTION, random_state=self.seed)
+        return params.merge(held.assign(_h=True), how="left", on=["teff", "logg", "mh"])["_h"].eq(True).to_numpy()
+
+    def cnns(self) -> None:
+        p, s = self.paths, self.prof.cnn
+
+        def run():
+            syn, obs = store.read(p.synthetic), store.read(p.observed)
+            lat = np.load(p.latents)
+            held = self.holdout_mask(syn.parameters)
+            labels = syn.labels
+            n_ae = self.prof.ae.n_models
+            inputs = {
+                "": ([lat[f"syn_ft_{i}"] for i in range(n_ae)], [lat[f"obs_ft_{i}"] for i in range(n_ae)], 0),
+                "no_finetune": ([lat[f"syn_pre_{i}"] for i in range(n_ae)],
+                                [lat[f"obs_pre_{i}"] for i in range(n_ae)], 0),
+                "direct": ([syn.flux], [obs.flux], 8),
+            }
+            report, holdout = {}, []
+            for variant, (xs_syn, xs_obs, pool) in tqdm(inputs.items(), desc="CNN ensembles",
+                                                        disable=not self.progress):
+                ensembles = [cnn.train_ensemble(x[~held], labels[~held], s, self.seed + 7 * a, pool=pool,
+                                                progress=self.progress) for a, x in enumerate(xs_syn)]
+                est, flags = cnn.estimate(ensembles, xs_obs, obs.parameters["karmn"])
+                est.to_csv(p.estimates(variant), index=False)
+                flags.to_csv(p.out / f"flags{'_' + variant if variant else ''}.csv", index=False)
+                hest, _ = cnn.estimate(ensembles, [x[held] for x in xs_syn], np.flatnonzero(held))
+                truth = pd.DataFrame(labels[held], columns=[PUBLISHED_NAMES[k] for k in PARAMETERS])
+                holdout.append(hest.assign(variant=variant or "method").join(truth.add_prefix("true_")))
+                report[variant or "method"] = [e.history for e in ensembles]
+            pd.concat(holdout).to_csv(p.holdout, index=False)
+            p.cnn.write_text(json.dumps(report))
+
+        self.stage("cnn", [p.estimates(v) for v in VARIANTS] + [p.holdout], run, extra=asdict(s))
+
+    def summary(self, truth_csv: Path | None) -> dict:
+        """run.json: settings, seeds, versions, timings and, with a truth table, the errors."""
+        info = {
+            "package_version": __version__, "keras": keras.__version__, "backend": keras.backend.backend(),
+            "python": platform.python_version(), "profile": self.prof.to_dict(), "seed": self.seed,
+            "n_nodes": self.n_nodes, "timings_s": self.timings, "variants": VARIANTS,
+            "synthetic": str(self.paths.synthetic), "observed": str(self.paths.observed),
+        }
+        obs = store.read(self.paths.observed)
+        info["observed_excluded"] = obs.attrs.get("excluded", [])
+        if truth_csv is not None and Path(truth_csv).exists():
+            truth = pd.read_csv(truth_csv)
+            info["errors_vs_truth"] = {v or "method": errors(pd.read_csv(self.paths.estimates(v)), truth)
+                                       for v in VARIANTS}
+        holdout = pd.read_csv(self.paths.holdout)
+        info["holdout_coverage"] = {v: coverage(g) for v, g in holdout.groupby("variant")}
+        previous = json.loads(self.paths.run.read_text()) if self.paths.run.exists() else {}
+        info["timings_s"] = {**previous.get("timings_s", {}), **self.timings}
+        self.paths.run.write_text(json.dumps(info, indent=1, default=str))
+        return info
+
+
+def errors(est: pd.DataFrame, truth: pd.DataFrame) -> dict:
+    """Per-parameter bias (mean of estimate - truth), scatter (std) and MAE."""
+    m = est.merge(truth, on="karmn", suffixes=("", "_true"))
+    out = {}
+    for name in PUBLISHED_NAMES.values():
+        d = m[name] - m[f"{name}_true"]
+        out[name] = {"n": int(d.size), "bias": float(d.mean()), "scatter": float(d.std(ddof=1)),
+                     "mae": float(d.abs().mean())}
+    return out
+
+
+def coverage(table: pd.DataFrame) -> dict:
+    """Fraction of held-out truths inside [estimate - e, estimate + E], per parameter."""
+    out = {}
+    for name in PUBLISHED_NAMES.values():
+        t, v = table[f"true_{name}"], table[name]
+        out[name] = float(((t >= v - table[f"e_{name}"]) & (t <= v + table[f"E_{name}"])).mean())
+    return out
+
+
+def run(out: Path, demo: bool = True, synthetic: Path | None = None, observed: Path | None = None,
+        profile_name: str = "quick", seed: int = 42, gap: str = "paper", progress: bool = True,
+        prof: Profile | None = None, n_nodes: int | None = None) -> dict:
+    """The whole method; returns the run summary (also written to ``OUT/run.json``)."""
+    prof = prof or profile(profile_name)
+    if keras.backend.backend() == "tensorflow":
+        import logging
+
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notices of the many small models
+    r = Runner(out, prof, seed, progress, n_nodes)
+    truth = None
+    if demo:
+        r.demo(gap)
+        r.prepare(r.paths.demo / "phoenix", r.paths.demo / "carmenes")
+        truth = r.paths.demo / "truth.csv"
+    else:
+        if synthetic is None or observed is None:
+            raise ValueError("without --demo give both --synthetic SYN.h5 and --observed OBS.h5")
+        for src, dst in ((synthetic, r.paths.synthetic), (observed, r.paths.observed)):
+            if Path(src).resolve() != dst.resolve():
+                dst.unlink(missing_ok=True)
+                dst.symlink_to(Path(src).resolve())
+    r.autoencoders()
+    r.finetune()
+    r.encode()
+    r.cnns()
+    return r.summary(truth)
+
+
+def with_overrides(prof: Profile, **changes) -> Profile:
+    """A copy of `prof` with AE/CNN fields replaced, e.g. ``ae={"epochs": 5}``."""
+    return replace(prof, ae=replace(prof.ae, **changes.get("ae", {})), cnn=replace(prof.cnn, **changes.get("cnn", {})))
+
+
+def book_run(seed: int = 42) -> RunPaths:
+    """The demo run the chapters read: ``$CARMENES_DTL_RUN`` (set by `make book`) or a
+    folder in the cache; finished stages are reused, missing ones are run (quick profile)."""
+    from .config import cache_dir
+
+    out = Path(os.environ.get("CARMENES_DTL_RUN") or cache_dir() / "demo-run")
+    paths = RunPaths(out)
+    if not paths.run.exists():
+        run(out, profile_name="quick", seed=seed, progress=False)
+    return paths

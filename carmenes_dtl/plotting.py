@@ -1,0 +1,150 @@
+"""Figures the chapters share (matplotlib + seaborn). Each function returns a Figure."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from .config import PARAMETERS, PUBLISHED_NAMES
+
+DOMAIN_COLOURS = {"synthetic": "#4C72B0", "observed": "#DD8452"}
+LABELS = {"teff": r"$T_\mathrm{eff}$ [K]", "logg": r"$\log g$ [dex]", "mh": "[M/H] [dex]",
+          "vsini": r"$v\sin i$ [km/s]", "Teff": r"$T_\mathrm{eff}$ [K]", "[M/H]": "[M/H] [dex]"}
+sns.set_theme(style="ticks", context="notebook")
+
+
+def spectra(wave: np.ndarray, fluxes: dict, title: str = "", offset: float = 0.0):
+    """Several spectra on one axis, labelled by the dict keys."""
+    fig, ax = plt.subplots(figsize=(10, 3.2))
+    for i, (label, f) in enumerate(fluxes.items()):
+        ax.plot(wave, np.asarray(f) + i * offset, lw=0.7, label=label)
+    ax.set(xlabel="wavelength [Å, vacuum]", ylabel="flux", title=title)
+    ax.legend(fontsize="small", ncol=min(len(fluxes), 4))
+    fig.tight_layout()
+    return fig
+
+
+def grid(params: pd.DataFrame, title: str = "training grid"):
+    """Pairwise view of a parameter table (teff, logg, mh, vsini)."""
+    cols = [c for c in PARAMETERS if c in params]
+    g = sns.pairplot(params[cols].rename(columns=LABELS), corner=True, plot_kws={"s": 6, "alpha": 0.5},
+                     diag_kind="hist", height=1.8)
+    g.figure.suptitle(title, y=1.02)
+    return g.figure
+
+
+def projection(xy: np.ndarray, n_synthetic: int, params: pd.DataFrame | None, method: str):
+    """2-D embedding coloured by domain and, for synthetic points, by each parameter."""
+    panels = 1 + (len(PARAMETERS) if params is not None else 0)
+    fig, axes = plt.subplots(1, panels, figsize=(3.4 * panels, 3.2), squeeze=False)
+    ax = axes[0, 0]
+    ax.scatter(*xy[:n_synthetic].T, s=4, alpha=0.4, c=DOMAIN_COLOURS["synthetic"], label="synthetic")
+    ax.scatter(*xy[n_synthetic:].T, s=14, c=DOMAIN_COLOURS["observed"], edgecolor="k", lw=0.3, label="observed")
+    ax.set_title(f"{method}: domain")
+    ax.legend(fontsize="x-small", markerscale=2)
+    if params is not None:
+        for ax, p in zip(axes[0, 1:], PARAMETERS):
+            sc = ax.scatter(*xy[:n_synthetic].T, s=4, c=params[p], cmap="viridis")
+            ax.scatter(*xy[n_synthetic:].T, s=10, facecolor="none", edgecolor="k", lw=0.4)
+            fig.colorbar(sc, ax=ax, shrink=0.8).set_label(LABELS[p])
+            ax.set_title(f"{method}: {p}")
+    for ax in axes.flat:
+        ax.set(xticks=[], yticks=[])
+    fig.tight_layout()
+    return fig
+
+
+def residual(wave: np.ndarray, mean_residual: np.ndarray, title: str = "observed - best-matching synthetic"):
+    fig, ax = plt.subplots(figsize=(10, 2.8))
+    ax.axhline(0, color="0.6", lw=0.8)
+    ax.plot(wave, mean_residual, lw=0.8, color="C3")
+    ax.set(xlabel="wavelength [Å, vacuum]", ylabel="mean residual", title=title)
+    fig.tight_layout()
+    return fig
+
+
+def histories(histories: dict, title: str = "training curves"):
+    """Loss curves: `histories` maps a label to a Keras history dict (loss, val_loss)."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for i, (label, h) in enumerate(histories.items()):
+        ax.plot(h["loss"], color=f"C{i}", lw=1, label=f"{label} train")
+        if "val_loss" in h:
+            ax.plot(h["val_loss"], color=f"C{i}", lw=1, ls="--", label=f"{label} val")
+    ax.set(yscale="log", xlabel="epoch", ylabel="loss", title=title)
+    ax.legend(fontsize="x-small", ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def predicted_vs_true(table: pd.DataFrame, variants: list[str] | None = None, title: str = ""):
+    """Estimates against truth (columns X and true_X) with asymmetric error bars, per parameter."""
+    variants = variants or list(table.get("variant", pd.Series(["all"])).unique())
+    names = list(PUBLISHED_NAMES.values())
+    fig, axes = plt.subplots(len(variants), len(names), figsize=(3.2 * len(names), 3.0 * len(variants)), squeeze=False)
+    for r, v in enumerate(variants):
+        sub = table[table["variant"] == v] if "variant" in table else table
+        for ax, n in zip(axes[r], names):
+            t = sub[f"true_{n}"]
+            ax.errorbar(t, sub[n], yerr=[sub[f"e_{n}"], sub[f"E_{n}"]], fmt="o", ms=2.5, lw=0.5, alpha=0.7)
+            lims = [min(t.min(), sub[n].min()), max(t.max(), sub[n].max())]
+            ax.plot(lims, lims, "k--", lw=0.8)
+            mae = np.mean(np.abs(sub[n] - t))
+            ax.set(xlabel=f"true {LABELS.get(n, n)}", ylabel=f"{v}", title=f"{n}: MAE {mae:.3g}")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def comparison(merged: dict, parameter: str, title: str = ""):
+    """One-to-one (top) and difference (bottom) panels per catalogue, with error bars.
+
+    `merged[key]` is a DataFrame with `est`, `lit`, `e_est`, `E_est` and optional `e_lit`.
+    """
+    keys = [k for k, m in merged.items() if len(m)]
+    fig, axes = plt.subplots(2, len(keys), figsize=(3.0 * len(keys), 5.6), squeeze=False, sharex="col",
+                             gridspec_kw={"height_ratios": [2, 1]})
+    for c, key in enumerate(keys):
+        m = merged[key]
+        xerr = m["e_lit"] if "e_lit" in m else None
+        yerr = [m["e_est"], m["E_est"]]
+        axes[0, c].errorbar(m["lit"], m["est"], xerr=xerr, yerr=yerr, fmt="o", ms=2.5, lw=0.4, alpha=0.7)
+        lims = [np.nanmin([m["lit"].min(), m["est"].min()]), np.nanmax([m["lit"].max(), m["est"].max()])]
+        axes[0, c].plot(lims, lims, "k--", lw=0.8)
+        axes[0, c].set(title=f"{key} (n={len(m)})", ylabel=f"this work {parameter}" if c == 0 else "")
+        axes[1, c].errorbar(m["lit"], m["est"] - m["lit"], yerr=yerr, fmt="o", ms=2.5, lw=0.4, alpha=0.7)
+        axes[1, c].axhline(0, color="k", ls="--", lw=0.8)
+        axes[1, c].set(xlabel=f"literature {parameter}", ylabel="difference" if c == 0 else "")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def distributions(estimates: pd.DataFrame, others: dict | None = None):
+    """Histograms of the four parameters, optionally with other tables overlaid."""
+    names = list(PUBLISHED_NAMES.values())
+    fig, axes = plt.subplots(1, 4, figsize=(13, 3))
+    for ax, n in zip(axes, names):
+        bins = np.histogram_bin_edges(estimates[n].dropna(), 20)
+        ax.hist(estimates[n].dropna(), bins=bins, alpha=0.6, label="this work")
+        for label, df in (others or {}).items():
+            if n in df:
+                ax.hist(df[n].dropna(), bins=bins, histtype="step", lw=1.2, label=label)
+        ax.set(xlabel=LABELS.get(n, n))
+    axes[0].legend(fontsize="x-small")
+    fig.tight_layout()
+    return fig
+
+
+def hr_diagram(table: pd.DataFrame, y: str = "Lum", ylabel: str = r"$L/L_\odot$"):
+    """Teff against luminosity, coloured by [M/H], sized by vsini."""
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    sizes = 8 + 4 * table["vsini"].clip(0, 30)
+    sc = ax.scatter(table["Teff"], table[y], c=table["[M/H]"], s=sizes, cmap="coolwarm", edgecolor="k", lw=0.3)
+    fig.colorbar(sc, ax=ax).set_label("[M/H] [dex]")
+    ax.set(xlabel=LABELS["Teff"], ylabel=ylabel, yscale="log")
+    ax.invert_xaxis()
+    fig.tight_layout()
+    return fig
