@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,11 +69,13 @@ def _open(path: Path):
     if not path.is_file():
         raise ArchiveError(f"{path}: file not found")
     try:
-        hdul = fits.open(path, memmap=False)
-        for hdu in hdul:  # force every data block to be read: truncation shows here
-            _ = hdu.data
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message=".*truncated.*")
+            hdul = fits.open(path, memmap=False)
+            for hdu in hdul:  # force every header and data block to be read: truncation shows here
+                _ = hdu.data
         return hdul
-    except (OSError, TypeError, ValueError) as err:
+    except (OSError, TypeError, ValueError, Warning) as err:
         raise ArchiveError(f"{path}: not a readable FITS file ({err}); truncated download?") from err
 
 
@@ -213,7 +216,7 @@ class ResumableDownloader:
     under a stable name beside the cache and continued.
     """
 
-    def __init__(self, progressbar: bool = True, chunk: int = 1 << 20, timeout: float = 60):
+    def __init__(self, progressbar: bool = True, chunk: int = 1 << 16, timeout: float = 60):
         self.progressbar, self.chunk, self.timeout = progressbar, chunk, timeout
 
     def __call__(self, url: str, output_file: str, pooch_obj=None, check_only: bool = False):
@@ -237,6 +240,9 @@ class ResumableDownloader:
                     for block in r.iter_content(self.chunk):
                         out.write(block)
                         bar.update(len(block))
+                if total and part.stat().st_size != total:
+                    raise ArchiveError(f"{url}: transfer stopped at {part.stat().st_size} of {total} bytes; "
+                                       f"run again to resume from {part}")
         part.replace(output_file)
 
 
@@ -253,9 +259,10 @@ def download(url: str, relpath: str, sha256: str | None = None, cache: Path | No
         return Path(pooch.retrieve(url, known_hash=f"sha256:{sha256}" if sha256 else None,
                                    fname=target.name, path=target.parent,
                                    downloader=ResumableDownloader(progressbar)))
-    except (requests.ConnectionError, requests.Timeout, requests.HTTPError) as err:
+    except (requests.ConnectionError, requests.Timeout, requests.HTTPError,
+            requests.exceptions.ChunkedEncodingError) as err:
         raise ArchiveError(f"cannot download {url} ({err}). Offline? Put the file at {target} "
-                           f"and run again.") from err
+                           f"and run again (a partial download resumes).") from err
 
 
 def fetch_phoenix(nodes, cache: Path | None = None, progressbar: bool = True) -> Path:

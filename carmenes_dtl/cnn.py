@@ -108,12 +108,12 @@ def build_cnn(n_inputs: int, tuned_width: int = 64, learning_rate: float = 0.01,
     compiles in a second and trains every member in the same step, instead of 20 Keras
     models or a 20-branch graph that takes ~20 s to trace (see benchmarks/).
     `pool` > 0 is for the `direct` baseline on 3501-pixel spectra: the input is averaged
-    in bins of 4 pixels (0.04 Å, still over 2 per resolution element) and each
+    in bins of 8 pixels (0.08 Å, about one resolution element) and each
     convolution is followed by max-pooling by `pool`; without this the first dense
     layer alone would hold 28 M weights per member.
     """
     inputs = keras.Input((n_inputs, 1))
-    x = keras.layers.Lambda(lambda t: _pool(t, 4, ops.mean), name="bin4")(inputs) if pool else inputs
+    x = keras.layers.Lambda(lambda t: _pool(t, 8, ops.mean), name="bin8")(inputs) if pool else inputs
     for filters in (64, 32):
         x = MemberConv1D(members, filters, name=f"conv{filters}")(x)
         if pool:

@@ -99,6 +99,8 @@ class Profile:
     cnn: CNNSettings
     demo_size: str
     vsini: tuple[float, ...] = VSINI_GRID
+    n_nodes: int | None = None  # seeded subset of the paper's 1767 nodes; None = all 22,933 rows
+    n_stars: int | None = None  # demo stars; None = the demo size's default
     window: Window = field(default_factory=Window)
 
     def to_dict(self) -> dict:
@@ -113,6 +115,17 @@ PROFILES = {
         CNNSettings(n_per_model=3, epochs=25, learning_rate=3e-3, batch_size=128, tuned_width=32, patience=6),
         demo_size="quick",
         vsini=(1.5, 3, 6, 10, 20, 30),
+        n_nodes=160,
+    ),
+    "tiny": Profile(  # smoke runs and tests: seconds, not science
+        "tiny",
+        AESettings(n_in_grid=(128,), l1_grid=(1e-7,), learning_rate=1e-3, epochs=8, cv_folds=2, n_models=1,
+                   finetune_epochs=4, patience=4),
+        CNNSettings(n_per_model=3, epochs=4, learning_rate=3e-3, batch_size=64, tuned_width=16, patience=4),
+        demo_size="quick",
+        vsini=(2, 10),
+        n_nodes=40,
+        n_stars=16,
     ),
     "paper": Profile("paper", AESettings(), CNNSettings(), demo_size="full"),
 }

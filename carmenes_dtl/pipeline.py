@@ -21,8 +21,6 @@ from tqdm.auto import tqdm
 from . import __version__, autoencoder, cnn, grid, prepare, store, transfer
 from .config import PARAMETERS, PUBLISHED_NAMES, Profile, profile
 
-#: Synthetic nodes per quick run (all 1767 with the paper profile).
-QUICK_NODES = 160
 HOLDOUT_FRACTION = 0.1
 
 
@@ -58,9 +56,9 @@ VARIANTS = {"": "fine-tuned latents (the method)", "no_finetune": "latents befor
 class Runner:
     """Runs the stages in order, skipping the finished ones."""
 
-    def __init__(self, out: Path, prof: Profile, seed: int = 42, progress: bool = True, n_nodes: int | None = None):
+    def __init__(self, out: Path, prof: Profile, seed: int = 42, progress: bool = True):
         self.paths, self.prof, self.seed, self.progress = RunPaths(out), prof, seed, progress
-        self.n_nodes = n_nodes if n_nodes is not None else (QUICK_NODES if prof.name == "quick" else None)
+        self.n_nodes = prof.n_nodes
         self.paths.out.mkdir(parents=True, exist_ok=True)
         self.done = json.loads(self.paths.stages.read_text()) if self.paths.stages.exists() else {}
         self.key = hashlib.sha1(json.dumps([seed, self.n_nodes], default=str).encode()).hexdigest()
@@ -87,8 +85,8 @@ class Runner:
         from .demo import write_demo
 
         self.stage("demo", [self.paths.demo / "truth.csv"],
-                   lambda: write_demo(self.paths.demo, self.seed, gap=gap, size=self.prof.demo_size,
-                                      progress=self.progress), extra=[gap, self.prof.demo_size])
+                   lambda: write_demo(self.paths.demo, self.seed, self.prof.n_stars, gap, self.prof.demo_size,
+                                      progress=self.progress), extra=[gap, self.prof.demo_size, self.prof.n_stars])
 
     def prepare(self, phoenix_dir: Path, carmenes_dir: Path) -> None:
         p = self.paths
@@ -232,7 +230,7 @@ def coverage(table: pd.DataFrame) -> dict:
 
 def run(out: Path, demo: bool = True, synthetic: Path | None = None, observed: Path | None = None,
         profile_name: str = "quick", seed: int = 42, gap: str = "paper", progress: bool = True,
-        prof: Profile | None = None, n_nodes: int | None = None) -> dict:
+        prof: Profile | None = None) -> dict:
     """The whole method; returns the run summary (also written to ``OUT/run.json``)."""
     prof = prof or profile(profile_name)
     if keras.backend.backend() == "tensorflow":
@@ -242,7 +240,7 @@ def run(out: Path, demo: bool = True, synthetic: Path | None = None, observed: P
 
         tf.config.experimental.enable_op_determinism()
         logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notices of the many small models
-    r = Runner(out, prof, seed, progress, n_nodes)
+    r = Runner(out, prof, seed, progress)
     truth = None
     if demo:
         r.demo(gap)

@@ -112,7 +112,7 @@ def process_observed(spec: archives.CarmenesSpectrum, window: Window, template) 
             if near.any() and np.isnan(spec.flux[o][near]).all():
                 raise
             continue
-        nans += int(np.isnan(spec.flux[o][near]).sum())
+        nans += n
         sigma[o] = archives.fill_nans(spec.sigma[o], f"{spec.path} order {o} SIG")[0]
     best = max(flux, key=lambda o: np.sum((spec.wave[o] > window.start) & (spec.wave[o] < window.stop)))
     bary = {o: spec.wave[o] * preprocess.doppler_factor(berv) for o in flux}
