@@ -270,7 +270,7 @@ def write_carmenes(out: Path, stars: pd.DataFrame, gap: str, seed: int, progress
 
 
 def write_demo(out: Path, seed: int = 42, n_stars: int | None = None, gap: str = "paper",
-               size: str = "quick", progress: bool = True) -> Path:
+               size: str = "quick", progress: bool = True, phoenix: bool = True) -> Path:
     """Write ``phoenix/``, ``carmenes/`` and ``truth.csv`` under `out`; same seed, same bytes."""
     if size not in SIZES:
         raise ValueError(f"unknown demo size {size!r}; choose one of {list(SIZES)}")
@@ -279,7 +279,8 @@ def write_demo(out: Path, seed: int = 42, n_stars: int | None = None, gap: str =
     out = Path(out)
     rng = np.random.default_rng(seed)
     stars = draw_stars(n_stars or spec.n_stars, rng)
-    write_phoenix(out, spec, progress)
+    if phoenix:
+        write_phoenix(out, spec, progress)
     files = write_carmenes(out, stars, gap, seed, progress)
     stars.insert(1, "file", [f"carmenes/{p.name}" for p in files])
     stars.to_csv(out / "truth.csv", index=False)

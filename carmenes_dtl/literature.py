@@ -169,3 +169,13 @@ def meta(key: str, snapshot: Path | None = None) -> dict:
 
 def parameters_of(df: pd.DataFrame) -> list[str]:
     return [p for p in ("Teff", "logg", "[M/H]", "vsini") if p in df and np.isfinite(df[p]).any()]
+
+
+def published_estimates(path: Path, snapshot: Path | None = None) -> Path:
+    """Write the paper's published estimates (from the snapshot) as an estimates CSV at `path`."""
+    from .config import estimate_columns
+
+    df = load("paper", snapshot)[estimate_columns()]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(path, index=False)
+    return Path(path)

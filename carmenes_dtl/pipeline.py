@@ -275,3 +275,16 @@ def book_run(seed: int = 42) -> RunPaths:
     if not paths.run.exists():
         run(out, profile_name="quick", seed=seed, progress=False)
     return paths
+
+
+def gap_variant(paths: RunPaths, gap: str, n_stars: int = 30, seed: int = 42) -> Path:
+    """Observed set of another demo survey (same model, gap level `gap`), for comparisons."""
+    from .demo import write_demo
+
+    out = paths.out / f"gap_{gap}"
+    h5 = out / "observed.h5"
+    if not h5.exists():
+        write_demo(out / "demo", seed, n_stars, gap, progress=False, phoenix=False)
+        prepare.prepare_observed(out / "demo" / "carmenes", h5, template=prepare.template_from_set(paths.synthetic),
+                                 progress=False)
+    return h5

@@ -128,15 +128,21 @@ def validate(estimates: Path, out: Path, literature_dir: Path | None = None, fig
     unmatched.to_csv(out / "unmatched.csv", index=False)
     findings(est, cats).to_csv(out / "findings.csv", index=False)
     if figures:
-        from . import plotting
-
-        for p in ("Teff", "logg", "[M/H]", "vsini"):
-            merged = {k: compare(est, lit, p) for k, lit in cats.items() if p in literature.parameters_of(lit)}
-            fig = plotting.comparison(merged, p)
-            fig.savefig(out / f"comparison_{p.strip('[]').replace('/', '')}.png", dpi=100)
-        plotting.distributions(est, {"Pass20 (DL)": cats["pass20"], "Mar21": cats["mar21"]}).savefig(
-            out / "distributions.png", dpi=100)
-        hr = est.merge(cats["schw19"][["karmn", "Lum"]], on="karmn").dropna(subset=["Lum"])
-        if len(hr):
-            plotting.hr_diagram(hr).savefig(out / "hr_diagram.png", dpi=100)
+        for name, fig in make_figures(est, cats).items():
+            fig.savefig(out / f"{name}.png", dpi=100)
     return table
+
+
+def make_figures(est: pd.DataFrame, cats: dict[str, pd.DataFrame]) -> dict:
+    """One-to-one/difference plots per parameter, distributions and the HR-type diagram."""
+    from . import plotting
+
+    figs = {}
+    for p in ("Teff", "logg", "[M/H]", "vsini"):
+        merged = {k: compare(est, lit, p) for k, lit in cats.items() if p in literature.parameters_of(lit)}
+        figs[f"comparison_{p.strip('[]').replace('/', '')}"] = plotting.comparison(merged, p)
+    figs["distributions"] = plotting.distributions(est, {"Pass20 (DL)": cats["pass20"], "Mar21": cats["mar21"]})
+    hr = est.merge(cats["schw19"][["karmn", "Lum"]], on="karmn").dropna(subset=["Lum"])
+    if len(hr):
+        figs["hr_diagram"] = plotting.hr_diagram(hr)
+    return figs
