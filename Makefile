@@ -26,8 +26,8 @@ demo-run: $(STAMP)
 	$(BIN)/carmenes-dtl run --demo --profile quick --seed 42 --out $(RUN_DIR)
 
 book: demo-run
-	CARMENES_DTL_RUN=$(abspath $(RUN_DIR)) $(BIN)/jupyter-book build . --path-output _build/book-src -W --keep-going -n
-	rm -rf _build/html && cp -r _build/book-src/_build/html _build/html
+	rm -rf _build/html _build/jupyter_execute
+	CARMENES_DTL_RUN=$(abspath $(RUN_DIR)) $(BIN)/jupyter-book build . -W --keep-going
 	@echo "Book: $(abspath _build/html/index.html)"
 
 test: $(STAMP)

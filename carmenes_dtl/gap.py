@@ -1,11 +1,13 @@
 """The synthetic gap as numbers: how distinguishable are two sets of vectors?
 
 Each metric comes with the value that means "no gap":
+
 - domain-classifier ROC AUC (cross-validated logistic regression): 0.5;
 - maximum mean discrepancy (RBF kernel, median bandwidth) with a permutation p-value:
   MMD² ≈ 0, p > 0.05;
 - nearest-neighbour distance ratio: median distance of each observed vector to its nearest
   synthetic one over the median synthetic-to-synthetic nearest distance: ≈ 1.
+
 Inputs are spectra or latent vectors alike.
 """
 from __future__ import annotations
