@@ -7,9 +7,12 @@ instead uses one kernel, in Å, for the whole range).
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from astropy import constants as const
 from astropy import units as u
+from scipy import fft as sp_fft
 from scipy.signal import fftconvolve
 
 from .config import CARMENES_VIS_R, Window
@@ -71,6 +74,7 @@ def _supersampled(profile, half_width: float, dv: float, sub: int = 20) -> np.nd
     return kernel / kernel.sum()
 
 
+@functools.lru_cache(maxsize=64)
 def rotation_kernel(vsini_kms: float, dv_kms: float = DV_KMS, epsilon: float = LIMB_DARKENING) -> np.ndarray:
     """Limb-darkened rotation profile (Gray 2005, Eq. 18.14) sampled at `dv_kms`."""
     if vsini_kms <= 0:
@@ -83,6 +87,7 @@ def rotation_kernel(vsini_kms: float, dv_kms: float = DV_KMS, epsilon: float = L
     return _supersampled(profile, vsini_kms, dv_kms)
 
 
+@functools.lru_cache(maxsize=8)
 def gaussian_kernel(resolution: float, dv_kms: float = DV_KMS) -> np.ndarray:
     """Instrument profile: a Gaussian of FWHM c/R in velocity."""
     sigma = C_KMS / resolution / (2 * np.sqrt(2 * np.log(2)))
@@ -96,22 +101,43 @@ def convolve(flux: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     return fftconvolve(padded, kernel, mode="same")[pad:-pad] if pad else flux.copy()
 
 
+def kernel(vsini_kms: float, resolution: float | None = CARMENES_VIS_R, dv_kms: float = DV_KMS) -> np.ndarray:
+    """Rotation profile convolved with the instrument profile, sampled at `dv_kms`."""
+    k = rotation_kernel(float(vsini_kms), dv_kms)
+    return np.convolve(k, gaussian_kernel(resolution, dv_kms)) if resolution else k
+
+
 def broaden(flux: np.ndarray, vsini_kms: float, resolution: float | None = CARMENES_VIS_R,
             dv_kms: float = DV_KMS) -> np.ndarray:
     """Rotational then instrumental broadening of a spectrum on a `log_grid`."""
-    kernel = rotation_kernel(vsini_kms, dv_kms)
-    if resolution:
-        kernel = np.convolve(kernel, gaussian_kernel(resolution, dv_kms))
-    return convolve(flux, kernel)
+    return convolve(flux, kernel(vsini_kms, resolution, dv_kms))
+
+
+def broaden_many(flux: np.ndarray, vsini, resolution: float | None = CARMENES_VIS_R,
+                 dv_kms: float = DV_KMS) -> np.ndarray:
+    """`broaden` for several vsini at once: one forward FFT of the spectrum, one product per kernel."""
+    kernels = [kernel(v, resolution, dv_kms) for v in vsini]
+    pad = max(len(k) for k in kernels) // 2
+    padded = np.pad(flux, pad, mode="edge")
+    n = sp_fft.next_fast_len(padded.size + 2 * pad + 1, real=True)
+    spectrum = sp_fft.rfft(padded, n)
+    bank = np.zeros((len(kernels), n))
+    for i, k in enumerate(kernels):  # centre each kernel at index 0 (wrap-around)
+        h = len(k) // 2
+        bank[i, :h + 1] = k[h:]
+        bank[i, n - h:] = k[:h]
+    out = sp_fft.irfft(spectrum[None, :] * sp_fft.rfft(bank, n, axis=1), n, axis=1)
+    return out[:, pad:pad + flux.size]
 
 
 def continuum(flux: np.ndarray, segments: int = 10, quantile: float = 0.97) -> np.ndarray:
-    """Pseudo-continuum: a straight line through the upper `quantile` of each segment."""
-    x = np.arange(flux.size)
-    parts = np.array_split(np.arange(flux.size), segments)
-    xs = np.array([p.mean() for p in parts])
-    ys = np.array([np.quantile(flux[p], quantile) for p in parts])
-    return np.polyval(np.polyfit(xs, ys, 1), x)
+    """Pseudo-continuum: a straight line through the upper `quantile` of each of `segments`
+    equal segments (a remainder of fewer than `segments` pixels at the red end is ignored)."""
+    width = flux.size // segments
+    blocks = flux[: width * segments].reshape(segments, width)
+    xs = (np.arange(segments) + 0.5) * width - 0.5
+    ys = np.quantile(blocks, quantile, axis=1)
+    return np.polyval(np.polyfit(xs, ys, 1), np.arange(flux.size))
 
 
 def normalise(flux: np.ndarray) -> np.ndarray:
@@ -132,11 +158,8 @@ def synthetic_to_window(wave: np.ndarray, flux: np.ndarray, vsini: list[float] |
     """One rest-frame model spectrum -> (len(vsini), window.n) normalised vectors."""
     check_coverage(wave, window, "synthetic spectrum")
     grid = log_grid(window.start - MARGIN_A, window.stop + MARGIN_A, dv_kms)
-    fine = resample(wave, flux, grid)
-    out = np.empty((len(vsini), window.n), np.float32)
-    for i, v in enumerate(vsini):
-        out[i] = normalise(resample(grid, broaden(fine, v, resolution, dv_kms), window.wavelength))
-    return out
+    broadened = broaden_many(resample(wave, flux, grid), vsini, resolution, dv_kms)
+    return np.stack([normalise(resample(grid, b, window.wavelength)) for b in broadened])
 
 
 def check_coverage(wave: np.ndarray, window: Window, what: str, margin: float = MARGIN_A) -> None:

@@ -119,3 +119,11 @@ def test_window_parse():
     assert w.n == 3501 and w.wavelength[-1] == pytest.approx(8735)
     with pytest.raises(ValueError):
         Window.parse("8835,8800")
+
+
+def test_broaden_many_equals_one_at_a_time():
+    wave = pp.log_grid(8800, 8840)
+    flux = line(wave, 8815, 0.05, 0.6) * line(wave, 8830, 0.03, 0.4)
+    many = pp.broaden_many(flux, [1.5, 8.0, 30.0])
+    for row, v in zip(many, [1.5, 8.0, 30.0]):
+        np.testing.assert_allclose(row, pp.broaden(flux, v), atol=1e-12)
