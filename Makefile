@@ -7,7 +7,6 @@ RUN_DIR ?= _build/demo-run
 export KERAS_BACKEND ?= jax
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONHASHSEED ?= 0
-export MPLBACKEND ?= Agg
 
 .PHONY: book test venv lock clean demo-run browser-test
 

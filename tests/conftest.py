@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+#: Published reference data: ../shared/reference beside the checkout (or $CARMENES_DTL_REFERENCE).
+REFERENCE = Path(os.environ.get("CARMENES_DTL_REFERENCE", Path(__file__).resolve().parents[2] / "shared" / "reference"))
 
 
 @pytest.fixture(scope="session")
