@@ -239,3 +239,17 @@ def test_download_resumes_after_interruption(server, tmp_path):
 def test_download_offline_message(tmp_path):
     with pytest.raises(archives.ArchiveError, match=r"cannot download http://127.0.0.1:9/x.fits .*Put the file at .*x.fits"):
         archives.download("http://127.0.0.1:9/x.fits", "x.fits", cache=tmp_path, progressbar=False)
+
+
+def test_coadded_template_layout(demo_survey, tmp_path):
+    """Public-release co-added spectra: SPEC/SIG/WAVE only, barycentric, no BJD."""
+    src = next((demo_survey / "carmenes").glob("*.fits"))
+    with fits.open(src) as hdul:
+        head = hdul[0].header.copy()
+        del head["HIERARCH CARACAL BJD"]
+        hdus = [fits.PrimaryHDU(header=head)] + [fits.ImageHDU(hdul[n].data / (hdul["CONT"].data if n != "WAVE" else 1),
+                                                              name=n) for n in ("SPEC", "SIG", "WAVE")]
+        fits.HDUList(hdus).writeto(tmp_path / "J00000+000.coadd.fits")
+    spec = archives.read_carmenes(tmp_path / "J00000+000.coadd.fits")
+    assert spec.barycentric and spec.bjd is None
+    assert np.nanmedian(spec.flux) == pytest.approx(np.nanmedian(archives.read_carmenes(src).flux), rel=1e-6)
