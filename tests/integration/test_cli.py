@@ -87,6 +87,15 @@ def test_run_resumes_finished_stages(tiny_run):
     assert (out / "estimates.csv").read_bytes() == before
 
 
+def test_same_seed_same_estimates(tiny_run, tmp_path):
+    out, _ = tiny_run
+    cli("run", "--demo", "--profile", "tiny", "--seed", "3", "--out", tmp_path / "again", "--quiet")
+    for variant in ("", "_direct", "_no_finetune"):
+        a = pd.read_csv(out / f"estimates{variant}.csv")
+        b = pd.read_csv(tmp_path / "again" / f"estimates{variant}.csv")
+        pd.testing.assert_frame_equal(a, b, rtol=1e-6)
+
+
 def test_gap_and_validate_commands(tiny_run, tmp_path, reference):
     out, _ = tiny_run
     res = cli("gap", out / "synthetic.h5", out / "observed.h5", "--out", tmp_path / "gap")
