@@ -10,7 +10,7 @@ import json
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import keras
@@ -258,11 +258,6 @@ def run(out: Path, demo: bool = True, synthetic: Path | None = None, observed: P
     r.encode()
     r.cnns()
     return r.summary(truth)
-
-
-def with_overrides(prof: Profile, **changes) -> Profile:
-    """A copy of `prof` with AE/CNN fields replaced, e.g. ``ae={"epochs": 5}``."""
-    return replace(prof, ae=replace(prof.ae, **changes.get("ae", {})), cnn=replace(prof.cnn, **changes.get("cnn", {})))
 
 
 def book_run(seed: int = 42) -> RunPaths:
