@@ -112,7 +112,7 @@ PROFILES = {
         "quick",
         AESettings(n_in_grid=(256, 384), l1_grid=(8e-8, 1.2e-7), learning_rate=1e-3, epochs=60,
                    cv_folds=2, n_models=2, finetune_epochs=40, patience=15),
-        CNNSettings(n_per_model=3, epochs=25, learning_rate=3e-3, batch_size=128, tuned_width=32, patience=6),
+        CNNSettings(n_per_model=5, epochs=25, learning_rate=3e-3, batch_size=128, tuned_width=32, patience=6),
         demo_size="quick",
         vsini=(1.5, 3, 6, 10, 20, 30),
         n_nodes=160,

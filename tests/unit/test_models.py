@@ -148,3 +148,17 @@ def test_member_layers_match_keras_conv_and_dense():
     ref.build(x.shape)
     ref.set_weights([ops.convert_to_numpy(conv.kernel)[1], ops.convert_to_numpy(conv.bias)[1]])
     np.testing.assert_allclose(out[:, 1], ops.convert_to_numpy(ref(x)), rtol=1e-5, atol=1e-6)
+
+
+def test_uncertainties_cover_held_out_truth_at_about_the_nominal_rate():
+    """[median - e, median + E] should contain ~68 % of truths the ensemble never saw."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(700, 8)).astype("float32")
+    y = (x[:, :1] * 2 + np.sin(x[:, 1:2]) + rng.normal(0, 0.3, (700, 1))).astype("float32")
+    s = CNNSettings(n_per_model=5, epochs=40, learning_rate=3e-3, batch_size=64, tuned_width=16, patience=8)
+    ens = cnn.train_ensemble(x[:500], y[:500], s, seed=1, parameters=("teff",))
+    stats = cnn.summarise(ens.member_predictions(x[500:])["teff"], ens.residuals["teff"])
+    med, lo, hi = stats.T
+    assert (lo >= 0).all() and (hi >= 0).all()
+    inside = (y[500:, 0] >= med - lo) & (y[500:, 0] <= med + hi)
+    assert 0.55 < inside.mean() < 0.85, inside.mean()
