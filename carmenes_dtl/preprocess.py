@@ -13,7 +13,6 @@ import numpy as np
 from astropy import constants as const
 from astropy import units as u
 from scipy import fft as sp_fft
-from scipy.signal import fftconvolve
 
 from .config import CARMENES_VIS_R, Window
 
@@ -94,13 +93,6 @@ def gaussian_kernel(resolution: float, dv_kms: float = DV_KMS) -> np.ndarray:
     return _supersampled(lambda v: np.exp(-0.5 * (v / sigma) ** 2), 6 * sigma, dv_kms)
 
 
-def convolve(flux: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """Convolve with edge-value padding so the ends are not pulled towards zero."""
-    pad = len(kernel) // 2
-    padded = np.pad(flux, pad, mode="edge")
-    return fftconvolve(padded, kernel, mode="same")[pad:-pad] if pad else flux.copy()
-
-
 def kernel(vsini_kms: float, resolution: float | None = CARMENES_VIS_R, dv_kms: float = DV_KMS) -> np.ndarray:
     """Rotation profile convolved with the instrument profile, sampled at `dv_kms`."""
     k = rotation_kernel(float(vsini_kms), dv_kms)
@@ -110,12 +102,15 @@ def kernel(vsini_kms: float, resolution: float | None = CARMENES_VIS_R, dv_kms: 
 def broaden(flux: np.ndarray, vsini_kms: float, resolution: float | None = CARMENES_VIS_R,
             dv_kms: float = DV_KMS) -> np.ndarray:
     """Rotational then instrumental broadening of a spectrum on a `log_grid`."""
-    return convolve(flux, kernel(vsini_kms, resolution, dv_kms))
+    return broaden_many(flux, [vsini_kms], resolution, dv_kms)[0]
 
 
 def broaden_many(flux: np.ndarray, vsini, resolution: float | None = CARMENES_VIS_R,
                  dv_kms: float = DV_KMS) -> np.ndarray:
-    """`broaden` for several vsini at once: one forward FFT of the spectrum, one product per kernel."""
+    """Broaden for several vsini at once: one forward FFT of the spectrum, one product per kernel.
+
+    The spectrum is padded with its edge values so the ends are not pulled towards zero.
+    """
     kernels = [kernel(v, resolution, dv_kms) for v in vsini]
     pad = max(len(k) for k in kernels) // 2
     padded = np.pad(flux, pad, mode="edge")

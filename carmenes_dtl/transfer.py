@@ -20,7 +20,8 @@ def mse(model: keras.Model, flux: np.ndarray) -> float:
     return float(np.mean((model.predict(flux, batch_size=512, verbose=0) - flux) ** 2))
 
 
-def frozen_layers(model: keras.Model, n_frozen: int) -> list[str]:
+def frozen_layers(n_frozen: int) -> list[str]:
+    """Names of the first `n_frozen` encoder layers."""
     return [f"enc_{i}" for i in range(1, n_frozen + 1)]
 
 
@@ -36,7 +37,7 @@ def finetune(model_path, observed: np.ndarray, synthetic: np.ndarray, s: AESetti
     model = load(model_path)
     train_obs, test_obs = train_test_split(observed, test_size=0.2, random_state=seed)
     before = {"mse_observed_test": mse(model, test_obs), "mse_synthetic": mse(model, synthetic)}
-    frozen = frozen_layers(model, s.finetune_frozen)
+    frozen = frozen_layers(s.finetune_frozen)
     for name in frozen:
         model.get_layer(name).trainable = False
     model.compile(optimizer=keras.optimizers.Adam(s.learning_rate), loss="mse")

@@ -97,7 +97,7 @@ def findings(est: pd.DataFrame, catalogues: dict[str, pd.DataFrame]) -> pd.DataF
     better = []
     for key in ("mar21", "pass19", "schw19", "mann15", "fgk_companions"):
         ours = compare(est, catalogues[key], "[M/H]")
-        theirs = _diff(dl, catalogues[key], "[M/H]")
+        theirs = compare(dl, catalogues[key], "[M/H]")
         common = set(ours["karmn"]) & set(theirs["karmn"])
         if len(common) > 2:
             a = ours[ours["karmn"].isin(common)]["diff"].std(ddof=1)
@@ -107,11 +107,6 @@ def findings(est: pd.DataFrame, catalogues: dict[str, pd.DataFrame]) -> pd.DataF
     rows.append({"finding": "[M/H] scatter against the literature smaller than Passegger 2020 (DL)",
                  "value": text, "holds": bool(better and sum(a < b for _, a, b, _ in better) > len(better) / 2)})
     return pd.DataFrame(rows)
-
-
-def _diff(a: pd.DataFrame, b: pd.DataFrame, p: str) -> pd.DataFrame:
-    m = a[["karmn", p]].merge(b[["karmn", p]], on="karmn", suffixes=("_a", "_b")).dropna()
-    return m.assign(diff=m[f"{p}_a"] - m[f"{p}_b"])
 
 
 def validate(estimates: Path, out: Path, literature_dir: Path | None = None, figures: bool = True) -> pd.DataFrame:
