@@ -8,7 +8,7 @@ export KERAS_BACKEND ?= jax
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONHASHSEED ?= 0
 
-.PHONY: book test venv lock clean demo-run browser-test
+.PHONY: book test venv lock clean demo-run browser-test chromium
 
 venv: $(STAMP)
 
@@ -29,11 +29,16 @@ book: demo-run
 	CARMENES_DTL_RUN=$(abspath $(RUN_DIR)) $(BIN)/jupyter-book build . -W --keep-going
 	@echo "Book: $(abspath _build/html/index.html)"
 
-test: $(STAMP)
+# The whole suite; the browser test opens every page of a book built on a tiny run.
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q
 
-browser-test: $(STAMP)
-	$(BIN)/python -m pytest -q tests/integration/test_browser.py
+# The browser test on the site `make book` built (screenshots in _build/screenshots/).
+browser-test: $(STAMP) chromium
+	CARMENES_DTL_SITE=$(abspath _build/html) $(BIN)/python -m pytest -q tests/integration/test_browser.py
+
+chromium:
+	@bash scripts/install_chromium.sh
 
 # Regenerate the lock from the current venv and mirror it into environment.yml.
 lock: $(STAMP)

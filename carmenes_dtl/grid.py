@@ -15,9 +15,10 @@ import numpy as np
 import pandas as pd
 from astropy.table import Table
 
-from . import archives
+from . import archives, snapshots
 
-PAPER_GRID_FILE = Path(__file__).resolve().parents[1] / "data" / "grid" / "paper_training_grid.ecsv"
+#: The paper's training set (data/grid/ in the repository, shipped as carmenes_dtl.snapshots).
+PAPER_GRID_FILE = Path(snapshots.__file__).parent / "grid" / "paper_training_grid.ecsv"
 
 
 class Archive:

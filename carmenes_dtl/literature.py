@@ -15,7 +15,10 @@ import numpy as np
 import pandas as pd
 from astropy.table import Table
 
-SNAPSHOT_DIR = Path(__file__).resolve().parents[1] / "data" / "literature"
+from . import snapshots
+
+#: Catalogue snapshots (data/literature/ in the repository, shipped as carmenes_dtl.snapshots).
+SNAPSHOT_DIR = Path(snapshots.__file__).parent / "literature"
 #: CARMENES ids that catalogues spell differently.
 ALIASES = {"J11110+304W": "J11110+304"}
 

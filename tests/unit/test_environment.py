@@ -27,6 +27,39 @@ def test_lock_pins_every_declared_dependency():
 def test_notebooks_stored_without_outputs():
     import json
 
-    for nb in ROOT.glob("book/*.ipynb"):
-        cells = json.loads(nb.read_text())["cells"]
-        assert not any(c.get("outputs") for c in cells), nb
+    notebooks = sorted(ROOT.glob("book/*.ipynb"))
+    assert len(notebooks) >= 6
+    for nb in notebooks:
+        code = [c for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code"]
+        assert code, nb
+        for c in code:
+            assert c["outputs"] == [] and c["execution_count"] is None, (nb.name, "".join(c["source"])[:60])
+
+
+def test_every_committed_snapshot_ships_in_the_package():
+    """`pip install git+...` (Colab) gets data/ as carmenes_dtl.snapshots: every committed file matches a glob."""
+    import fnmatch
+    import subprocess
+    import tomllib
+
+    from carmenes_dtl import grid, literature, snapshots
+
+    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert setup["package-dir"]["carmenes_dtl.snapshots"] == "data"
+    globs = setup["package-data"]["carmenes_dtl.snapshots"]
+    files = subprocess.run(["git", "ls-files", "data"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    assert len(files) >= 14
+    for f in files:
+        rel = f.removeprefix("data/")
+        assert rel == "__init__.py" or any(fnmatch.fnmatch(rel, g) for g in globs), f"{f} would not ship"
+    assert Path(snapshots.__file__).parent.resolve() == (ROOT / "data").resolve()
+    assert grid.PAPER_GRID_FILE.exists() and (literature.SNAPSHOT_DIR / "mar21.ecsv").exists()
+
+
+def test_each_chapter_installs_itself_on_colab_first():
+    import json
+
+    for nb in sorted(ROOT.glob("book/*.ipynb")):
+        first = "".join(next(c for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code")["source"])
+        assert 'if "google.colab" in sys.modules:' in first, nb.name
+        assert "pip install" in first and "git+https://github.com/carmenes-dtl/carmenes-dtl" in first, nb.name

@@ -1,5 +1,4 @@
 """Autoencoder, contractive penalty, fine-tuning and CNN ensembles (small, seeded)."""
-import os
 
 import keras
 import numpy as np

@@ -1,0 +1,1 @@
+"""The committed snapshots of published tables (see README.md), shipped as `carmenes_dtl.snapshots`."""
