@@ -97,25 +97,33 @@ def predicted_vs_true(table: pd.DataFrame, variants: list[str] | None = None, ti
     return fig
 
 
-def comparison(merged: dict, parameter: str, title: str = ""):
-    """One-to-one (top) and difference (bottom) panels per catalogue, with error bars.
+def comparison(merged: dict, parameter: str, title: str = "", per_row: int = 5):
+    """One-to-one (top) and difference (bottom) panels per catalogue, with error bars,
+    at most `per_row` catalogues side by side.
 
     `merged[key]` is a DataFrame with `est`, `lit`, `e_est`, `E_est` and optional `e_lit`.
     """
     keys = [k for k, m in merged.items() if len(m)]
-    fig, axes = plt.subplots(2, len(keys), figsize=(3.0 * len(keys), 5.6), squeeze=False, sharex="col",
-                             gridspec_kw={"height_ratios": [2, 1]})
-    for c, key in enumerate(keys):
+    ncols, nrows = min(per_row, len(keys)), -(-len(keys) // per_row)
+    fig, axes = plt.subplots(2 * nrows, ncols, figsize=(3.0 * ncols, 5.6 * nrows), squeeze=False,
+                             gridspec_kw={"height_ratios": [2, 1] * nrows})
+    for i in range(len(keys), nrows * ncols):  # empty cells of the last row
+        axes[2 * (i // ncols), i % ncols].set_visible(False)
+        axes[2 * (i // ncols) + 1, i % ncols].set_visible(False)
+    for i, key in enumerate(keys):
+        r, c = 2 * (i // ncols), i % ncols
+        top, bottom = axes[r, c], axes[r + 1, c]
+        bottom.sharex(top)
         m = merged[key]
         xerr = m["e_lit"] if "e_lit" in m else None
         yerr = [m["e_est"], m["E_est"]]
-        axes[0, c].errorbar(m["lit"], m["est"], xerr=xerr, yerr=yerr, fmt="o", ms=2.5, lw=0.4, alpha=0.7)
+        top.errorbar(m["lit"], m["est"], xerr=xerr, yerr=yerr, fmt="o", ms=2.5, lw=0.4, alpha=0.7)
         lims = [np.nanmin([m["lit"].min(), m["est"].min()]), np.nanmax([m["lit"].max(), m["est"].max()])]
-        axes[0, c].plot(lims, lims, "k--", lw=0.8)
-        axes[0, c].set(title=f"{key} (n={len(m)})", ylabel=f"this work {parameter}" if c == 0 else "")
-        axes[1, c].errorbar(m["lit"], m["est"] - m["lit"], yerr=yerr, fmt="o", ms=2.5, lw=0.4, alpha=0.7)
-        axes[1, c].axhline(0, color="k", ls="--", lw=0.8)
-        axes[1, c].set(xlabel=f"literature {parameter}", ylabel="difference" if c == 0 else "")
+        top.plot(lims, lims, "k--", lw=0.8)
+        top.set(title=f"{key} (n={len(m)})", ylabel=f"this work {parameter}" if c == 0 else "")
+        bottom.errorbar(m["lit"], m["est"] - m["lit"], yerr=yerr, fmt="o", ms=2.5, lw=0.4, alpha=0.7)
+        bottom.axhline(0, color="k", ls="--", lw=0.8)
+        bottom.set(xlabel=f"literature {parameter}", ylabel="difference" if c == 0 else "")
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -103,3 +103,20 @@ def test_fetch_vizier_with_a_stub_service(reference, tmp_path):
     literature.fetch_vizier(tmp_path / "viz", vizier=Stub())
     literature.import_csv_folder(reference, tmp_path / "csv")
     pd.testing.assert_frame_equal(literature.load("schw19", tmp_path / "viz"), literature.load("schw19", tmp_path / "csv"))
+
+
+def test_comparison_figure_wraps_catalogues_into_rows():
+    from carmenes_dtl import plotting
+
+    rng = np.random.default_rng(0)
+    merged = {f"cat{i}": pd.DataFrame({"lit": rng.normal(3500, 200, 20), "est": rng.normal(3500, 200, 20),
+                                       "e_est": np.full(20, 30.0), "E_est": np.full(20, 40.0)}) for i in range(7)}
+    merged["empty"] = merged["cat0"].iloc[:0]
+    fig = plotting.comparison(merged, "Teff")
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(fig.axes) == 4 * 5 and len(visible) == 2 * 7  # 2 rows of 5; the empty catalogue is skipped
+    titles = [ax.get_title() for ax in visible if ax.get_title()]
+    assert titles == [f"cat{i} (n=20)" for i in range(7)]
+    upper, lower = visible[0], visible[5]  # first catalogue's one-to-one and difference panels
+    np.testing.assert_allclose(lower.lines[-1].get_ydata(), [0, 0])
+    assert upper.get_ylabel() == "this work Teff" and lower.get_xlabel() == "literature Teff"
