@@ -37,14 +37,18 @@ def grid(params: pd.DataFrame, title: str = "training grid"):
 def projection(xy: np.ndarray, n_synthetic: int, params: pd.DataFrame | None, method: str):
     """2-D embedding coloured by domain and, for synthetic points, by each parameter."""
     panels = 1 + (len(PARAMETERS) if params is not None else 0)
-    fig, axes = plt.subplots(1, panels, figsize=(3.4 * panels, 3.2), squeeze=False)
+    ncols = min(panels, 3)
+    fig, axes = plt.subplots(-(-panels // ncols), ncols, figsize=(3.6 * ncols, 3.2 * -(-panels // ncols)),
+                             squeeze=False)
+    for ax in axes.flat[panels:]:
+        ax.set_visible(False)
     ax = axes[0, 0]
     ax.scatter(*xy[:n_synthetic].T, s=4, alpha=0.4, c=DOMAIN_COLOURS["synthetic"], label="synthetic")
     ax.scatter(*xy[n_synthetic:].T, s=14, c=DOMAIN_COLOURS["observed"], edgecolor="k", lw=0.3, label="observed")
     ax.set_title(f"{method}: domain")
     ax.legend(fontsize="x-small", markerscale=2)
     if params is not None:
-        for ax, p in zip(axes[0, 1:], PARAMETERS):
+        for ax, p in zip(axes.flat[1:], PARAMETERS):
             sc = ax.scatter(*xy[:n_synthetic].T, s=4, c=params[p], cmap="viridis")
             ax.scatter(*xy[n_synthetic:].T, s=10, facecolor="none", edgecolor="k", lw=0.4)
             fig.colorbar(sc, ax=ax, shrink=0.8).set_label(LABELS[p])
