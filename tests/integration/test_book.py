@@ -45,5 +45,5 @@ def test_figures_rendered_and_present(html):
 def test_launch_buttons_for_binder_and_colab_on_every_chapter(html):
     for name in CHAPTERS[1:7]:
         page = (html / "book" / f"{name}.html").read_text()
-        assert f"https://mybinder.org/v2/gh/carmenes-dtl/carmenes-dtl/main?urlpath=lab/tree/./book/{name}.ipynb" in page
-        assert f"https://colab.research.google.com/github/carmenes-dtl/carmenes-dtl/blob/main/./book/{name}.ipynb" in page
+        assert f"https://mybinder.org/v2/gh/carmenes-dtl/carmenes-dtl/main?urlpath=lab/tree/book/{name}.ipynb" in page
+        assert f"https://colab.research.google.com/github/carmenes-dtl/carmenes-dtl/blob/main/book/{name}.ipynb" in page
