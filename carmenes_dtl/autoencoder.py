@@ -104,10 +104,14 @@ def encode(model: keras.Model, flux: np.ndarray, batch_size: int = 512) -> np.nd
     return np.asarray(encoder(model).predict(flux, batch_size=batch_size, verbose=0))
 
 
-def callbacks(patience: int, progress: bool, desc: str = "epochs", checkpoint: Path | None = None) -> list:
+def reconstruction_mse(model: keras.Model, flux: np.ndarray) -> float:
+    """Mean squared reconstruction error."""
+    return float(np.mean((model.predict(flux, batch_size=512, verbose=0) - flux) ** 2))
+
+
+def callbacks(patience: int, progress: bool, desc: str = "epochs") -> list:
+    """Early stopping on the validation loss (best weights kept), plus a progress bar."""
     cbs = [keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)]
-    if checkpoint is not None:
-        cbs.append(keras.callbacks.ModelCheckpoint(str(checkpoint), save_best_only=True))
     if progress:
         from tqdm.keras import TqdmCallback
 
@@ -115,8 +119,13 @@ def callbacks(patience: int, progress: bool, desc: str = "epochs", checkpoint: P
     return cbs
 
 
+def history(fit) -> dict[str, list[float]]:
+    """A Keras `History` as plain floats (for JSON)."""
+    return {k: [float(v) for v in vals] for k, vals in fit.history.items()}
+
+
 def train(flux: np.ndarray, n_in: int, l1: float, s: AESettings, seed: int, progress: bool = False,
-          validation_split: float = 0.1, checkpoint: Path | None = None) -> tuple[keras.Model, dict]:
+          validation_split: float = 0.1) -> tuple[keras.Model, dict]:
     """Build and fit one autoencoder; returns the model and its loss history.
 
     A seeded random `validation_split` of the spectra steers early stopping (Keras' own
@@ -129,8 +138,8 @@ def train(flux: np.ndarray, n_in: int, l1: float, s: AESettings, seed: int, prog
     val, fit = flux[order[:n_val]], flux[order[n_val:]]
     hist = model.fit(fit, fit, validation_data=(val, val) if n_val else None, epochs=s.epochs,
                      batch_size=s.batch_size, shuffle=True, verbose=0,
-                     callbacks=callbacks(s.patience, progress, f"AE n_in={n_in}", checkpoint))
-    return model, {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+                     callbacks=callbacks(s.patience, progress, f"AE n_in={n_in}"))
+    return model, history(hist)
 
 
 class AutoencoderEstimator(BaseEstimator):
@@ -144,8 +153,7 @@ class AutoencoderEstimator(BaseEstimator):
         return self
 
     def score(self, X, y=None):
-        pred = self.model_.predict(X, batch_size=512, verbose=0)
-        return -float(np.mean((pred - X) ** 2))
+        return -reconstruction_mse(self.model_, X)
 
 
 def grid_search(flux: np.ndarray, s: AESettings, seed: int = 0) -> list[dict]:

@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 
 import keras
 import numpy as np
-from keras import ops
 import pandas as pd
+from keras import ops
 from sklearn.model_selection import StratifiedShuffleSplit
 from sklearn.preprocessing import StandardScaler
 
-from .autoencoder import callbacks
+from .autoencoder import callbacks, history
 from .config import PAPER_RANGES, PARAMETERS, PUBLISHED_NAMES, CNNSettings, estimate_columns
+
 
 @keras.saving.register_keras_serializable(package="carmenes_dtl")
 def masked_mse(y_true, y_pred):
@@ -179,11 +180,11 @@ def train_ensemble(x: np.ndarray, y: np.ndarray, s: CNNSettings, seed: int, pool
     model = build_cnn(x.shape[1], s.tuned_width, s.learning_rate, pool, members=y_train.shape[1])
     hist = model.fit(xs, y_train, validation_data=(xs, y_test), epochs=s.epochs, batch_size=s.batch_size,
                      verbose=0, callbacks=callbacks(s.patience, progress, "CNN ensemble"))
-    pred = np.asarray(model.predict(xs, batch_size=256, verbose=0)).reshape(len(y), len(parameters), k_per)
-    residuals = {p: [(pred[te, i, k] - ys[te, i]) * std[i] for k, (_, te) in enumerate(splits[p])]
-                 for i, p in enumerate(parameters)}
-    return Ensemble(tuple(parameters), scaler, mean, std, model, residuals,
-                    {k: [float(v) for v in vals] for k, vals in hist.history.items()})
+    ensemble = Ensemble(tuple(parameters), scaler, mean, std, model, {}, history(hist))
+    pred = ensemble.member_predictions(x)
+    ensemble.residuals = {p: [pred[p][k, te] - y[te, i] for k, (_, te) in enumerate(splits[p])]
+                          for i, p in enumerate(parameters)}
+    return ensemble
 
 
 def summarise(predictions: np.ndarray, residuals: list[np.ndarray]) -> np.ndarray:

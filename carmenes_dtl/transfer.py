@@ -11,13 +11,8 @@ import keras
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from .autoencoder import callbacks, load
+from .autoencoder import callbacks, history, load, reconstruction_mse
 from .config import AESettings
-
-
-def mse(model: keras.Model, flux: np.ndarray) -> float:
-    """Mean squared reconstruction error."""
-    return float(np.mean((model.predict(flux, batch_size=512, verbose=0) - flux) ** 2))
 
 
 def frozen_layers(n_frozen: int) -> list[str]:
@@ -36,7 +31,12 @@ def finetune(model_path, observed: np.ndarray, synthetic: np.ndarray, s: AESetti
     keras.utils.set_random_seed(seed)
     model = load(model_path)
     train_obs, test_obs = train_test_split(observed, test_size=0.2, random_state=seed)
-    before = {"mse_observed_test": mse(model, test_obs), "mse_synthetic": mse(model, synthetic)}
+
+    def errors() -> dict:
+        return {"mse_observed_test": reconstruction_mse(model, test_obs),
+                "mse_synthetic": reconstruction_mse(model, synthetic)}
+
+    before = errors()
     frozen = frozen_layers(s.finetune_frozen)
     for name in frozen:
         model.get_layer(name).trainable = False
@@ -44,7 +44,5 @@ def finetune(model_path, observed: np.ndarray, synthetic: np.ndarray, s: AESetti
     hist = model.fit(train_obs, train_obs, validation_data=(test_obs, test_obs), epochs=s.finetune_epochs,
                      batch_size=min(s.batch_size, len(train_obs)), shuffle=True, verbose=0,
                      callbacks=callbacks(s.patience, progress, "fine-tune"))
-    after = {"mse_observed_test": mse(model, test_obs), "mse_synthetic": mse(model, synthetic)}
     return model, {"frozen_layers": frozen, "n_train": len(train_obs), "n_test": len(test_obs),
-                   "before": before, "after": after,
-                   "history": {k: [float(v) for v in vals] for k, vals in hist.history.items()}}
+                   "before": before, "after": errors(), "history": history(hist)}
