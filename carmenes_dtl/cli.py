@@ -59,18 +59,15 @@ def cmd_prepare_observed(a):
 def cmd_fetch_phoenix(a):
     from . import archives, grid
 
-    nodes = grid.paper_nodes()
-    lattice = {(float(t), float(g), float(m)) for t0, g0, m0 in nodes[["teff", "logg", "mh"]].to_numpy()
-               for t in (t0 // 100 * 100, t0 // 100 * 100 + 100) for g in (g0 // 0.5 * 0.5, g0 // 0.5 * 0.5 + 0.5)
-               for m in (m0 // 0.5 * 0.5, m0 // 0.5 * 0.5 + 0.5)}
+    lattice = grid.bracketing_nodes(grid.paper_nodes())
     print(f"{len(lattice)} archive nodes bracket the paper grid")
-    print(f"PHOENIX tree: {archives.fetch_phoenix(sorted(lattice), a.cache)}")
+    print(f"PHOENIX tree: {archives.fetch_phoenix(lattice, a.cache)}")
 
 
 def cmd_import_grid(a):
     from . import grid
 
-    print(f"wrote {grid.import_paper_grid(a.npy, a.out)}")
+    print(f"wrote {grid.import_paper_grid(a.npy, a.out or grid.PAPER_GRID_FILE)}")
 
 
 def cmd_train(a):
@@ -194,10 +191,6 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if getattr(args, "out", None) is None and args.command in ("import-grid", "fetch-literature"):
-        from . import grid, literature
-
-        args.out = grid.PAPER_GRID_FILE if args.command == "import-grid" else literature.SNAPSHOT_DIR
     try:
         args.func(args)
     except (FileNotFoundError, ValueError) as err:

@@ -19,6 +19,21 @@ from . import archives, snapshots
 
 #: The paper's training set (data/grid/ in the repository, shipped as carmenes_dtl.snapshots).
 PAPER_GRID_FILE = Path(snapshots.__file__).parent / "grid" / "paper_training_grid.ecsv"
+AXES = ("teff", "logg", "mh")
+
+
+def lower_node(value: float, step: float) -> float:
+    """The archive lattice value at or below `value` (lattice spacing `step`)."""
+    return float(np.floor(round(value / step, 6)) * step)
+
+
+def bracketing_nodes(nodes: pd.DataFrame) -> list[tuple[float, float, float]]:
+    """Archive nodes at and above each of `nodes` along every axis: all that interpolating them needs."""
+    lattice = set()
+    for row in nodes[list(AXES)].to_numpy(float):
+        lows = [(lower_node(v, archives.PHOENIX_STEPS[k]), archives.PHOENIX_STEPS[k]) for v, k in zip(row, AXES)]
+        lattice.update(itertools.product(*[(lo, lo + step) for lo, step in lows]))
+    return sorted(lattice)
 
 
 class Archive:
@@ -60,11 +75,11 @@ class Archive:
     def interpolate(self, teff: float, logg: float, mh: float, exclude=None) -> np.ndarray:
         """Flux at any point inside the archive's node lattice (trilinear in ln flux)."""
         corners = []
-        for value, key in ((teff, "teff"), (logg, "logg"), (mh, "mh")):
+        for value, key in zip((teff, logg, mh), AXES):
             step = archives.PHOENIX_STEPS[key]
-            lo = np.floor(round(value / step, 6)) * step
+            lo = lower_node(value, step)
             if exclude is not None:  # leave-one-out: widen the bracket around the excluded value
-                e = dict(zip(("teff", "logg", "mh"), exclude))[key]
+                e = dict(zip(AXES, exclude))[key]
                 if abs(lo - e) < 1e-9 and abs(value - e) < 1e-9:
                     corners.append(((e - step, 0.5), (e + step, 0.5)))
                     continue

@@ -56,3 +56,10 @@ def test_interpolated_paper_nodes_against_the_exact_model(archive, node):
     exact = preprocess.synthetic_to_window(archive.wave, demo.LineModel().flux(archive.wave, *node), [2.0], Window())
     diff = np.abs(interp - exact)
     assert diff.mean() < 0.005 and diff.max() < 0.08
+
+
+def test_bracketing_nodes_are_the_archive_corners():
+    nodes = pd.DataFrame({"teff": [3325.0, 3350.0], "logg": [4.7, 4.7], "mh": [-0.35, -0.35]})
+    corners = grid.bracketing_nodes(nodes)
+    assert corners == sorted({(t, g, m) for t in (3300.0, 3400.0) for g in (4.5, 5.0) for m in (-0.5, 0.0)})
+    assert len(grid.bracketing_nodes(grid.paper_nodes())) == 241
