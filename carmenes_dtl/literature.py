@@ -16,6 +16,7 @@ import pandas as pd
 from astropy.table import Table
 
 from . import snapshots
+from .config import PUBLISHED_NAMES, estimate_columns
 
 #: Catalogue snapshots (data/literature/ in the repository, shipped as carmenes_dtl.snapshots).
 SNAPSHOT_DIR = Path(snapshots.__file__).parent / "literature"
@@ -69,7 +70,7 @@ BENCHMARKS = {"interferometric": "Teff", "fgk_companions": "[M/H]"}
 BENCHMARK_CSV = "benchmark_stars.csv"
 PAPER = Catalogue("paper", "Mas-Buitrago et al. 2024", "J/A+A/687/A205", "final_estimations.csv", "karmn",
                   {"Teff": "Teff", "logg": "logg", "[M/H]": "[M/H]", "vsini": "vsini"},
-                  {p: (f"e_{p}", f"E_{p}") for p in ("Teff", "logg", "[M/H]", "vsini")})
+                  {p: (f"e_{p}", f"E_{p}") for p in PUBLISHED_NAMES.values()})
 COMPARISON_KEYS = [*CATALOGUES, *BENCHMARKS]
 
 
@@ -157,27 +158,30 @@ def fetch_vizier(out_dir: Path | None = None, vizier=None) -> list[Path]:
     return paths
 
 
-def load(key: str, snapshot: Path | None = None) -> pd.DataFrame:
-    """One catalogue from the snapshot, with `karmn` and our parameter names."""
+def _read(key: str, snapshot: Path | None) -> Table:
     path = Path(snapshot or SNAPSHOT_DIR) / f"{key}.ecsv"
     if not path.is_file():
         raise FileNotFoundError(f"{path} missing: run `carmenes-dtl fetch-literature` "
                                 f"(or --from-csv ../shared/reference offline)")
-    return Table.read(path, format="ascii.ecsv").to_pandas()
+    return Table.read(path, format="ascii.ecsv")
+
+
+def load(key: str, snapshot: Path | None = None) -> pd.DataFrame:
+    """One catalogue from the snapshot, with `karmn` and our parameter names."""
+    return _read(key, snapshot).to_pandas()
 
 
 def meta(key: str, snapshot: Path | None = None) -> dict:
-    return dict(Table.read(Path(snapshot or SNAPSHOT_DIR) / f"{key}.ecsv", format="ascii.ecsv").meta)
+    """A snapshot's provenance header (VizieR id, columns used, retrieval date)."""
+    return dict(_read(key, snapshot).meta)
 
 
 def parameters_of(df: pd.DataFrame) -> list[str]:
-    return [p for p in ("Teff", "logg", "[M/H]", "vsini") if p in df and np.isfinite(df[p]).any()]
+    return [p for p in PUBLISHED_NAMES.values() if p in df and np.isfinite(df[p]).any()]
 
 
 def published_estimates(path: Path, snapshot: Path | None = None) -> Path:
     """Write the paper's published estimates (from the snapshot) as an estimates CSV at `path`."""
-    from .config import estimate_columns
-
     df = load("paper", snapshot)[estimate_columns()]
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(path, index=False)

@@ -12,7 +12,7 @@ import pandas as pd
 from scipy import stats
 
 from . import literature
-from .config import estimate_columns
+from .config import PUBLISHED_NAMES, estimate_columns
 
 STAT_COLUMNS = ["catalogue", "parameter", "n", "mean_diff", "std_diff", "median_diff", "mad", "pearson_r"]
 
@@ -133,7 +133,7 @@ def make_figures(est: pd.DataFrame, cats: dict[str, pd.DataFrame]) -> dict:
     from . import plotting
 
     figs = {}
-    for p in ("Teff", "logg", "[M/H]", "vsini"):
+    for p in PUBLISHED_NAMES.values():
         merged = {k: compare(est, lit, p) for k, lit in cats.items() if p in literature.parameters_of(lit)}
         figs[f"comparison_{p.strip('[]').replace('/', '')}"] = plotting.comparison(merged, p)
     figs["distributions"] = plotting.distributions(est, {"Pass20 (DL)": cats["pass20"], "Mar21": cats["mar21"]})
