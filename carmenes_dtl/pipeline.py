@@ -45,6 +45,10 @@ class RunPaths:
     def estimates(self, variant: str = "") -> Path:
         return self.out / f"estimates{'_' + variant if variant else ''}.csv"
 
+    def flags(self, variant: str = "") -> Path:
+        """Out-of-grid flags beside the estimates of `variant`."""
+        return self.out / f"flags{'_' + variant if variant else ''}.csv"
+
     def ae(self, i: int, finetuned: bool = False) -> Path:
         return self.models / f"ae_{i}{'_ft' if finetuned else ''}.keras"
 
@@ -58,10 +62,9 @@ class Runner:
 
     def __init__(self, out: Path, prof: Profile, seed: int = 42, progress: bool = True):
         self.paths, self.prof, self.seed, self.progress = RunPaths(out), prof, seed, progress
-        self.n_nodes = prof.n_nodes
         self.paths.out.mkdir(parents=True, exist_ok=True)
         self.done = json.loads(self.paths.stages.read_text()) if self.paths.stages.exists() else {}
-        self.key = hashlib.sha1(json.dumps([seed, self.n_nodes], default=str).encode()).hexdigest()
+        self.key = hashlib.sha1(json.dumps([seed, prof.n_nodes], default=str).encode()).hexdigest()
         self.timings: dict[str, float] = {}
 
     def stage(self, name: str, outputs: list[Path], func, extra=None) -> bool:
@@ -92,8 +95,8 @@ class Runner:
         p = self.paths
 
         def synthetic():
-            nodes = grid.paper_grid() if self.n_nodes is None else \
-                grid.select_nodes(grid.paper_nodes(), self.n_nodes, self.seed)
+            n_nodes = self.prof.n_nodes
+            nodes = grid.paper_grid() if n_nodes is None else grid.select_nodes(grid.paper_nodes(), n_nodes, self.seed)
             prepare.prepare_synthetic(phoenix_dir, p.synthetic, self.prof.vsini, self.prof.window, nodes,
                                       progress=self.progress)
 
@@ -163,12 +166,10 @@ class Runner:
             held = self.holdout_mask(syn.parameters)
             labels = syn.labels
             n_ae = self.prof.ae.n_models
-            inputs = {
-                "": ([lat[f"syn_ft_{i}"] for i in range(n_ae)], [lat[f"obs_ft_{i}"] for i in range(n_ae)], 0),
-                "no_finetune": ([lat[f"syn_pre_{i}"] for i in range(n_ae)],
-                                [lat[f"obs_pre_{i}"] for i in range(n_ae)], 0),
-                "direct": ([syn.flux], [obs.flux], 8),
-            }
+            inputs = {variant: ([lat[f"syn_{tag}_{i}"] for i in range(n_ae)],
+                                [lat[f"obs_{tag}_{i}"] for i in range(n_ae)], 0)
+                      for variant, tag in (("", "ft"), ("no_finetune", "pre"))}
+            inputs["direct"] = ([syn.flux], [obs.flux], 8)
             report, holdout = {}, []
             for variant, (xs_syn, xs_obs, pool) in tqdm(inputs.items(), desc="CNN ensembles",
                                                         disable=not self.progress):
@@ -176,7 +177,7 @@ class Runner:
                                                 progress=self.progress) for a, x in enumerate(xs_syn)]
                 est, flags = cnn.estimate(ensembles, xs_obs, obs.parameters["karmn"])
                 est.to_csv(p.estimates(variant), index=False)
-                flags.to_csv(p.out / f"flags{'_' + variant if variant else ''}.csv", index=False)
+                flags.to_csv(p.flags(variant), index=False)
                 hest, _ = cnn.estimate(ensembles, [x[held] for x in xs_syn], np.flatnonzero(held))
                 truth = pd.DataFrame(labels[held], columns=[PUBLISHED_NAMES[k] for k in PARAMETERS])
                 holdout.append(hest.assign(variant=variant or "method").join(truth.add_prefix("true_")))
@@ -191,7 +192,7 @@ class Runner:
         info = {
             "package_version": __version__, "keras": keras.__version__, "backend": keras.backend.backend(),
             "python": platform.python_version(), "profile": self.prof.to_dict(), "seed": self.seed,
-            "n_nodes": self.n_nodes, "timings_s": self.timings, "variants": VARIANTS,
+            "n_nodes": self.prof.n_nodes, "variants": VARIANTS,
             "synthetic": str(self.paths.synthetic), "observed": str(self.paths.observed),
         }
         obs = store.read(self.paths.observed)
