@@ -55,25 +55,39 @@ class Archive:
             teff, rest = int(name[3:8]), name[8:]
             logg, mh = float(rest[1:5]), float(rest[5:9])
             self.files[(float(teff), logg, mh)] = f
-        self._cache: dict = {}
-        self.nan_pixels = 0
+        self._cache: dict = {}  # node -> (ln flux, NaN pixels filled): a per-process memo
 
     def nodes(self) -> np.ndarray:
         return np.array(sorted(self.files))
 
-    def flux(self, node: tuple[float, float, float]) -> np.ndarray:
-        """ln(flux) of an archive node on `self.wave`."""
+    def _read(self, node: tuple[float, float, float]) -> tuple[np.ndarray, int]:
         if node not in self._cache:
             if node not in self.files:
-                raise KeyError(f"archive node Teff={node[0]:g} logg={node[1]:g} [M/H]={node[2]:g} "
-                               f"not in {self.root}")
+                raise archives.ArchiveError(f"archive node Teff={node[0]:g} logg={node[1]:g} [M/H]={node[2]:g} "
+                                            f"not in {self.root}")
             spec = archives.read_phoenix(self.files[node], self.wave_full)
-            self.nan_pixels += spec.nan_pixels
-            self._cache[node] = np.log(np.clip(spec.flux[self.sl], 1e-30, None))
+            self._cache[node] = np.log(np.clip(spec.flux[self.sl], 1e-30, None)), int(spec.nan_pixels)
         return self._cache[node]
 
-    def interpolate(self, teff: float, logg: float, mh: float, exclude=None) -> np.ndarray:
-        """Flux at any point inside the archive's node lattice (trilinear in ln flux)."""
+    def flux(self, node: tuple[float, float, float]) -> np.ndarray:
+        """ln(flux) of an archive node on `self.wave`."""
+        return self._read(node)[0]
+
+    def nan_pixels(self, node: tuple[float, float, float]) -> int:
+        """NaN pixels the reader filled in an archive node's file."""
+        return self._read(node)[1]
+
+    def check_covers(self, nodes: pd.DataFrame) -> None:
+        """An ArchiveError naming the first of `nodes` whose interpolation needs a node the archive lacks."""
+        for row in nodes[list(AXES)].drop_duplicates().to_numpy(float):
+            missing = [c for c, _ in self.corners(*row) if c not in self.files]
+            if missing:
+                raise archives.ArchiveError(
+                    f"{self.root}: node Teff={row[0]:g} logg={row[1]:g} [M/H]={row[2]:g} lies outside the archive "
+                    f"(its corner Teff={missing[0][0]:g} logg={missing[0][1]:g} [M/H]={missing[0][2]:g} is missing)")
+
+    def corners(self, teff: float, logg: float, mh: float, exclude=None) -> list[tuple[tuple, float]]:
+        """The archive nodes `interpolate` combines at a point, with their weights."""
         corners = []
         for value, key in zip((teff, logg, mh), AXES):
             step = archives.PHOENIX_STEPS[key]
@@ -85,11 +99,15 @@ class Archive:
                     continue
             t = (value - lo) / step
             corners.append(((lo, 1 - t), (lo + step, t)) if t > 1e-9 else ((lo, 1.0),))
+        weighted = [(tuple(round(float(v), 2) for v, _ in combo), float(np.prod([w for _, w in combo])))
+                    for combo in itertools.product(*corners)]
+        return [(node, w) for node, w in weighted if w > 0]
+
+    def interpolate(self, teff: float, logg: float, mh: float, exclude=None) -> np.ndarray:
+        """Flux at any point inside the archive's node lattice (trilinear in ln flux)."""
         out = np.zeros_like(self.wave)
-        for combo in itertools.product(*corners):
-            weight = np.prod([w for _, w in combo])
-            if weight > 0:
-                out += weight * self.flux(tuple(round(float(v), 2) for v, _ in combo))
+        for node, weight in self.corners(teff, logg, mh, exclude):
+            out += weight * self.flux(node)
         return np.exp(out)
 
 

@@ -1,8 +1,9 @@
 """Archive files -> spectrum sets: the `prepare-synthetic` and `prepare-observed` stages.
 
-Per-file work is a Dask task (threads of the local scheduler by default; inside a
-`dask.distributed.Client` context the same code runs on the cluster). Results are
-written in batches, so memory holds one batch, not the archive.
+Per-file work is a Dask task that returns everything it finds (spectra, NaN counts,
+exclusions) as its result, so the same code runs on local threads, local processes or a
+`dask.distributed` cluster (`scheduling`). Results are written in batches, so memory
+holds one batch, not the archive.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import archives, preprocess, store
+from . import archives, preprocess, scheduling, store
 from .config import CARMENES_VIS_R, Window
 from .grid import Archive
 from .rv import barycentric_correction
@@ -27,16 +28,18 @@ def _batches(items: list, size: int):
 
 def prepare_synthetic(phoenix_dir: Path, out: Path, vsini, window: Window = Window(),
                       nodes: pd.DataFrame | None = None, batch: int = 64, progress: bool = True,
-                      scheduler: str | None = "threads") -> Path:
+                      scheduler: str | None = None) -> Path:
     """Broaden, resample and normalise PHOENIX spectra at `nodes` x `vsini` into `out`.
 
     Without `nodes` every archive node is used as it is; with them, nodes between the
     archive's are interpolated (`grid.Archive.interpolate`). A `vsini` column in `nodes`
     lists the exact rows wanted (as in the paper's set) instead of nodes x `vsini`.
+    `scheduler`: see `scheduling` (None: an active distributed Client, else threads).
     """
     archive = Archive(phoenix_dir, window.start - preprocess.MARGIN_A - 1, window.stop + preprocess.MARGIN_A + 1)
     if nodes is None:
         nodes = pd.DataFrame(archive.nodes(), columns=["teff", "logg", "mh"])
+    archive.check_covers(nodes)
     if "vsini" in nodes:
         per_node = nodes.groupby(["teff", "logg", "mh"], sort=False)["vsini"].apply(list)
     else:
@@ -44,21 +47,25 @@ def prepare_synthetic(phoenix_dir: Path, out: Path, vsini, window: Window = Wind
                              index=pd.MultiIndex.from_frame(nodes[["teff", "logg", "mh"]]))
     vsini = sorted({v for vs in per_node for v in vs})
 
-    def one(node, vs):
-        return preprocess.synthetic_to_window(archive.wave, archive.interpolate(*node), vs, window)
+    def one(node, vs):  # flux, and the NaN pixels filled in each archive file it used
+        flux = preprocess.synthetic_to_window(archive.wave, archive.interpolate(*node), vs, window)
+        return flux, {c: archive.nan_pixels(c) for c, _ in archive.corners(*node)}
 
     writer = store.SpectrumWriter(out, window.wavelength, {
         "domain": "synthetic", "inputs": str(Path(phoenix_dir).resolve()), "window": asdict(window),
         "vsini": vsini, "resolution": CARMENES_VIS_R, "n_nodes": len(per_node),
         "normalisation": "pseudo-continuum (line through 97th percentiles of 10 segments), then / max"})
     rows = [(tuple(float(v) for v in node), vs) for node, vs in per_node.items()]
-    with tqdm(total=len(rows), desc="prepare-synthetic", unit="node", disable=not progress) as bar:
+    nans: dict = {}
+    with scheduling.session(scheduler) as where, \
+            tqdm(total=len(rows), desc="prepare-synthetic", unit="node", disable=not progress) as bar:
         for chunk in _batches(rows, batch):
-            results = dask.compute(*[dask.delayed(one)(n, vs) for n, vs in chunk], scheduler=scheduler)
-            for (node, vs), flux in zip(chunk, results):
+            results = scheduling.compute([dask.delayed(one)(n, vs) for n, vs in chunk], where)
+            for (node, vs), (flux, used) in zip(chunk, results):
                 writer.append(flux, pd.DataFrame({"teff": node[0], "logg": node[1], "mh": node[2], "vsini": vs}))
+                nans.update(used)
             bar.update(len(chunk))
-    writer.attrs["nan_pixels_filled"] = archive.nan_pixels
+    writer.attrs["nan_pixels_filled"] = int(sum(nans.values()))
     return writer.close()
 
 
@@ -139,11 +146,12 @@ def process_observed(spec: archives.CarmenesSpectrum, window: Window, template) 
 
 def prepare_observed(carmenes_dir: Path, out: Path, window: Window = Window(), template=None,
                      strict: bool = False, batch: int = 16, progress: bool = True,
-                     scheduler: str | None = "threads") -> tuple[Path, pd.DataFrame]:
+                     scheduler: str | None = None) -> tuple[Path, pd.DataFrame]:
     """Process every CARMENES file below `carmenes_dir` into `out`.
 
     Returns the output path and a table of excluded files with the reason (bad files, or
     lower-S/N duplicates of a star); with `strict` the first bad file raises instead.
+    `scheduler`: see `scheduling` (None: an active distributed Client, else threads).
     """
     files = archives.scan_carmenes(carmenes_dir)
     template = template or default_template(window)
@@ -157,9 +165,10 @@ def prepare_observed(carmenes_dir: Path, out: Path, window: Window = Window(), t
             return f"{err}"
 
     results, excluded = [], []
-    with tqdm(total=len(files), desc="prepare-observed", unit="file", disable=not progress) as bar:
+    with scheduling.session(scheduler) as where, \
+            tqdm(total=len(files), desc="prepare-observed", unit="file", disable=not progress) as bar:
         for chunk in _batches(files, batch):
-            for path, res in zip(chunk, dask.compute(*[dask.delayed(one)(p) for p in chunk], scheduler=scheduler)):
+            for path, res in zip(chunk, scheduling.compute([dask.delayed(one)(p) for p in chunk], where)):
                 if isinstance(res, str):
                     excluded.append({"file": str(path), "karmn": "", "reason": res})
                 else:
