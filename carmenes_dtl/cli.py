@@ -10,11 +10,44 @@ from . import __version__
 from .config import PROFILES, VSINI_GRID, Window
 
 
-def _floats(text: str) -> list[float]:
+class Parser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr (exit status 2), like every other error."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _vsini(text: str) -> list[float]:
     try:
-        return [float(v) for v in text.split(",")]
+        values = [float(v) for v in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers in km/s, got {text!r}") from None
+    if not all(0 < v < 500 for v in values):
+        raise argparse.ArgumentTypeError(f"vsini values must lie in (0, 500) km/s, got {text!r}")
+    return values
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
+def _keys(text: str) -> list[str]:
+    return [k.strip() for k in text.split(",") if k.strip()]
+
+
+def _scheduler(text: str) -> str:
+    from .scheduling import check
+
+    try:
+        return check(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _window(text: str) -> Window:
@@ -41,7 +74,8 @@ def cmd_prepare_synthetic(a):
         nodes = grid.paper_grid()
     elif a.grid:
         nodes = pd.read_csv(a.grid)
-    path = prepare.prepare_synthetic(a.phoenix_dir, a.out, a.vsini, a.window, nodes, progress=not a.quiet)
+    path = prepare.prepare_synthetic(a.phoenix_dir, a.out, a.vsini, a.window, nodes, progress=not a.quiet,
+                                     scheduler=a.scheduler)
     print(f"wrote {path}")
 
 
@@ -50,7 +84,7 @@ def cmd_prepare_observed(a):
 
     template = prepare.template_from_set(a.template) if a.template else None
     path, excluded = prepare.prepare_observed(a.carmenes_dir, a.out, a.window, template, strict=a.strict,
-                                              progress=not a.quiet)
+                                              progress=not a.quiet, scheduler=a.scheduler)
     print(f"wrote {path}; excluded {len(excluded)} file(s)")
     for row in excluded.itertuples():
         print(f"  excluded {row.file}: {row.reason}")
@@ -89,8 +123,13 @@ def cmd_gap(a):
 def cmd_run(a):
     from . import pipeline
 
-    info = pipeline.run(a.out, demo=a.demo or not (a.synthetic or a.observed), synthetic=a.synthetic,
-                        observed=a.observed, profile_name=a.profile, seed=a.seed, gap=a.gap, progress=not a.quiet)
+    given = [f"--{k}" for k in ("synthetic", "observed") if getattr(a, k)]
+    if a.demo and given:
+        raise ValueError(f"--demo makes its own sets: drop {' and '.join(given)}")
+    if len(given) == 1:
+        raise ValueError(f"only {given[0]} given: give both --synthetic SYN.h5 and --observed OBS.h5, or --demo")
+    info = pipeline.run(a.out, demo=not given, synthetic=a.synthetic, observed=a.observed, profile_name=a.profile,
+                        seed=a.seed, gap=a.gap, progress=not a.quiet, window=a.window, scheduler=a.scheduler)
     print(f"estimates: {Path(a.out) / 'estimates.csv'}")
     if "errors_vs_truth" in info:
         for variant, errs in info["errors_vs_truth"].items():
@@ -100,7 +139,8 @@ def cmd_run(a):
 def cmd_fetch_literature(a):
     from . import literature
 
-    written = literature.import_csv_folder(a.from_csv, a.out) if a.from_csv else literature.fetch_vizier(a.out)
+    written = (literature.import_csv_folder(a.from_csv, a.out, a.catalogue) if a.from_csv
+               else literature.fetch_vizier(a.out, keys=a.catalogue))
     for path in written:
         print(f"wrote {path}")
 
@@ -113,30 +153,34 @@ def cmd_validate(a):
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="carmenes-dtl", description=__doc__)
+    p = Parser(prog="carmenes-dtl", description=__doc__)
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     quiet = argparse.ArgumentParser(add_help=False)
     quiet.add_argument("--quiet", action="store_true", help="no progress bars")
     win = argparse.ArgumentParser(add_help=False)
     win.add_argument("--window", type=_window, default=Window(), help="start,stop in Å (default 8800,8835)")
+    dask = argparse.ArgumentParser(add_help=False)
+    dask.add_argument("--scheduler", type=_scheduler, default=None,
+                      help="threads, processes or a Dask scheduler address (tcp://host:8786); "
+                           "default: an active distributed Client, else threads")
 
     s = sub.add_parser("demo-data", parents=[quiet], help="write the demo survey (mock archives + truth.csv)")
     s.add_argument("out", type=Path)
     s.add_argument("--seed", type=int, default=42)
-    s.add_argument("--n-stars", type=int)
+    s.add_argument("--n-stars", type=_positive)
     s.add_argument("--gap", default="paper", choices=["none", "mild", "paper", "strong"])
     s.add_argument("--size", default="quick", choices=["quick", "full"])
     s.set_defaults(func=cmd_demo_data)
 
-    s = sub.add_parser("prepare-synthetic", parents=[quiet, win], help="PHOENIX HiRes tree -> synthetic set (HDF5)")
+    s = sub.add_parser("prepare-synthetic", parents=[quiet, win, dask], help="PHOENIX HiRes tree -> synthetic set (HDF5)")
     s.add_argument("--phoenix-dir", type=Path, required=True, help="folder holding PHOENIX-ACES-AGSS-COND-2011/")
     s.add_argument("--out", type=Path, required=True)
-    s.add_argument("--vsini", type=_floats, default=list(VSINI_GRID), help="km/s, comma-separated")
+    s.add_argument("--vsini", type=_vsini, default=list(VSINI_GRID), help="km/s, comma-separated")
     s.add_argument("--grid", help="'paper' (interpolate to the paper's nodes) or a CSV with teff,logg,mh")
     s.set_defaults(func=cmd_prepare_synthetic)
 
-    s = sub.add_parser("prepare-observed", parents=[quiet, win], help="CARMENES VIS files -> observed set (HDF5)")
+    s = sub.add_parser("prepare-observed", parents=[quiet, win, dask], help="CARMENES VIS files -> observed set (HDF5)")
     s.add_argument("--carmenes-dir", type=Path, required=True)
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--template", type=Path, help="synthetic set whose 3500 K spectrum is the RV template")
@@ -166,18 +210,20 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=42)
     s.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("run", parents=[quiet], help="the whole method, on the demo survey or your sets")
+    s = sub.add_parser("run", parents=[quiet, dask], help="the whole method, on the demo survey or your sets")
     s.add_argument("--demo", action="store_true", help="generate and use the demo survey (default)")
     s.add_argument("--synthetic", type=Path)
     s.add_argument("--observed", type=Path)
     s.add_argument("--profile", default="quick", choices=sorted(PROFILES))
     s.add_argument("--seed", type=int, default=42)
     s.add_argument("--gap", default="paper", choices=["none", "mild", "paper", "strong"])
+    s.add_argument("--window", type=_window, help="start,stop in Å (default: the profile's, 8800,8835)")
     s.add_argument("--out", type=Path, required=True)
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("fetch-literature", help="literature snapshot from VizieR or a folder of VizieR CSVs")
-    s.add_argument("--from-csv", type=Path, help="folder of VizieR CSV exports (e.g. ../shared/reference)")
+    s.add_argument("--from-csv", type=Path, help="folder of VizieR CSV exports (offline)")
+    s.add_argument("--catalogue", type=_keys, help="comma-separated catalogue keys (default all; mar21, pass20, ...)")
     s.add_argument("--out", type=Path, default=None)
     s.set_defaults(func=cmd_fetch_literature)
 
@@ -193,8 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         args.func(args)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"carmenes-dtl {args.command}: error: {err}", file=sys.stderr)
+    except (OSError, ValueError) as err:  # ArchiveError and h5py's errors included
+        message = " ".join(str(err).split())
+        print(f"carmenes-dtl {args.command}: error: {message}", file=sys.stderr)
         return 2
     return 0
 

@@ -35,6 +35,9 @@ def _balanced(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, cap: int) 
 
 def domain_auc(a: np.ndarray, b: np.ndarray, seed: int = 0, folds: int = 5, cap: int = 500) -> dict:
     """Cross-validated ROC AUC of a classifier telling `a` from `b` (0.5 = indistinguishable)."""
+    if min(len(a), len(b)) < folds:
+        raise ValueError(f"the domain AUC's {folds}-fold cross-validation needs at least {folds} spectra per set, "
+                         f"got {len(a)} synthetic and {len(b)} observed")
     a, b = _balanced(a, b, np.random.default_rng(seed), cap)
     x = np.vstack([a, b])
     y = np.r_[np.zeros(len(a)), np.ones(len(b))]
@@ -107,11 +110,14 @@ def report(synthetic_h5: Path, observed_h5: Path, out: Path, latent_model: Path 
     from . import autoencoder, plotting, store
 
     syn, obs = store.read(synthetic_h5), store.read(observed_h5)
+    if not np.array_equal(syn.wavelength, obs.wavelength):
+        raise ValueError(f"{observed_h5}: its wavelength grid ({obs.wavelength.size} px from {obs.wavelength[0]:.2f} Å) "
+                         f"differs from {synthetic_h5}'s ({syn.wavelength.size} px from {syn.wavelength[0]:.2f} Å)")
     rng = np.random.default_rng(seed)
     keep = np.sort(rng.choice(len(syn), min(max_synthetic, len(syn)), replace=False))
     a, b, space = syn.flux[keep], obs.flux, "spectra"
     if latent_model is not None:
-        model = autoencoder.load(latent_model)
+        model = _latent_model(latent_model, syn.wavelength.size)
         a, b, space = autoencoder.encode(model, a), autoencoder.encode(model, b), f"latents of {Path(latent_model).name}"
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -125,6 +131,24 @@ def report(synthetic_h5: Path, observed_h5: Path, out: Path, latent_model: Path 
     if latent_model is None:
         plotting.residual(syn.wavelength, best_match_residual(a, b)).savefig(out / "residual.png", dpi=110)
     return result
+
+
+def _latent_model(path: Path, n_pixels: int):
+    """The autoencoder at `path`, checked to take `n_pixels`-pixel spectra and to have a bottleneck."""
+    from . import autoencoder
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: model not found")
+    try:
+        model = autoencoder.load(path)
+    except Exception as err:  # Keras raises many kinds for a file that is not a model
+        raise ValueError(f"{path}: not a Keras model ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+    n_in = model.inputs[0].shape[-1]
+    if n_in != n_pixels:
+        raise ValueError(f"{path}: the model takes spectra of {n_in} pixels, the sets have {n_pixels}")
+    if "bottleneck" not in [layer.name for layer in model.layers]:
+        raise ValueError(f"{path}: not an autoencoder of this package (no 'bottleneck' layer)")
+    return model
 
 
 def regression_errors(synthetic, observed, truth, seed: int = 0) -> dict:

@@ -72,6 +72,15 @@ PAPER = Catalogue("paper", "Mas-Buitrago et al. 2024", "J/A+A/687/A205", "final_
                   {"Teff": "Teff", "logg": "logg", "[M/H]": "[M/H]", "vsini": "vsini"},
                   {p: (f"e_{p}", f"E_{p}") for p in PUBLISHED_NAMES.values()})
 COMPARISON_KEYS = [*CATALOGUES, *BENCHMARKS]
+ALL_KEYS = [*COMPARISON_KEYS, PAPER.key]
+
+
+def selected(keys=None) -> set[str]:
+    """The catalogue keys `keys` names (all when None); a ValueError names an unknown one."""
+    unknown = [k for k in keys or [] if k not in ALL_KEYS]
+    if unknown:
+        raise ValueError(f"unknown catalogue {unknown[0]!r}; choose from {', '.join(ALL_KEYS)}")
+    return set(keys or ALL_KEYS)
 
 
 def normalise_id(karmn) -> str:
@@ -123,33 +132,38 @@ def _benchmarks(df: pd.DataFrame, out_dir: Path, origin: str) -> list[Path]:
     return paths
 
 
-def import_csv_folder(folder: Path, out_dir: Path | None = None) -> list[Path]:
-    """Snapshot from a folder of VizieR CSV exports (layout of ``shared/reference``)."""
-    folder, out_dir = Path(folder), Path(out_dir or SNAPSHOT_DIR)
+def import_csv_folder(folder: Path, out_dir: Path | None = None, keys=None) -> list[Path]:
+    """Snapshot of the catalogues `keys` (default all) from a folder of VizieR CSV exports
+    (the paper's table and ``benchmark_stars.csv`` at the top, the others there or in ``literature/``)."""
+    folder, out_dir, keys = Path(folder), Path(out_dir or SNAPSHOT_DIR), selected(keys)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: folder of VizieR CSV exports not found")
     lit = folder / "literature" if (folder / "literature").is_dir() else folder
     paths = []
-    for cat in CATALOGUES.values():
+    for cat in (c for c in CATALOGUES.values() if c.key in keys):
         src = lit / cat.csv
         if not src.is_file():
             raise FileNotFoundError(f"{src}: VizieR export for {cat.key} ({cat.vizier}) not found")
         paths.append(_write(tidy(pd.read_csv(src), cat), cat, out_dir, f"VizieR CSV export {src.name}"))
-    for name, handler in ((BENCHMARK_CSV, lambda df: _benchmarks(df, out_dir, f"CSV {BENCHMARK_CSV}")),
-                          (PAPER.csv, lambda df: [_write(tidy(df, PAPER), PAPER, out_dir, f"CSV {PAPER.csv}")])):
+    for name, handler, wanted in (
+            (BENCHMARK_CSV, lambda df: _benchmarks(df, out_dir, f"CSV {BENCHMARK_CSV}"), keys & set(BENCHMARKS)),
+            (PAPER.csv, lambda df: [_write(tidy(df, PAPER), PAPER, out_dir, f"CSV {PAPER.csv}")], keys & {PAPER.key})):
         src = folder / name
-        if src.is_file():
+        if wanted and src.is_file():
             paths += handler(pd.read_csv(src))
     return paths
 
 
-def fetch_vizier(out_dir: Path | None = None, vizier=None) -> list[Path]:
-    """Snapshot straight from VizieR (astroquery caches the queries)."""
+def fetch_vizier(out_dir: Path | None = None, vizier=None, keys=None) -> list[Path]:
+    """Snapshot of the catalogues `keys` (default all) straight from VizieR (astroquery caches the queries)."""
+    keys = selected(keys)
     if vizier is None:
         from astroquery.vizier import Vizier
 
         vizier = Vizier(columns=["**"], row_limit=-1)
     out_dir = Path(out_dir or SNAPSHOT_DIR)
     paths = []
-    for cat in [*CATALOGUES.values(), PAPER]:
+    for cat in (c for c in [*CATALOGUES.values(), PAPER] if c.key in keys):
         tables = vizier.get_catalogs(cat.vizier)
         match = [t for t in tables if cat.id_column in t.colnames]
         if not match:
@@ -162,7 +176,7 @@ def _read(key: str, snapshot: Path | None) -> Table:
     path = Path(snapshot or SNAPSHOT_DIR) / f"{key}.ecsv"
     if not path.is_file():
         raise FileNotFoundError(f"{path} missing: run `carmenes-dtl fetch-literature` "
-                                f"(or --from-csv ../shared/reference offline)")
+                                f"(or `fetch-literature --from-csv FOLDER` with VizieR CSV exports, offline)")
     return Table.read(path, format="ascii.ecsv")
 
 

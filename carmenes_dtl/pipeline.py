@@ -1,16 +1,23 @@
 """The whole method as resumable stages: demo -> prepare -> autoencoders -> transfer -> CNN -> estimates.
 
-A stage is skipped when its outputs exist and were made with the same settings (a hash
-chained through the stages before it is kept in ``stages.json``).
+A stage is skipped when its outputs exist and its key, recorded in ``stages.json`` when
+it finished, still matches: the key hashes the stage's settings, the seed, the package
+version and the identity of its inputs (file contents; for folders, their listing with
+sizes and modification times). Outputs are written under temporary names and renamed
+when the stage completes, so a stage killed midway leaves nothing that looks finished.
 """
 from __future__ import annotations
 
+import dataclasses
+import glob
 import hashlib
 import json
 import os
 import platform
+import shutil
+import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import keras
@@ -19,38 +26,71 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from . import __version__, autoencoder, cnn, grid, prepare, store, transfer
-from .config import PARAMETERS, PUBLISHED_NAMES, Profile, profile
+from .config import PARAMETERS, PUBLISHED_NAMES, Profile, Window, profile
 
 HOLDOUT_FRACTION = 0.1
 
 
 @dataclass
 class RunPaths:
+    """Where a run keeps its files; while a stage runs, its outputs map to temporary names."""
+
     out: Path
+    staged: dict = field(default_factory=dict, repr=False)  # final path -> temporary path
 
     def __post_init__(self):
         self.out = Path(self.out)
 
-    demo = property(lambda self: self.out / "demo")
-    synthetic = property(lambda self: self.out / "synthetic.h5")
-    observed = property(lambda self: self.out / "observed.h5")
+    def _at(self, name: str) -> Path:
+        path = self.out / name
+        return self.staged.get(path, path)
+
+    demo = property(lambda self: self._at("demo"))
+    synthetic = property(lambda self: self._at("synthetic.h5"))
+    observed = property(lambda self: self._at("observed.h5"))
     models = property(lambda self: self.out / "models")
-    search = property(lambda self: self.out / "models" / "search.json")
-    latents = property(lambda self: self.out / "latents.npz")
-    cnn = property(lambda self: self.out / "cnn.json")
-    holdout = property(lambda self: self.out / "holdout.csv")
+    search = property(lambda self: self._at("models/search.json"))
+    latents = property(lambda self: self._at("latents.npz"))
+    cnn = property(lambda self: self._at("cnn.json"))
+    holdout = property(lambda self: self._at("holdout.csv"))
     run = property(lambda self: self.out / "run.json")
     stages = property(lambda self: self.out / "stages.json")
 
     def estimates(self, variant: str = "") -> Path:
-        return self.out / f"estimates{'_' + variant if variant else ''}.csv"
+        return self._at(f"estimates{'_' + variant if variant else ''}.csv")
 
     def flags(self, variant: str = "") -> Path:
         """Out-of-grid flags beside the estimates of `variant`."""
-        return self.out / f"flags{'_' + variant if variant else ''}.csv"
+        return self._at(f"flags{'_' + variant if variant else ''}.csv")
 
     def ae(self, i: int, finetuned: bool = False) -> Path:
-        return self.models / f"ae_{i}{'_ft' if finetuned else ''}.keras"
+        return self._at(f"models/ae_{i}{'_ft' if finetuned else ''}.keras")
+
+
+def partial(path: Path) -> Path:
+    """The temporary name of an output while its stage runs (``x.partial.h5`` for ``x.h5``)."""
+    return path.with_name(f"{path.stem}.partial{path.suffix}")
+
+
+def _partials(final: Path) -> dict[Path, Path]:
+    """Temporary files of `final` and of its sidecars (``x.partial.json`` -> ``x.json``)."""
+    prefix = f"{final.stem}.partial"
+    return {f: f.with_name(final.stem + f.name[len(prefix):])
+            for f in final.parent.glob(f"{glob.escape(prefix)}*")} if final.parent.is_dir() else {}
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write `text` to a temporary name, then rename: readers never see half a file."""
+    tmp = partial(path)
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 VARIANTS = {"": "fine-tuned latents (the method)", "no_finetune": "latents before fine-tuning",
@@ -60,26 +100,69 @@ VARIANTS = {"": "fine-tuned latents (the method)", "no_finetune": "latents befor
 class Runner:
     """Runs the stages in order, skipping the finished ones."""
 
-    def __init__(self, out: Path, prof: Profile, seed: int = 42, progress: bool = True):
+    def __init__(self, out: Path, prof: Profile, seed: int = 42, progress: bool = True,
+                 scheduler: str | None = None):
         self.paths, self.prof, self.seed, self.progress = RunPaths(out), prof, seed, progress
+        self.scheduler = scheduler  # where prepare's tasks run; does not change any output
         self.paths.out.mkdir(parents=True, exist_ok=True)
         self.done = json.loads(self.paths.stages.read_text()) if self.paths.stages.exists() else {}
-        self.key = hashlib.sha1(json.dumps([seed, prof.n_nodes], default=str).encode()).hexdigest()
         self.timings: dict[str, float] = {}
+        self._digests: dict = {}
 
-    def stage(self, name: str, outputs: list[Path], func, extra=None) -> bool:
-        """Run `func` unless `outputs` exist with this run's settings; returns True when it ran."""
-        self.key = hashlib.sha1(f"{self.key}{name}{json.dumps(extra, default=str)}".encode()).hexdigest()
-        if self.done.get(name) == self.key and all(Path(p).exists() for p in outputs):
+    def identity(self, path: Path) -> str:
+        """Content hash of a file; for a folder, a hash of its listing (names, sizes, mtimes)."""
+        path = Path(path)
+        if path.is_dir():
+            files = sorted(f for f in path.rglob("*") if f.is_file())
+            listing = [(str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+            return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
+        if not path.is_file():
+            return "missing"
+        st = path.stat()
+        memo = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+        if memo not in self._digests:
+            with open(path, "rb") as f:
+                self._digests[memo] = hashlib.file_digest(f, "sha256").hexdigest()
+        return self._digests[memo]
+
+    def key(self, name: str, inputs=(), extra=None) -> str:
+        """A stage's key: its name, settings (`extra`), seed, package version and inputs' identities."""
+        parts = [name, __version__, self.seed, extra, [self.identity(p) for p in inputs]]
+        return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
+
+    def stage(self, name: str, outputs: list[Path], func, extra=None, inputs=()) -> bool:
+        """Run `func` unless `outputs` exist from a run with this key; returns True when it ran.
+
+        `inputs`: every file or folder `func` reads (their identities enter the key);
+        `extra`: the settings that matter. `func` writes `outputs` through `self.paths`,
+        which maps them to temporary names until it has returned.
+        """
+        key = self.key(name, inputs, extra)
+        if self.done.get(name) == key and all(Path(p).exists() for p in outputs):
             print(f"[carmenes-dtl] {name}: up to date")
             return False
+        self.done.pop(name, None)
+        write_text(self.paths.stages, json.dumps(self.done, indent=1))
         t = time.perf_counter()
         print(f"[carmenes-dtl] {name} ...", flush=True)
-        func()
+        self.paths.staged = {Path(p): partial(Path(p)) for p in outputs}
+        try:
+            for final in self.paths.staged:
+                for tmp in _partials(final):
+                    _remove(tmp)
+            func()
+            for final, tmp in self.paths.staged.items():
+                if not tmp.exists():
+                    raise RuntimeError(f"stage {name} did not write {final}")
+                for tmp, done in _partials(final).items():
+                    _remove(done)
+                    os.replace(tmp, done)
+        finally:
+            self.paths.staged = {}
         self.timings[name] = round(time.perf_counter() - t, 2)
         print(f"[carmenes-dtl] {name} done in {self.timings[name]:.1f} s", flush=True)
-        self.done[name] = self.key
-        self.paths.stages.write_text(json.dumps(self.done, indent=1))
+        self.done[name] = key
+        write_text(self.paths.stages, json.dumps(self.done, indent=1))
         return True
 
     # -- stages ---------------------------------------------------------------------------
@@ -87,7 +170,11 @@ class Runner:
     def demo(self, gap: str = "paper") -> None:
         from .demo import write_demo
 
-        self.stage("demo", [self.paths.demo / "truth.csv"],
+        if self.prof.window != Window():
+            print(f"[carmenes-dtl] warning: the demo's line list is built for the default window "
+                  f"{Window().start:g}-{Window().stop:g} Å; window {self.prof.window.start:g}-"
+                  f"{self.prof.window.stop:g} Å sees fewer or no lines", file=sys.stderr)
+        self.stage("demo", [self.paths.demo],
                    lambda: write_demo(self.paths.demo, self.seed, self.prof.n_stars, gap, self.prof.demo_size,
                                       progress=self.progress), extra=[gap, self.prof.demo_size, self.prof.n_stars])
 
@@ -98,15 +185,17 @@ class Runner:
             n_nodes = self.prof.n_nodes
             nodes = grid.paper_grid() if n_nodes is None else grid.select_nodes(grid.paper_nodes(), n_nodes, self.seed)
             prepare.prepare_synthetic(phoenix_dir, p.synthetic, self.prof.vsini, self.prof.window, nodes,
-                                      progress=self.progress)
+                                      progress=self.progress, scheduler=self.scheduler)
 
         def observed():
             template = prepare.template_from_set(p.synthetic)
-            prepare.prepare_observed(carmenes_dir, p.observed, self.prof.window, template, progress=self.progress)
+            prepare.prepare_observed(carmenes_dir, p.observed, self.prof.window, template, progress=self.progress,
+                                     scheduler=self.scheduler)
 
-        self.stage("prepare-synthetic", [p.synthetic], synthetic,
-                   extra=[str(phoenix_dir), self.prof.vsini, asdict(self.prof.window)])
-        self.stage("prepare-observed", [p.observed], observed, extra=str(carmenes_dir))
+        self.stage("prepare-synthetic", [p.synthetic], synthetic, inputs=[phoenix_dir, grid.PAPER_GRID_FILE],
+                   extra=[self.prof.vsini, asdict(self.prof.window), self.prof.n_nodes])
+        self.stage("prepare-observed", [p.observed], observed, inputs=[carmenes_dir, p.synthetic],
+                   extra=asdict(self.prof.window))
 
     def autoencoders(self) -> None:
         p, s = self.paths, self.prof.ae
@@ -121,7 +210,8 @@ class Runner:
                 autoencoder.save(model, p.ae(i), {**best, "seed": self.seed + i, "history": hist,
                                                   "settings": asdict(s)})
 
-        self.stage("autoencoders", [p.ae(i) for i in range(s.n_models)], run, extra=asdict(s))
+        self.stage("autoencoders", [p.search] + [p.ae(i) for i in range(s.n_models)], run, extra=asdict(s),
+                   inputs=[p.synthetic])
 
     def finetune(self) -> None:
         p, s = self.paths, self.prof.ae
@@ -134,7 +224,8 @@ class Runner:
                 model, report = transfer.finetune(p.ae(i), obs, sample, s, self.seed + i, self.progress)
                 autoencoder.save(model, p.ae(i, True), report)
 
-        self.stage("fine-tune", [p.ae(i, True) for i in range(s.n_models)], run)
+        self.stage("fine-tune", [p.ae(i, True) for i in range(s.n_models)], run, extra=asdict(s),
+                   inputs=[p.synthetic, p.observed] + [p.ae(i) for i in range(s.n_models)])
 
     def encode(self) -> None:
         p = self.paths
@@ -149,7 +240,9 @@ class Runner:
                     arrays[f"obs_{tag}_{i}"] = autoencoder.encode(model, obs)
             np.savez_compressed(p.latents, **arrays)
 
-        self.stage("encode", [p.latents], run)
+        n = self.prof.ae.n_models
+        self.stage("encode", [p.latents], run, extra=n,
+                   inputs=[p.synthetic, p.observed] + [p.ae(i, ft) for i in range(n) for ft in (False, True)])
 
     def holdout_mask(self, params: pd.DataFrame) -> np.ndarray:
         """Whole nodes (all their vsini) kept out of CNN training, for honest checks."""
@@ -185,7 +278,9 @@ class Runner:
             pd.concat(holdout).to_csv(p.holdout, index=False)
             p.cnn.write_text(json.dumps(report))
 
-        self.stage("cnn", [p.estimates(v) for v in VARIANTS] + [p.holdout], run, extra=asdict(s))
+        self.stage("cnn", [p.estimates(v) for v in VARIANTS] + [p.flags(v) for v in VARIANTS] + [p.holdout, p.cnn],
+                   run, extra=[asdict(s), self.prof.ae.n_models, HOLDOUT_FRACTION],
+                   inputs=[p.synthetic, p.observed, p.latents])
 
     def summary(self, truth_csv: Path | None) -> dict:
         """run.json: settings, seeds, versions, timings and, with a truth table, the errors."""
@@ -205,7 +300,7 @@ class Runner:
         info["holdout_coverage"] = {v: coverage(g) for v, g in holdout.groupby("variant")}
         previous = json.loads(self.paths.run.read_text()) if self.paths.run.exists() else {}
         info["timings_s"] = {**previous.get("timings_s", {}), **self.timings}
-        self.paths.run.write_text(json.dumps(info, indent=1, default=str))
+        write_text(self.paths.run, json.dumps(info, indent=1, default=str))
         return info
 
 
@@ -229,11 +324,37 @@ def coverage(table: pd.DataFrame) -> dict:
     return out
 
 
+def check_sets(synthetic: Path, observed: Path, window: Window | None = None) -> None:
+    """A one-line ValueError naming the file when two sets cannot be used together (or with `window`)."""
+    syn, obs = store.describe(synthetic), store.describe(observed)
+    if "karmn" not in obs["columns"]:
+        raise ValueError(f"{observed}: not an observed set (no karmn column); was it made by prepare-observed?")
+    if syn["n"] == 0 or obs["n"] == 0:
+        raise ValueError(f"{synthetic if syn['n'] == 0 else observed}: the set holds no spectrum")
+    wave = syn["wavelength"]
+    if not np.array_equal(wave, obs["wavelength"]):
+        raise ValueError(f"{observed}: wavelength grid {obs['wavelength'][0]:.2f}-{obs['wavelength'][-1]:.2f} Å "
+                         f"differs from {synthetic}'s {wave[0]:.2f}-{wave[-1]:.2f} Å")
+    if window is not None and not (wave.size == window.n and np.allclose(wave, window.wavelength)):
+        raise ValueError(f"--window {window.start:g},{window.stop:g} does not match {synthetic}'s grid "
+                         f"{wave[0]:.2f}-{wave[-1]:.2f} Å")
+
+
 def run(out: Path, demo: bool = True, synthetic: Path | None = None, observed: Path | None = None,
         profile_name: str = "quick", seed: int = 42, gap: str = "paper", progress: bool = True,
-        prof: Profile | None = None) -> dict:
-    """The whole method; returns the run summary (also written to ``OUT/run.json``)."""
+        prof: Profile | None = None, window: Window | None = None, scheduler: str | None = None) -> dict:
+    """The whole method; returns the run summary (also written to ``OUT/run.json``).
+
+    `window` replaces the profile's; `scheduler` is where the preparation's tasks run.
+    """
     prof = prof or profile(profile_name)
+    if not demo:
+        if synthetic is None or observed is None:
+            raise ValueError("without --demo give both --synthetic SYN.h5 and --observed OBS.h5")
+        check_sets(synthetic, observed, window)
+        window = Window(**store.describe(synthetic)["attrs"].get("window", asdict(window or prof.window)))
+    if window is not None:
+        prof = dataclasses.replace(prof, window=window)
     if keras.backend.backend() == "tensorflow":
         import logging
 
@@ -241,15 +362,13 @@ def run(out: Path, demo: bool = True, synthetic: Path | None = None, observed: P
 
         tf.config.experimental.enable_op_determinism()
         logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notices of the many small models
-    r = Runner(out, prof, seed, progress)
+    r = Runner(out, prof, seed, progress, scheduler)
     truth = None
     if demo:
         r.demo(gap)
         r.prepare(r.paths.demo / "phoenix", r.paths.demo / "carmenes")
         truth = r.paths.demo / "truth.csv"
     else:
-        if synthetic is None or observed is None:
-            raise ValueError("without --demo give both --synthetic SYN.h5 and --observed OBS.h5")
         for src, dst in ((synthetic, r.paths.synthetic), (observed, r.paths.observed)):
             if Path(src).resolve() != dst.resolve():
                 dst.unlink(missing_ok=True)
@@ -283,6 +402,7 @@ def gap_variant(paths: RunPaths, gap: str, n_stars: int = 30, seed: int = 42) ->
     h5 = out / "observed.h5"
     if not h5.exists():
         write_demo(out / "demo", seed, n_stars, gap, progress=False, phoenix=False)
-        prepare.prepare_observed(out / "demo" / "carmenes", h5, template=prepare.template_from_set(paths.synthetic),
+        window = Window(**store.describe(paths.synthetic)["attrs"]["window"])
+        prepare.prepare_observed(out / "demo" / "carmenes", h5, window, prepare.template_from_set(paths.synthetic),
                                  progress=False)
     return h5

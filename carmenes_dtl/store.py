@@ -86,14 +86,31 @@ def write(path: Path, flux: np.ndarray, wavelength: np.ndarray, parameters: pd.D
     return writer.close()
 
 
-def read(path: Path) -> SpectrumSet:
+def _open(path: Path) -> h5py.File:
+    """An open spectrum set; a one-line FileNotFoundError/ValueError naming `path` otherwise."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: spectrum set not found")
-    with h5py.File(path, "r") as h5:
-        missing = [k for k in ("flux", "wavelength", "parameters") if k not in h5]
-        if missing:
-            raise ValueError(f"{path}: not a spectrum set, missing {', '.join(missing)}")
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError as err:
+        raise ValueError(f"{path}: not a spectrum set (not an HDF5 file: {err})") from None
+    missing = [k for k in ("flux", "wavelength", "parameters") if k not in h5]
+    if missing:
+        h5.close()
+        raise ValueError(f"{path}: not a spectrum set, missing {', '.join(missing)}")
+    return h5
+
+
+def describe(path: Path) -> dict:
+    """Shape, wavelength grid and attributes of a set, without reading its spectra."""
+    with _open(path) as h5:
+        return {"n": h5["flux"].shape[0], "wavelength": h5["wavelength"][()],
+                "columns": list(h5["parameters"].dtype.names), "attrs": {k: _decode(v) for k, v in h5.attrs.items()}}
+
+
+def read(path: Path) -> SpectrumSet:
+    with _open(path) as h5:
         table = h5["parameters"][()]
         params = pd.DataFrame({n: table[n] for n in table.dtype.names})
         if "karmn" in params:
