@@ -1,0 +1,65 @@
+"""The preparation on a real `dask.distributed` cluster gives the threaded run's bytes."""
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from astropy.io import fits
+
+from carmenes_dtl import archives, prepare, scheduling, store
+
+NODES = pd.DataFrame({"teff": [3300.0, 3350.0], "logg": [5.0, 5.0], "mh": [0.0, 0.0]})
+NAN_NODE = (3300.0, 5.0, 0.0)  # used by both rows of NODES: its NaNs must be counted once
+
+
+@pytest.fixture(scope="module")
+def phoenix_with_nans(demo_survey, tmp_path_factory):
+    """The demo PHOENIX tree with 7 NaN pixels inside the window in one node's file."""
+    root = tmp_path_factory.mktemp("phx") / "phoenix"
+    shutil.copytree(demo_survey / "phoenix", root)
+    path = root / archives.phoenix_relpath(*NAN_NODE)
+    wave = archives.read_phoenix_wavelength(root / archives.PHOENIX_WAVE_FILE)
+    with fits.open(path) as hdul:
+        data = hdul[0].data.copy()
+        i = int(np.searchsorted(wave, 8815.0))
+        data[i:i + 14:2] = np.nan
+        fits.PrimaryHDU(data, hdul[0].header).writeto(path, overwrite=True)
+    return root
+
+
+def test_local_cluster_matches_threads(demo_survey, phoenix_with_nans, tmp_path):
+    """prepare-synthetic through a scheduler address, prepare-observed through an active Client."""
+    distributed = pytest.importorskip("distributed")  # the 'cluster' extra
+    carmenes = tmp_path / "carmenes"
+    shutil.copytree(demo_survey / "carmenes", carmenes)
+    (carmenes / "broken-vis_A.fits").write_bytes(b"not a FITS file")  # an exclusion made inside a task
+
+    def synthetic(name, scheduler):
+        return store.read(prepare.prepare_synthetic(phoenix_with_nans, tmp_path / f"{name}_syn.h5", [2.0, 10.0],
+                                                    nodes=NODES, progress=False, scheduler=scheduler))
+
+    def observed(name, scheduler=None):
+        path, excluded = prepare.prepare_observed(carmenes, tmp_path / f"{name}_obs.h5", progress=False,
+                                                  scheduler=scheduler)
+        return store.read(path), excluded
+
+    syn, (obs, excluded) = synthetic("threads", "threads"), observed("threads", "threads")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        syn_c = synthetic("cluster", cluster.scheduler_address)
+        with distributed.Client(cluster) as client:
+            obs_c, excluded_c = observed("cluster")
+            assert len(client.scheduler_info()["workers"]) == 2
+    assert len(syn) == 4 and syn.attrs["nan_pixels_filled"] == 7
+    assert syn_c.flux.tobytes() == syn.flux.tobytes() and syn_c.attrs["nan_pixels_filled"] == 7
+    assert len(obs) == 6 and list(excluded["file"]) == [str(carmenes / "broken-vis_A.fits")]
+    assert obs_c.flux.tobytes() == obs.flux.tobytes()
+    pd.testing.assert_frame_equal(excluded_c, excluded)
+    assert obs_c.attrs["excluded"] == obs.attrs["excluded"]
+    assert obs_c.attrs["nan_pixels_filled"] == obs.attrs["nan_pixels_filled"]
+
+
+@pytest.mark.parametrize("bad", ["thread", "local", ""])
+def test_unknown_scheduler_is_named(bad):
+    with pytest.raises(ValueError, match=f"got {bad!r}"):
+        scheduling.check(bad)
