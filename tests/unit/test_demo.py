@@ -61,23 +61,54 @@ def test_gap_none_is_the_synthetic_model():
     np.testing.assert_allclose(obs, syn, rtol=1e-12)
 
 
+def _spectrum(effects, atomic=True, molecular=True, teff=3500.0):
+    """ln flux of the demo model at (teff, 5.0, 0.0), optionally with its atomic or molecular lines off."""
+    model = demo.LineModel(effects)
+    if not atomic:
+        model.atomic[:, 1] = 0.0
+    if not molecular:
+        model.mol_strength = np.zeros_like(model.mol_strength)
+    wave = preprocess.log_grid(8795, 8840)
+    return wave, np.log(model.flux(wave, teff, 5.0, 0.0))
+
+
 def test_gap_effects_have_their_stated_size():
-    e = demo.gap_effects("paper")
+    from dataclasses import replace
+    from scipy.optimize import curve_fit
+    from scipy.special import voigt_profile
+
+    e, none = demo.gap_effects("paper"), demo.gap_effects("none")
     assert demo.gap_effects("strong").line_strength_scatter == pytest.approx(2 * e.line_strength_scatter)
-    syn_model, obs_model = demo.LineModel(), demo.LineModel(e)
-    # line strengths: ln(observed/synthetic) per atomic line has the stated rms (draws are fixed)
-    ratio = np.log(obs_model.line_scale)
-    assert np.std(ratio) == pytest.approx(e.line_strength_scatter * np.std(np.log(
-        demo.LineModel(demo.gap_effects("strong")).line_scale)) / 0.25, rel=1e-9)
+    # molecular band: the observed band's optical depth, measured against the same spectrum without
+    # the band, is (1 + molecular_scale) times the synthetic one (slope of a fit over all pixels)
+    only_band = replace(none, molecular_scale=e.molecular_scale)
+    wave, syn = _spectrum(None, atomic=False)
+    _, obs = _spectrum(only_band, atomic=False)
+    _, bare = _spectrum(None, atomic=False, molecular=False)
+    tau_syn, excess = bare - syn, syn - obs
+    slope = np.polyfit(tau_syn, excess, 1)[0]
+    assert slope == pytest.approx(e.molecular_scale, rel=0.02) and np.ptp(tau_syn) > 0.1
+    # damping: the Lorentz width fitted to the Mg I 8809.17 line's optical depth grows by damping_scale
+    widths = []
+    for effects in (None, replace(none, damping_scale=e.damping_scale)):
+        wave, lines = _spectrum(effects, molecular=False)
+        _, bare = _spectrum(effects, atomic=False, molecular=False)
+        near = np.abs(wave - 8809.17) < 0.8
+        tau = bare[near] - lines[near]
+
+        def voigt(x, area, sigma, gamma, floor):
+            return area * voigt_profile(x - 8809.17, sigma, gamma) + floor
+
+        widths.append(curve_fit(voigt, wave[near], tau, p0=(0.1, 0.04, 0.05, 0.0))[0][2])
+    assert widths[1] / widths[0] == pytest.approx(e.damping_scale, rel=0.03)
+    # missing lines: present in observed spectra only, each at least 1 % deep at its centre
+    wave, syn = _spectrum(None)
+    _, obs = _spectrum(replace(none, missing_lines=e.missing_lines, missing_line_strength=e.missing_line_strength))
+    at = [np.argmin(np.abs(wave - w0)) for w0 in demo.LineModel(e).extra[:, 0] if 8796 < w0 < 8839]
+    assert len(at) >= 8 and np.median(syn[at] - obs[at]) > 0.01
+    # atomic line strengths: ln(observed/synthetic) depth of each line has about the stated rms
+    ratio = np.log(demo.LineModel(e).line_scale)
     assert 0.5 * e.line_strength_scatter < np.sqrt(np.mean(ratio ** 2)) < 2 * e.line_strength_scatter
-    # missing lines: present in observed spectra only, with measurable depth
-    assert len(obs_model.extra) == e.missing_lines and len(syn_model.extra) == 0
-    wave, syn = _depths(None)
-    _, obs = _depths(e)
-    at = [np.argmin(np.abs(wave - w0)) for w0 in obs_model.extra[:, 0]]
-    assert np.median(syn[at] - obs[at]) > 0.01
-    # molecular band deeper by the stated factor at the band's own lines
-    assert obs_model.effects.molecular_scale == pytest.approx(0.125)
 
 
 def test_observed_files_show_noise_tellurics_and_continuum_error():
@@ -107,9 +138,24 @@ def test_observed_files_show_noise_tellurics_and_continuum_error():
 
 
 def test_readers_open_demo_unchanged(demo_survey):
+    """Every demo file opens with the package's archive readers and carries its truth."""
+    truth = pd.read_csv(demo_survey / "truth.csv").set_index("file")
     files = archives.scan_carmenes(demo_survey / "carmenes")
-    assert len(files) == 6
-    assert all(f.name.startswith("car-") and f.name.endswith("-sci-gtoc-vis_A.fits") for f in files)
+    assert [f"carmenes/{f.name}" for f in files] == sorted(truth.index)
+    for f in files:
+        spec = archives.read_carmenes(f)
+        assert spec.karmn == truth.loc[f"carmenes/{f.name}", "karmn"] and not spec.barycentric
+        assert spec.wave.shape == spec.flux.shape == (61, 4096) and np.isfinite(spec.flux).all()
+        assert spec.wave.min() < 8795 and spec.wave.max() > 8840
+    phoenix = demo_survey / "phoenix"
+    wave = archives.read_phoenix_wavelength(phoenix / archives.PHOENIX_WAVE_FILE)
+    nodes = archives.scan_phoenix(phoenix)
+    spec = demo.SIZES["quick"]
+    assert len(nodes) == len(spec.logg) * len(spec.mh) * (int((spec.teff[1] - spec.teff[0]) // 100) + 1)
+    for f in nodes:
+        s = archives.read_phoenix(f, wave)
+        assert f.relative_to(phoenix).as_posix() == archives.phoenix_relpath(s.teff, s.logg, s.mh)
+        assert s.nan_pixels == 0 and (s.flux > 0).all()
 
 
 def test_karmn_ids():
