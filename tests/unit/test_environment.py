@@ -63,3 +63,24 @@ def test_each_chapter_installs_itself_on_colab_first():
         first = "".join(next(c for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code")["source"])
         assert 'if "google.colab" in sys.modules:' in first, nb.name
         assert "pip install" in first and "git+https://github.com/carmenes-dtl/carmenes-dtl" in first, nb.name
+
+
+def test_ci_fails_skips_other_than_a_missing_optional_extra(tmp_path):
+    """tests/conftest.py under CI=true: a plain skip fails, a missing optional extra (pyproject) may skip."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    (tmp_path / "tests").mkdir()
+    shutil.copy(ROOT / "tests" / "conftest.py", tmp_path / "tests" / "conftest.py")
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    (tmp_path / "tests" / "test_probe.py").write_text(
+        "import pytest\n"
+        "def test_plain():\n    pytest.skip('reference data not found')\n"
+        "def test_extra():\n    pytest.skip(\"could not import 'distributed': No module named 'distributed'\")\n"
+        "def test_undeclared():\n    pytest.importorskip('no_such_module_here')\n")
+    for ci, expected in (("true", "2 failed, 1 skipped"), ("", "3 skipped")):
+        res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], cwd=tmp_path,
+                             capture_output=True, text=True, env={**os.environ, "CI": ci})
+        assert expected in res.stdout.splitlines()[-1], res.stdout[-2000:]

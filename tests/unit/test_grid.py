@@ -7,13 +7,18 @@ from carmenes_dtl import grid
 from carmenes_dtl.config import Window
 
 
-def test_snapshot_is_the_published_grid(reference, tmp_path):
-    out = grid.import_paper_grid(reference / "phoenix_grid_parameters.npy", tmp_path / "g.ecsv")
-    fresh, committed = grid.paper_grid(out), grid.paper_grid()
-    pd.testing.assert_frame_equal(fresh, committed)
-    arr = np.load(reference / "phoenix_grid_parameters.npy")
-    np.testing.assert_allclose(committed.to_numpy(), arr, atol=1e-9)
-    assert len(grid.paper_nodes()) == 1767
+def test_snapshot_is_the_published_grid(tmp_path):
+    """The shipped snapshot has the paper's counts and survives an export/import round trip."""
+    committed = grid.paper_grid()
+    assert len(committed) == 22933 and len(grid.paper_nodes()) == 1767  # paper Sect. 2.1
+    assert list(committed.columns) == ["teff", "logg", "mh", "vsini"]
+    npy = tmp_path / "phoenix_grid_parameters.npy"
+    np.save(npy, committed.to_numpy())
+    out = grid.import_paper_grid(npy, tmp_path / "g.ecsv")
+    pd.testing.assert_frame_equal(grid.paper_grid(out), committed)
+    np.save(tmp_path / "bad.npy", np.zeros((3, 5)))
+    with pytest.raises(ValueError, match=r"bad.npy: expected an \(N, 4\) array .* got \(3, 5\)"):
+        grid.import_paper_grid(tmp_path / "bad.npy", tmp_path / "b.ecsv")
 
 
 def test_paper_grid_steps():

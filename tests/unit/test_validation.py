@@ -7,55 +7,77 @@ from carmenes_dtl import literature, validation
 from carmenes_dtl.config import estimate_columns
 
 
+#: Two VizieR CSV exports in their own layouts (padded ids, an alias, quantile columns, a blank).
+MAR21_CSV = """Karmn,_RA,Teff1,e_Teff1,logg1,e_logg1,Corr1,e_Corr1,vsini,e_vsini
+"J00051+457 ",1.29,3773,16,5.07,0.08,-0.04,0.05,2.0,
+"J11110+304W",167.7,3300,40,4.9,0.1,0.10,0.08,,
+"""
+DL_CSV = """KARMN,TEFF_MODE,TEFF_Q16,TEFF_Q84,LOGG_MODE,LOGG_Q16,LOGG_Q84,ZETA_MODE,ZETA_Q16,ZETA_Q84,VSINI_MODE,VSINI_Q16,VSINI_Q84
+J00051+457,3732.45,3702.9,3796.3,4.64,4.61643,4.71544,0.2,0.115944,0.263032,4.27,3.20153,5.95913
+"""
+
+
 @pytest.fixture
-def snapshot(reference, tmp_path):
-    literature.import_csv_folder(reference, tmp_path / "lit")
-    return tmp_path / "lit"
+def exports(tmp_path):
+    folder = tmp_path / "exports" / "literature"
+    folder.mkdir(parents=True)
+    (folder / "mar21.csv").write_text(MAR21_CSV)
+    (folder / "dl.csv").write_text(DL_CSV)
+    return folder.parent
 
 
-def test_import_writes_provenance(snapshot):
-    meta = literature.meta("mar21", snapshot)
+def test_import_tidies_vizier_exports(exports, tmp_path):
+    paths = literature.import_csv_folder(exports, tmp_path / "lit", keys=["mar21", "pass20"])
+    assert sorted(p.name for p in paths) == ["mar21.ecsv", "pass20.ecsv"]
+    mar = literature.load("mar21", tmp_path / "lit")
+    assert list(mar["karmn"]) == ["J00051+457", "J11110+304"]
+    assert mar["Teff"].tolist() == [3773, 3300] and mar["e_Teff"].tolist() == [16, 40] == mar["E_Teff"].tolist()
+    assert mar["[M/H]"].tolist() == [-0.04, 0.10] and np.isnan(mar["vsini"][1])
+    meta = literature.meta("mar21", tmp_path / "lit")
     assert meta["vizier"] == "J/A+A/656/A162" and meta["columns_used"]["[M/H]"] == "Corr1"
-    assert "retrieved" in meta and meta["origin"].startswith("VizieR CSV export")
-    mar = literature.load("mar21", snapshot)
-    assert "J11110+304" in set(mar["karmn"]) and not any(k.endswith(" ") for k in mar["karmn"])
+    assert meta["origin"] == "VizieR CSV export mar21.csv" and meta["rows"] == 2
+    dl = literature.load("pass20", tmp_path / "lit").iloc[0]  # quantiles -> distances from the mode
+    assert dl["Teff"] == 3732.45 and dl["e_Teff"] == pytest.approx(29.55) and dl["E_Teff"] == pytest.approx(63.85)
+    assert dl["e_[M/H]"] == pytest.approx(0.084056) and dl["E_[M/H]"] == pytest.approx(0.063032)
+    with pytest.raises(FileNotFoundError, match="pass19.csv: VizieR export for pass19"):
+        literature.import_csv_folder(exports, tmp_path / "all")
+    with pytest.raises(ValueError, match="unknown catalogue 'mar22'; choose from mar21, "):
+        literature.import_csv_folder(exports, tmp_path / "lit", keys=["mar22"])
 
 
-def test_committed_snapshot_matches_a_fresh_import(snapshot):
-    for key in literature.COMPARISON_KEYS:
-        committed = literature.load(key)
-        fresh = literature.load(key, snapshot)
-        pd.testing.assert_frame_equal(committed, fresh)
+def test_committed_snapshots_carry_provenance():
+    for key in literature.ALL_KEYS:
+        meta, table = literature.meta(key), literature.load(key)
+        assert meta["catalogue"] == key and meta["rows"] == len(table) > 0 and meta["retrieved"]
+        assert table["karmn"].is_unique or key in ("fgk_companions",)
+    assert len(literature.load("paper")) == 286 and len(literature.load("interferometric")) == 14
 
 
-def test_statistics_recomputed_independently(reference, snapshot, tmp_path):
-    stats = validation.validate(reference / "final_estimations.csv", tmp_path / "v", snapshot, figures=False)
-    est = pd.read_csv(reference / "final_estimations.csv")
-    raw = pd.read_csv(reference / "literature" / "mar21.csv")
-    raw["karmn"] = raw["Karmn"].str.strip().replace({"J11110+304W": "J11110+304"})
-    m = est.merge(raw, on="karmn").dropna(subset=["Teff1"])
-    d = m["Teff"] - m["Teff1"]
-    row = stats.set_index(["catalogue", "parameter"]).loc[("mar21", "Teff")]
-    assert row["n"] == len(d)
-    assert row["mean_diff"] == pytest.approx(d.mean()) and row["std_diff"] == pytest.approx(np.std(d, ddof=1))
-    assert row["median_diff"] == pytest.approx(np.median(d))
-    assert row["pearson_r"] == pytest.approx(np.corrcoef(m["Teff"], m["Teff1"])[0, 1])
-    bench = pd.read_csv(reference / "benchmark_stars.csv").query("kind == 'interferometric'")
-    mb = est.merge(bench, on="karmn")
-    row = stats.set_index(["catalogue", "parameter"]).loc[("interferometric", "Teff")]
-    assert row["n"] == len(mb) == 14
-    assert row["mean_diff"] == pytest.approx((mb["Teff"] - mb["value"]).mean())
-    dl = pd.read_csv(reference / "literature" / "dl.csv")
-    md = est.merge(dl, left_on="karmn", right_on="KARMN")
-    row = stats.set_index(["catalogue", "parameter"]).loc[("pass20", "[M/H]")]
-    assert row["mad"] == pytest.approx(np.median(np.abs((md["[M/H]"] - md["ZETA_MODE"]) -
-                                                        np.median(md["[M/H]"] - md["ZETA_MODE"]))))
-    assert set(stats["catalogue"]) == set(literature.COMPARISON_KEYS)
-    assert list(stats.columns) == validation.STAT_COLUMNS
+@pytest.fixture
+def published(tmp_path):
+    """The paper's 286 estimates, as an estimates file (from the shipped snapshot)."""
+    return literature.published_estimates(tmp_path / "published.csv")
 
 
-def test_paper_findings_hold_on_published_estimates(reference, snapshot, tmp_path):
-    validation.validate(reference / "final_estimations.csv", tmp_path / "v", snapshot, figures=False)
+def test_statistics_recomputed_independently(published, tmp_path):
+    stats = validation.validate(published, tmp_path / "v", figures=False).set_index(["catalogue", "parameter"])
+    est = pd.read_csv(published)
+    for key, name in (("mar21", "Teff"), ("interferometric", "Teff"), ("pass20", "[M/H]")):
+        m = est.merge(literature.load(key), on="karmn", suffixes=("", "_lit")).dropna(subset=[f"{name}_lit"])
+        d = m[name] - m[f"{name}_lit"]
+        row = stats.loc[(key, name)]
+        assert row["n"] == len(d) > 10
+        assert row["mean_diff"] == pytest.approx(d.mean()) and row["std_diff"] == pytest.approx(np.std(d, ddof=1))
+        assert row["median_diff"] == pytest.approx(np.median(d))
+        assert row["mad"] == pytest.approx(np.median(np.abs(d - np.median(d))))
+        assert row["pearson_r"] == pytest.approx(np.corrcoef(m[name], m[f"{name}_lit"])[0, 1])
+    assert stats.loc[("interferometric", "Teff"), "n"] == 14
+    assert set(stats.index.get_level_values(0)) == set(literature.COMPARISON_KEYS)
+    assert list(stats.reset_index().columns) == validation.STAT_COLUMNS
+
+
+def test_paper_findings_hold_on_published_estimates(published, tmp_path):
+    validation.validate(published, tmp_path / "v", figures=False)
     findings = pd.read_csv(tmp_path / "v" / "findings.csv")
     assert findings["holds"].all(), findings
     unmatched = pd.read_csv(tmp_path / "v" / "unmatched.csv")
@@ -84,25 +106,27 @@ def test_bad_estimates_files(tmp_path):
         validation.read_estimates(tmp_path / "m.csv")
 
 
-def test_empty_cross_match_is_an_error(tmp_path, snapshot):
+def test_empty_cross_match_is_an_error(tmp_path):
     path = _estimates(tmp_path, [["J99999+999", 3700, 30, 40, 4.8, 0.05, 0.05, 0.0, 0.05, 0.05, 3, 0.5, 0.5]])
     with pytest.raises(ValueError, match="no star matches any catalogue.*J99999\\+999"):
-        validation.validate(path, tmp_path / "v", snapshot, figures=False)
+        validation.validate(path, tmp_path / "v", figures=False)
 
 
-def test_fetch_vizier_with_a_stub_service(reference, tmp_path):
+def test_fetch_vizier_with_a_stub_service(exports, tmp_path):
     """The VizieR path tidies astropy tables exactly as the CSV path does."""
+    import io
+
     from astropy.table import Table
 
     class Stub:
         def get_catalogs(self, cat_id):
-            key = next(c for c in [*literature.CATALOGUES.values(), literature.PAPER] if c.vizier == cat_id)
-            folder = reference if key.key == "paper" else reference / "literature"
-            return [Table.from_pandas(pd.read_csv(folder / key.csv))]
+            text = {"J/A+A/656/A162": MAR21_CSV, "J/A+A/642/A22": DL_CSV}[cat_id]
+            return [Table.from_pandas(pd.read_csv(io.StringIO(text)))]
 
-    literature.fetch_vizier(tmp_path / "viz", vizier=Stub())
-    literature.import_csv_folder(reference, tmp_path / "csv")
-    pd.testing.assert_frame_equal(literature.load("schw19", tmp_path / "viz"), literature.load("schw19", tmp_path / "csv"))
+    literature.fetch_vizier(tmp_path / "viz", vizier=Stub(), keys=["mar21", "pass20"])
+    literature.import_csv_folder(exports, tmp_path / "csv", keys=["mar21", "pass20"])
+    for key in ("mar21", "pass20"):
+        pd.testing.assert_frame_equal(literature.load(key, tmp_path / "viz"), literature.load(key, tmp_path / "csv"))
 
 
 def test_comparison_figure_wraps_catalogues_into_rows():
