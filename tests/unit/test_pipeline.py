@@ -119,3 +119,22 @@ def test_killed_stage_resumes_to_the_same_bytes(tmp_path, demo_survey):
     assert not list(killed.glob("*.partial*"))
     for name in ("synthetic.h5", "observed.h5"):
         assert (killed / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+
+
+def test_window_reaches_every_prepared_set(tmp_path, capsys):
+    """`run --window`: the profile's window is replaced before the stages (demo warns, sets follow it)."""
+    import dataclasses
+
+    from carmenes_dtl.config import Window
+
+    window = Window(8805.0, 8830.0)
+    r = pipeline.Runner(tmp_path, dataclasses.replace(TINY, window=window, n_stars=3, n_nodes=4), progress=False)
+    r.demo("mild")
+    assert "the demo's line list is built for the default window 8800-8835 Å" in capsys.readouterr().err
+    r.prepare(r.paths.demo / "phoenix", r.paths.demo / "carmenes")
+    for path in (r.paths.synthetic, r.paths.observed, pipeline.gap_variant(r.paths, "none", n_stars=2)):
+        s = store.read(path)
+        np.testing.assert_array_equal(s.wavelength, window.wavelength)
+        assert s.flux.shape[1] == 2501 and s.attrs["window"]["start"] == 8805.0
+    with pytest.raises(ValueError, match="--window 8800,8835 does not match .*synthetic.h5's grid 8805.00-8830.00"):
+        pipeline.check_sets(r.paths.synthetic, r.paths.observed, Window())
