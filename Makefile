@@ -29,8 +29,10 @@ book: demo-run
 	CARMENES_DTL_RUN=$(abspath $(RUN_DIR)) $(BIN)/jupyter-book build . -W --keep-going
 	@echo "Book: $(abspath _build/html/index.html)"
 
-# The whole suite; the browser test opens every page of a book built on a tiny run.
+# Lint (ruff: package, tests, scripts, chapters), then the whole suite; the browser test opens
+# every page of a book built on a tiny run.
 test: $(STAMP) chromium
+	$(BIN)/ruff check carmenes_dtl tests scripts benchmarks book
 	$(BIN)/python -m pytest -q
 
 # The browser test on the site `make book` built (screenshots in _build/screenshots/).
