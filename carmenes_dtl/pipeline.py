@@ -151,9 +151,10 @@ class Runner:
                 for tmp in _partials(final):
                     _remove(tmp)
             func()
-            for final, tmp in self.paths.staged.items():
-                if not tmp.exists():
-                    raise RuntimeError(f"stage {name} did not write {final}")
+            missing = [str(final) for final, tmp in self.paths.staged.items() if not tmp.exists()]
+            if missing:
+                raise RuntimeError(f"stage {name} did not write {', '.join(missing)}")
+            for final in self.paths.staged:
                 for tmp, done in _partials(final).items():
                     _remove(done)
                     os.replace(tmp, done)
