@@ -234,6 +234,26 @@ def deviations(names: tuple[str, ...] = ("paper", "quick")) -> list[dict]:
     return rows
 
 
+def measured_deviations(metrics: tuple[str, ...] = ("demo_mae", "demo_bias", "holdout_coverage")):
+    """Each improvement beside the published choice: mean (and std over seeds) per option,
+    parameter and metric, from ``measured_deviations.csv`` (made by ``benchmarks/deviations.py``)."""
+    from importlib.resources import files
+
+    import pandas as pd
+
+    with files("carmenes_dtl").joinpath("measured_deviations.csv").open() as f:
+        table = pd.read_csv(f, comment="#")
+    table = table[table["metric"].isin(metrics)]
+    stats = table.groupby(["option", "metric", "parameter", "choice"], sort=False)["number"].agg(["mean", "std"])
+    wide = stats.unstack("choice")
+    wide.columns = [f"{choice} {stat}" for stat, choice in wide.columns]
+    values = table.groupby(["option", "choice"])["value"].first().unstack("choice")
+    wide = wide.join(values.rename(columns=lambda c: f"{c} value"), on="option")
+    cols = ["published value", "published mean", "published std", "improvement value", "improvement mean",
+            "improvement std"]
+    return wide[cols].assign(seeds=table.groupby(["option", "metric", "parameter"])["seed"].nunique())
+
+
 def cache_dir() -> Path:
     """Download cache: ``$CARMENES_DTL_CACHE`` or ``data/cache`` under the working directory."""
     return Path(os.environ.get("CARMENES_DTL_CACHE", Path.cwd() / "data" / "cache"))
