@@ -40,7 +40,8 @@ def scores(est: pd.DataFrame, hold: pd.DataFrame, truth: pd.DataFrame) -> list[d
         rows += [{"parameter": name, "metric": "demo_mae", "number": e["mae"]},
                  {"parameter": name, "metric": "demo_bias", "number": e["bias"]}]
     for name, c in pipeline.coverage(hold).items():
-        rows += [{"parameter": name, "metric": "holdout_mae", "number": float((hold[name] - hold[f"true_{name}"]).abs().mean())},
+        mae = float((hold[name] - hold[f"true_{name}"]).abs().mean())
+        rows += [{"parameter": name, "metric": "holdout_mae", "number": mae},
                  {"parameter": name, "metric": "holdout_coverage", "number": c}]
     return rows
 

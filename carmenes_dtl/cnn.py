@@ -20,7 +20,7 @@ from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
 from .autoencoder import callbacks, history
-from .config import PAPER_RANGES, PARAMETERS, PUBLISHED_NAMES, CNNSettings, estimate_columns, stage_seed
+from .config import OPTIONS, PAPER_RANGES, PARAMETERS, PUBLISHED_NAMES, CNNSettings, estimate_columns, stage_seed
 
 #: Fraction of the synthetic (Teff, logg, [M/H]) nodes kept out of CNN training for checks.
 HOLDOUT_FRACTION = 0.1
@@ -52,8 +52,8 @@ class MemberConv1D(keras.layers.Layer):
     def __init__(self, members: int, filters: int, kernel_size: int = 2, activation="relu", padding: str = "same",
                  **kwargs):
         super().__init__(**kwargs)
-        if padding not in ("same", "valid"):
-            raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
+        if padding not in OPTIONS["padding"]:
+            raise ValueError(f"padding must be one of {OPTIONS['padding']}, got {padding!r}")
         self.members, self.filters, self.kernel_size, self.padding = members, filters, kernel_size, padding
         self.activation = keras.activations.get(activation)
 
@@ -267,8 +267,8 @@ def estimate(ensembles: list[Ensemble], inputs: list[np.ndarray], karmn,
     `inputs[i]` are the stars' inputs for `ensembles[i]` (one per autoencoder). Values
     outside the training grid are kept and flagged, never clipped.
     """
-    if uncertainty not in ("members", "residuals"):
-        raise ValueError(f"uncertainty must be 'members' or 'residuals', got {uncertainty!r}")
+    if uncertainty not in OPTIONS["uncertainty"]:
+        raise ValueError(f"uncertainty must be one of {OPTIONS['uncertainty']}, got {uncertainty!r}")
     out = {"karmn": list(karmn)}
     flags = {"karmn": list(karmn)}
     member_preds = [e.member_predictions(x) for e, x in zip(ensembles, inputs)]
@@ -312,9 +312,9 @@ def train_variants(syn, obs, latents, n_models: int, s: CNNSettings, seed: int, 
         pairs = ([(syn.flux, obs.flux)] if space is None else
                  [latent_pair(latents, variant, i) for i in range(n_models)])
         if space not in ensembles:
-            ensembles[space] = [train_ensemble(x[~held], labels[~held], s, stage_seed(seed, "cnn", SPACES.index(space), a),
-                                               pool=0 if space else 8, progress=progress)
-                                for a, (x, _) in enumerate(pairs)]
+            seeds = [stage_seed(seed, "cnn", SPACES.index(space), a) for a in range(len(pairs))]
+            ensembles[space] = [train_ensemble(x[~held], labels[~held], s, sd, pool=0 if space else 8, progress=progress)
+                                for sd, (x, _) in zip(seeds, pairs)]
         ens = ensembles[space]
         out[variant] = estimate(ens, [o for _, o in pairs], obs.parameters["karmn"], s.uncertainty)
         for unc in ("members", "residuals"):

@@ -124,8 +124,8 @@ class CNNSettings:
 
 #: The values each named option accepts (the first is the published one).
 OPTIONS = {"penalty": ("sigmoid_frozen", "relu"), "search_loss": ("mse", "contractive"),
-           "padding": ("same", "valid"), "inputs": ("raw", "standardised"), "targets": ("raw", "standardised"), "split": ("shared", "per_member"),
-           "uncertainty": ("members", "residuals")}
+           "padding": ("same", "valid"), "inputs": ("raw", "standardised"), "targets": ("raw", "standardised"),
+           "split": ("shared", "per_member"), "uncertainty": ("members", "residuals")}
 
 
 def check_options(settings) -> None:
