@@ -187,10 +187,6 @@ class Ensemble:
     residuals: dict  # parameter -> per member: prediction - truth on its held-out split
     history: dict = field(default_factory=dict)
 
-    @property
-    def parameters(self) -> tuple[str, ...]:
-        return tuple(p for params, _ in self.models for p in params)
-
     def member_predictions(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """parameter -> (n_members, n_stars) predictions in physical units."""
         xs = (self.x_scaler.transform(x) if self.x_scaler else x)[..., None]
