@@ -114,3 +114,13 @@ def test_each_variant_trains_and_predicts_on_its_pairing(monkeypatch):
     assert set(res["holdout"].groupby(["variant", "uncertainty"]).groups) == \
         {(v, u) for v in transfer.VARIANTS for u in ("members", "residuals")}
     assert len({seed for *_, seed in trained}) == 3
+
+
+def test_measured_deviations_cover_every_improvement_at_both_choices():
+    table = config.measured_deviations()
+    assert set(table.index.get_level_values("option")) == {"penalty", "patience", "inputs", "targets", "split",
+                                                            "uncertainty"}
+    assert table[["published mean", "improvement mean"]].notna().all().all()
+    assert (table["seeds"] >= 2).all()
+    by_option = table.xs("holdout_coverage", level="metric")
+    assert (by_option.loc["uncertainty", "published value"] == "members").all()
