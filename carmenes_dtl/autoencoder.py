@@ -1,9 +1,10 @@
 """Dense contractive autoencoders (paper Sect. 3.1) and their cross-validated grid search.
 
-Encoder ``3501 -> n_in -> 3/4 -> 1/2 -> 1/4 -> 1/8 of n_in -> 32`` (ReLU, L1 activity
-regularisation), mirrored decoder, sigmoid output. The loss is MSE plus
-``λ ||∂h/∂x||²_F``, the squared Frobenius norm of the bottleneck's Jacobian with respect
-to its input, computed by `ContractiveDense` from the current weights at every step.
+Encoder ``3501 -> n_in -> 3/4 -> 1/2 -> 1/4 -> 1/8 of n_in -> 32`` (ReLU), mirrored
+decoder, sigmoid output; L1 activity regularisation on the layers named in
+``AESettings.l1_layers`` (published: encoder 2-5 and decoder 1-5). The loss is MSE plus a
+contractive penalty added by the bottleneck (`ContractiveDense`): the published form
+(``penalty="sigmoid_frozen"``) or the exact ``λ ||∂h/∂x||²_F`` of the ReLU bottleneck.
 """
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ import keras
 import numpy as np
 from keras import ops
 from sklearn.base import BaseEstimator
-from sklearn.model_selection import GridSearchCV, KFold
+from sklearn.model_selection import GridSearchCV, KFold, train_test_split
 
-from .config import AESettings
+from .config import OPTIONS, PUBLISHED_L1_LAYERS, AESettings, stage_seed
 
 ENCODER_FRACTIONS = (1.0, 0.75, 0.5, 0.25, 0.125)
-PENALTIES = ("relu", "sigmoid_frozen")
+PENALTIES = OPTIONS["penalty"]
+#: Fraction of a training part that steers early stopping when it is on.
+EARLY_STOPPING_FRACTION = 0.1
 
 
 @keras.saving.register_keras_serializable(package="carmenes_dtl")
@@ -33,7 +36,7 @@ class ContractiveDense(keras.layers.Dense):
     built, so the penalty never sees the trained weights.
     """
 
-    def __init__(self, units, lam: float = 1e-4, penalty: str = "relu", **kwargs):
+    def __init__(self, units, lam: float = 1e-4, penalty: str = "sigmoid_frozen", **kwargs):
         kwargs.setdefault("activation", "relu")
         super().__init__(units, **kwargs)
         if penalty not in PENALTIES:
@@ -45,7 +48,12 @@ class ContractiveDense(keras.layers.Dense):
         if self.penalty == "sigmoid_frozen":
             self.frozen_kernel = self.add_weight(shape=self.kernel.shape, initializer="zeros",
                                                  trainable=False, name="frozen_kernel")
-            self.frozen_kernel.assign(ops.convert_to_numpy(self.kernel))  # a copy, not a shared buffer
+            self.refreeze()
+
+    def refreeze(self):
+        """``sigmoid_frozen``: copy the current kernel into the frozen one (a copy, not a shared buffer)."""
+        if self.penalty == "sigmoid_frozen":
+            self.frozen_kernel.assign(ops.convert_to_numpy(self.kernel))
 
     def jacobian_norm(self, inputs):
         """Per-sample ||∂h/∂x||²_F."""
@@ -63,6 +71,10 @@ class ContractiveDense(keras.layers.Dense):
         self.add_loss(self.lam * ops.mean(self.jacobian_norm(inputs)))
         return super().call(inputs)
 
+    # Dense saves only kernel and bias; the generic Layer methods keep the frozen kernel too.
+    save_own_variables = keras.layers.Layer.save_own_variables
+    load_own_variables = keras.layers.Layer.load_own_variables
+
     def get_config(self):
         return {**super().get_config(), "lam": self.lam, "penalty": self.penalty}
 
@@ -73,16 +85,23 @@ def layer_sizes(n_in: int) -> list[int]:
 
 
 def build_autoencoder(n_features: int = 3501, n_in: int = 2048, l1: float = 1e-7, latent: int = 32,
-                      lam: float = 1e-4, penalty: str = "relu", learning_rate: float = 1e-4) -> keras.Model:
-    """The paper's autoencoder, compiled (Adam, MSE + contractive penalty)."""
+                      lam: float = 1e-4, penalty: str = "sigmoid_frozen", learning_rate: float = 1e-4,
+                      l1_layers: tuple[str, ...] = PUBLISHED_L1_LAYERS) -> keras.Model:
+    """The paper's autoencoder, compiled (Adam, MSE + contractive penalty; ``lam=0``: plain MSE)."""
+
+    def dense(width, name):
+        reg = keras.regularizers.L1(l1) if name in l1_layers else None
+        return keras.layers.Dense(width, activation="relu", name=name, activity_regularizer=reg)
+
+    unknown = set(l1_layers) - {f"{h}_{i}" for h in ("enc", "dec") for i in range(1, 6)}
+    if unknown:
+        raise ValueError(f"l1_layers must name enc_1..enc_5 or dec_1..dec_5, got {sorted(unknown)}")
     x = inputs = keras.Input((n_features,), name="spectrum")
     for i, width in enumerate(layer_sizes(n_in), 1):
-        x = keras.layers.Dense(width, activation="relu", name=f"enc_{i}",
-                               activity_regularizer=keras.regularizers.L1(l1))(x)
-    code = ContractiveDense(latent, lam=lam, penalty=penalty, name="bottleneck")(x)
-    x = code
+        x = dense(width, f"enc_{i}")(x)
+    x = ContractiveDense(latent, lam=lam, penalty=penalty, name="bottleneck")(x)
     for i, width in enumerate(reversed(layer_sizes(n_in)), 1):
-        x = keras.layers.Dense(width, activation="relu", name=f"dec_{i}")(x)
+        x = dense(width, f"dec_{i}")(x)
     outputs = keras.layers.Dense(n_features, activation="sigmoid", name="reconstruction")(x)
     model = keras.Model(inputs, outputs, name=f"cae_{n_in}")
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse")
@@ -109,9 +128,9 @@ def reconstruction_mse(model: keras.Model, flux: np.ndarray) -> float:
     return float(np.mean((model.predict(flux, batch_size=512, verbose=0) - flux) ** 2))
 
 
-def callbacks(patience: int, progress: bool, desc: str = "epochs") -> list:
-    """Early stopping on the validation loss (best weights kept), plus a progress bar."""
-    cbs = [keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)]
+def callbacks(patience: int | None, progress: bool, desc: str = "epochs") -> list:
+    """Early stopping on the validation loss (best weights kept) unless `patience` is None, plus a progress bar."""
+    cbs = [] if patience is None else [keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)]
     if progress:
         from tqdm.keras import TqdmCallback
 
@@ -124,21 +143,36 @@ def history(fit) -> dict[str, list[float]]:
     return {k: [float(v) for v in vals] for k, vals in fit.history.items()}
 
 
-def train(flux: np.ndarray, n_in: int, l1: float, s: AESettings, seed: int, progress: bool = False,
-          validation_split: float = 0.1) -> tuple[keras.Model, dict]:
-    """Build and fit one autoencoder; returns the model and its loss history.
+def validation_slice(x: np.ndarray, patience: int | None, seed: int) -> tuple[np.ndarray, tuple | None]:
+    """(rows to fit, Keras validation data): a seeded `EARLY_STOPPING_FRACTION` of `x` when
+    early stopping is on (`patience` not None), else all of `x` and None.
 
-    A seeded random `validation_split` of the spectra steers early stopping (Keras' own
-    split takes the last rows, which in a sorted grid are the hottest stars).
+    Seeded rather than Keras' own split, which takes the last rows (in a sorted grid, the
+    hottest stars).
+    """
+    if patience is None:
+        return x, None
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_val = max(1, int(round(EARLY_STOPPING_FRACTION * len(x))))
+    return x[order[n_val:]], (x[order[:n_val]],) * 2
+
+
+def train(flux: np.ndarray, n_in: int, l1: float, s: AESettings, seed: int, progress: bool = False,
+          search: bool = False) -> tuple[keras.Model, dict]:
+    """Build and fit one autoencoder on `flux` (a training part); returns the model and its loss history.
+
+    ``search=True`` is a grid-search fit: `s.search_epochs`, plain MSE unless
+    ``s.search_loss == "contractive"``, no early stopping. Otherwise `s.epochs`, with early
+    stopping on a `validation_slice` of `flux` when `s.patience` is set.
     """
     keras.utils.set_random_seed(seed)
-    model = build_autoencoder(flux.shape[1], n_in, l1, s.latent_dim, s.contractive_lambda, s.penalty, s.learning_rate)
-    order = np.random.default_rng(seed).permutation(len(flux))
-    n_val = int(round(validation_split * len(flux)))
-    val, fit = flux[order[:n_val]], flux[order[n_val:]]
-    hist = model.fit(fit, fit, validation_data=(val, val) if n_val else None, epochs=s.epochs,
+    lam = 0.0 if search and s.search_loss == "mse" else s.contractive_lambda
+    model = build_autoencoder(flux.shape[1], n_in, l1, s.latent_dim, lam, s.penalty, s.learning_rate, s.l1_layers)
+    patience = None if search else s.patience
+    fit, val = validation_slice(flux, patience, seed)
+    hist = model.fit(fit, fit, validation_data=val, epochs=s.search_epochs if search else s.epochs,
                      batch_size=s.batch_size, shuffle=True, verbose=0,
-                     callbacks=callbacks(s.patience, progress, f"AE n_in={n_in}"))
+                     callbacks=callbacks(patience, progress, f"AE n_in={n_in}"))
     return model, history(hist)
 
 
@@ -149,7 +183,8 @@ class AutoencoderEstimator(BaseEstimator):
         self.n_in, self.l1, self.settings, self.seed = n_in, l1, settings, seed
 
     def fit(self, X, y=None):
-        self.model_, self.history_ = train(X, self.n_in, self.l1, self.settings or AESettings(), self.seed)
+        self.model_, self.history_ = train(X, self.n_in, self.l1, self.settings or AESettings(), self.seed,
+                                           search=True)
         return self
 
     def score(self, X, y=None):
@@ -157,15 +192,33 @@ class AutoencoderEstimator(BaseEstimator):
 
 
 def grid_search(flux: np.ndarray, s: AESettings, seed: int = 0) -> list[dict]:
-    """Cross-validated search over n_in x L1; rows sorted best first."""
+    """Cross-validated search over n_in x L1 (`s.cv_folds` unshuffled folds, as GridSearchCV's
+    ``cv=4``); rows sorted best first."""
     search = GridSearchCV(AutoencoderEstimator(settings=s, seed=seed),
                           {"n_in": list(s.n_in_grid), "l1": list(s.l1_grid)},
-                          cv=KFold(s.cv_folds, shuffle=True, random_state=seed), refit=False, n_jobs=1)
+                          cv=KFold(s.cv_folds), refit=False, n_jobs=1)
     search.fit(flux)
     res = search.cv_results_
     rows = [{"n_in": int(p["n_in"]), "l1": float(p["l1"]), "cv_mse": -float(m), "cv_mse_std": float(sd)}
             for p, m, sd in zip(res["params"], res["mean_test_score"], res["std_test_score"])]
     return sorted(rows, key=lambda r: r["cv_mse"])
+
+
+def search_and_train(flux: np.ndarray, s: AESettings, seed: int, progress: bool = False) -> tuple[list, list]:
+    """The published protocol: a seeded `s.test_size` split of the synthetic spectra; the grid
+    search and the training of the `s.n_models` best points use the training part, the test
+    part gives each model's test MSE. Returns the search rows and [(model, info)].
+    """
+    train_idx, test_idx = train_test_split(np.arange(len(flux)), test_size=s.test_size,
+                                           random_state=stage_seed(seed, "split"))
+    rows = grid_search(flux[train_idx], s, stage_seed(seed, "search"))
+    models = []
+    for i, best in enumerate(rows[:s.n_models]):
+        model_seed = stage_seed(seed, "autoencoder", i)
+        model, hist = train(flux[train_idx], best["n_in"], best["l1"], s, model_seed, progress)
+        models.append((model, {**best, "seed": model_seed, "test_mse": reconstruction_mse(model, flux[test_idx]),
+                               "n_train": len(train_idx), "n_test": len(test_idx), "history": hist}))
+    return rows, models
 
 
 def save(model: keras.Model, path: Path, info: dict) -> Path:

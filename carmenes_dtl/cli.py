@@ -133,7 +133,7 @@ def cmd_run(a):
     print(f"estimates: {Path(a.out) / 'estimates.csv'}")
     if "errors_vs_truth" in info:
         for variant, errs in info["errors_vs_truth"].items():
-            print(f"  {variant:12s} " + "  ".join(f"{k} MAE={v['mae']:.3g}" for k, v in errs.items()))
+            print(f"  {variant:14s} " + "  ".join(f"{k} MAE={v['mae']:.3g}" for k, v in errs.items()))
 
 
 def cmd_fetch_literature(a):

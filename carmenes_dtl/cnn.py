@@ -1,10 +1,11 @@
 """CNN regressors on latent vectors, their ensembles and the final estimates (paper Sect. 3.3).
 
-Per parameter and per autoencoder, `n_per_model` CNNs are trained, each on its own
-stratified shuffle split (30 % held out, strata = deciles of the target). The estimate of
-a star is the median of all the ensemble's predictions. Its uncertainties come from the
-predictive distribution formed by every member's prediction spread by that member's own
-held-out residuals: ``e_X = median - P16`` and ``E_X = P84 - median`` (both >= 0).
+Per parameter and per autoencoder, `n_per_model` CNNs are trained on stratified 70/30
+splits: one split shared by the ensemble (published) or one per member. A star's value is
+the median of all the members' predictions (all autoencoders). Its uncertainties are, with
+``uncertainty="members"`` (published default), the 16th/84th percentiles of those
+predictions: ``e_X = median - P16``, ``E_X = P84 - median``; with ``"residuals"``, those of
+the members' predictions spread by each member's own held-out residuals.
 """
 from __future__ import annotations
 
@@ -16,9 +17,13 @@ import pandas as pd
 from keras import ops
 from sklearn.model_selection import StratifiedShuffleSplit
 from sklearn.preprocessing import StandardScaler
+from tqdm.auto import tqdm
 
 from .autoencoder import callbacks, history
-from .config import PAPER_RANGES, PARAMETERS, PUBLISHED_NAMES, CNNSettings, estimate_columns
+from .config import OPTIONS, PAPER_RANGES, PARAMETERS, PUBLISHED_NAMES, CNNSettings, estimate_columns, stage_seed
+
+#: Fraction of the synthetic (Teff, logg, [M/H]) nodes kept out of CNN training for checks.
+HOLDOUT_FRACTION = 0.1
 
 
 @keras.saving.register_keras_serializable(package="carmenes_dtl")
@@ -36,15 +41,20 @@ def _glorot(fan_in: int, fan_out: int):
 
 @keras.saving.register_keras_serializable(package="carmenes_dtl")
 class MemberConv1D(keras.layers.Layer):
-    """`members` independent Conv1D layers (valid padding, stride 1) in one tensor op.
+    """`members` independent Conv1D layers (stride 1) in one tensor op.
 
     Input (batch, length, channels) is shared by all members; (batch, members, length,
-    channels) gives each member its own. Output: (batch, members, length - k + 1, filters).
+    channels) gives each member its own. Output: (batch, members, length', filters), with
+    length' = length - k + 1 (``padding="valid"``) or length (``"same"``: zeros after the
+    end, k - 1 - (k - 1) // 2 of them, and (k - 1) // 2 before, as Keras does).
     """
 
-    def __init__(self, members: int, filters: int, kernel_size: int = 2, activation="relu", **kwargs):
+    def __init__(self, members: int, filters: int, kernel_size: int = 2, activation="relu", padding: str = "same",
+                 **kwargs):
         super().__init__(**kwargs)
-        self.members, self.filters, self.kernel_size = members, filters, kernel_size
+        if padding not in OPTIONS["padding"]:
+            raise ValueError(f"padding must be one of {OPTIONS['padding']}, got {padding!r}")
+        self.members, self.filters, self.kernel_size, self.padding = members, filters, kernel_size, padding
         self.activation = keras.activations.get(activation)
 
     def build(self, input_shape):
@@ -55,6 +65,10 @@ class MemberConv1D(keras.layers.Layer):
 
     def call(self, x):
         shared = len(x.shape) == 3
+        if self.padding == "same":
+            before = (self.kernel_size - 1) // 2
+            pad = [(0, 0)] * (len(x.shape) - 2) + [(before, self.kernel_size - 1 - before), (0, 0)]
+            x = ops.pad(x, pad)
         n = x.shape[-2] - self.kernel_size + 1
         out = self.bias[None, :, None, :]
         for j in range(self.kernel_size):
@@ -66,7 +80,8 @@ class MemberConv1D(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "members": self.members, "filters": self.filters,
-                "kernel_size": self.kernel_size, "activation": keras.activations.serialize(self.activation)}
+                "kernel_size": self.kernel_size, "padding": self.padding,
+                "activation": keras.activations.serialize(self.activation)}
 
 
 @keras.saving.register_keras_serializable(package="carmenes_dtl")
@@ -92,35 +107,48 @@ class MemberDense(keras.layers.Layer):
                 "activation": keras.activations.serialize(self.activation)}
 
 
-def _pool(x, size: int, reduce):
-    """Non-overlapping pooling along the length axis (-2) by reshaping: (..., L, C) -> (..., L // size, C)."""
-    n = x.shape[-2] // size
-    shape = (-1, *x.shape[1:-2], n, size, x.shape[-1])
-    return reduce(ops.reshape(x[..., :n * size, :], shape), axis=-2)
+@keras.saving.register_keras_serializable(package="carmenes_dtl")
+class BinPool(keras.layers.Layer):
+    """Non-overlapping ``mean`` or ``max`` pooling by `size` along the length axis (-2)."""
+
+    def __init__(self, size: int, reduce: str = "max", **kwargs):
+        super().__init__(**kwargs)
+        if reduce not in ("mean", "max"):
+            raise ValueError(f"reduce must be 'mean' or 'max', got {reduce!r}")
+        self.size, self.reduce = int(size), reduce
+
+    def call(self, x):
+        n = x.shape[-2] // self.size
+        shape = (-1, *x.shape[1:-2], n, self.size, x.shape[-1])
+        return getattr(ops, self.reduce)(ops.reshape(x[..., :n * self.size, :], shape), axis=-2)
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size, "reduce": self.reduce}
 
 
-def build_cnn(n_inputs: int, tuned_width: int = 64, learning_rate: float = 0.01, pool: int = 0,
-              members: int = 1) -> keras.Model:
+def build_cnn(n_inputs: int, widths: tuple[int, int, int] = (64, 32, 64), learning_rate: float = 0.01, pool: int = 0,
+              members: int = 1, padding: str = "same") -> keras.Model:
     """`members` independent CNNs, output (batch, members): one column per CNN.
 
-    Each CNN: Conv1D(64, 2) -> Conv1D(32, 2) -> Flatten -> Dense 256 -> 128 -> tuned -> 1
-    (ReLU). The members' weights are stacked along a `members` axis and applied with
-    einsum (`MemberConv1D`, `MemberDense`), so an ensemble is one small graph: it
-    compiles in a second and trains every member in the same step, instead of 20 Keras
-    models or a 20-branch graph that takes ~20 s to trace (see benchmarks/).
+    Each CNN: Conv1D(nf1, 2) -> Conv1D(nf2, 2) -> Flatten -> Dense 256 -> 128 -> nu -> 1
+    (ReLU, linear output), ``widths = (nf1, nf2, nu)``. The members' weights are stacked
+    along a `members` axis and applied with einsum (`MemberConv1D`, `MemberDense`), so an
+    ensemble is one small graph: it compiles in a second and trains every member in the
+    same step, instead of 20 Keras models or a 20-branch graph (see benchmarks/).
     `pool` > 0 is for the `direct` baseline on 3501-pixel spectra: the input is averaged
-    in bins of 8 pixels (0.08 Å, about one resolution element) and each
-    convolution is followed by max-pooling by `pool`; without this the first dense
-    layer alone would hold 28 M weights per member.
+    in bins of 8 pixels (0.08 Å, about one resolution element) and each convolution is
+    followed by max-pooling by `pool`; without this the first dense layer alone would hold
+    28 M weights per member.
     """
+    nf1, nf2, nu = widths
     inputs = keras.Input((n_inputs, 1))
-    x = keras.layers.Lambda(lambda t: _pool(t, 8, ops.mean), name="bin8")(inputs) if pool else inputs
-    for filters in (64, 32):
-        x = MemberConv1D(members, filters, name=f"conv{filters}")(x)
+    x = BinPool(8, "mean", name="bin8")(inputs) if pool else inputs
+    for filters, name in ((nf1, "conv1"), (nf2, "conv2")):
+        x = MemberConv1D(members, filters, padding=padding, name=name)(x)
         if pool:
-            x = keras.layers.Lambda(lambda t: _pool(t, pool, ops.max), name=f"pool{filters}")(x)
+            x = BinPool(pool, "max", name=f"pool_{name}")(x)
     x = keras.layers.Reshape((members, -1), name="flatten")(x)
-    for width, name in ((256, "dense256"), (128, "dense128"), (tuned_width, "tuned"), (1, "out")):
+    for width, name in ((256, "dense256"), (128, "dense128"), (nu, "tuned"), (1, "out")):
         x = MemberDense(members, width, activation=None if name == "out" else "relu", name=name)(x)
     model = keras.Model(inputs, keras.layers.Reshape((members,), name="members")(x))
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=masked_mse)
@@ -133,87 +161,160 @@ def strata(y: np.ndarray, bins: int = 10) -> np.ndarray:
     return np.digitize(y, edges)
 
 
+def splits(y: np.ndarray, s: CNNSettings, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, test) indices for each of the `n_per_model` members, stratified on deciles of `y`.
+
+    ``split="shared"``: one StratifiedShuffleSplit used by every member (the authors'
+    code); ``"per_member"``: `n_per_model` different ones.
+    """
+    n = 1 if s.split == "shared" else s.n_per_model
+    drawn = list(StratifiedShuffleSplit(n, test_size=s.test_size, random_state=seed).split(y, strata(y)))
+    return drawn * s.n_per_model if s.split == "shared" else drawn
+
+
 @dataclass
 class Ensemble:
     """The CNNs of every parameter for one input space (one autoencoder, or the spectra).
 
-    Output column ``i * n_per_model + k`` is member k of parameter i.
+    `models` holds one graph per distinct CNN width: (its parameters, the model); output
+    column ``i * n_per_model + k`` of a graph is member k of its i-th parameter.
     """
 
-    parameters: tuple[str, ...]
-    x_scaler: StandardScaler
-    y_mean: np.ndarray
-    y_std: np.ndarray
-    model: keras.Model
+    x_scaler: StandardScaler | None
+    y_mean: dict
+    y_std: dict
+    models: list  # [(parameters, keras.Model)]
     residuals: dict  # parameter -> per member: prediction - truth on its held-out split
     history: dict = field(default_factory=dict)
 
     def member_predictions(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """parameter -> (n_members, n_stars) predictions in physical units."""
-        xs = self.x_scaler.transform(x)[..., None]
-        pred = np.asarray(self.model.predict(xs, batch_size=256, verbose=0)).reshape(len(x), len(self.parameters), -1)
-        return {p: pred[:, i, :].T * self.y_std[i] + self.y_mean[i] for i, p in enumerate(self.parameters)}
+        xs = (self.x_scaler.transform(x) if self.x_scaler else x)[..., None]
+        out = {}
+        for params, model in self.models:
+            pred = np.asarray(model.predict(xs, batch_size=256, verbose=0)).reshape(len(x), len(params), -1)
+            out.update({p: pred[:, i, :].T * self.y_std[p] + self.y_mean[p] for i, p in enumerate(params)})
+        return out
 
 
 def train_ensemble(x: np.ndarray, y: np.ndarray, s: CNNSettings, seed: int, pool: int = 0,
                    parameters: tuple[str, ...] = PARAMETERS, progress: bool = False) -> Ensemble:
-    """`n_per_model` CNNs per parameter (columns of `y`), each on its own stratified 70/30 split.
+    """`n_per_model` CNNs per parameter (columns of `y`) on stratified 70/30 splits (`splits`).
 
-    The splits are stratified on deciles of that member's parameter. All members train
-    together (`build_cnn(members=...)`): a member's loss sees only its training rows and
-    its validation loss only its held-out rows; early stopping watches their sum.
+    Parameters with the same widths train together in one graph (`build_cnn(members=...)`):
+    a member's loss sees only its training rows and its validation loss only its held-out
+    rows; with ``s.patience`` early stopping watches their sum.
     """
-    scaler = StandardScaler().fit(x)
-    xs = scaler.transform(x)[..., None]
-    mean, std = y.mean(axis=0), np.where(y.std(axis=0) > 0, y.std(axis=0), 1.0)
-    ys = (y - mean) / std
-    k_per = s.n_per_model
-    y_train = np.full((len(y), len(parameters) * k_per), np.nan, np.float32)
-    y_test = y_train.copy()
-    splits = {}
-    for i, p in enumerate(parameters):
-        sss = StratifiedShuffleSplit(k_per, test_size=s.test_size, random_state=seed + i)
-        splits[p] = list(sss.split(xs, strata(y[:, i])))
-        for k, (tr, te) in enumerate(splits[p]):
-            y_train[tr, i * k_per + k], y_test[te, i * k_per + k] = ys[tr, i], ys[te, i]
+    scaler = StandardScaler().fit(x) if s.inputs == "standardised" else None
+    xs = (scaler.transform(x) if scaler else x)[..., None]
+    std_ok = np.where(y.std(axis=0) > 0, y.std(axis=0), 1.0)
+    scaled = s.targets == "standardised"
+    mean = dict(zip(parameters, y.mean(axis=0) if scaled else np.zeros(len(parameters))))
+    std = dict(zip(parameters, std_ok if scaled else np.ones(len(parameters))))
+    member_splits = {p: splits(y[:, i], s, seed) for i, p in enumerate(parameters)}
+    groups: dict[tuple, list[str]] = {}
+    for p in parameters:
+        groups.setdefault(s.width(p), []).append(p)
+    models, hists = [], []
     keras.utils.set_random_seed(seed)
-    model = build_cnn(x.shape[1], s.tuned_width, s.learning_rate, pool, members=y_train.shape[1])
-    hist = model.fit(xs, y_train, validation_data=(xs, y_test), epochs=s.epochs, batch_size=s.batch_size,
-                     verbose=0, callbacks=callbacks(s.patience, progress, "CNN ensemble"))
-    ensemble = Ensemble(tuple(parameters), scaler, mean, std, model, {}, history(hist))
+    for widths, params in groups.items():
+        y_train = np.full((len(y), len(params) * s.n_per_model), np.nan, np.float32)
+        y_test = y_train.copy()
+        for i, p in enumerate(params):
+            yp = (y[:, parameters.index(p)] - mean[p]) / std[p]
+            for k, (tr, te) in enumerate(member_splits[p]):
+                y_train[tr, i * s.n_per_model + k], y_test[te, i * s.n_per_model + k] = yp[tr], yp[te]
+        model = build_cnn(x.shape[1], widths, s.learning_rate, pool, y_train.shape[1], s.padding)
+        fit = model.fit(xs, y_train, validation_data=(xs, y_test), epochs=s.epochs, batch_size=s.batch_size,
+                        verbose=0, callbacks=callbacks(s.patience, progress, "CNN ensemble"))
+        models.append((tuple(params), model))
+        hists.append(history(fit))
+    n = min(len(h["loss"]) for h in hists)  # graphs stopped early may differ in length
+    hist = {k: [float(sum(h[k][e] for h in hists)) for e in range(n)] for k in hists[0]}
+    ensemble = Ensemble(scaler, mean, std, models, {}, hist)
     pred = ensemble.member_predictions(x)
-    ensemble.residuals = {p: [pred[p][k, te] - y[te, i] for k, (_, te) in enumerate(splits[p])]
-                          for i, p in enumerate(parameters)}
+    ensemble.residuals = {p: [pred[p][k, te] - y[te, parameters.index(p)] for k, (_, te) in enumerate(member_splits[p])]
+                          for p in parameters}
     return ensemble
 
 
-def summarise(predictions: np.ndarray, residuals: list[np.ndarray]) -> np.ndarray:
-    """(n_stars, 3): median, lower and upper uncertainty from member predictions and residuals.
+def summarise(predictions: np.ndarray, residuals: list[np.ndarray] | None = None) -> np.ndarray:
+    """(n_stars, 3): median, lower and upper uncertainty of the members' predictions (n_members, n_stars).
 
-    The predictive distribution of a star is the union over members k of
-    ``prediction_k + residuals_k``, re-centred on the median of the members'
-    predictions; lower = median - P16, upper = P84 - median.
+    Without `residuals` (``uncertainty="members"``): lower = median - P16 and upper =
+    P84 - median of the predictions. With them (``"residuals"``): the predictive
+    distribution of a star is the union over members k of ``prediction_k + residuals_k``,
+    re-centred on the median of the members' predictions.
     """
     med = np.median(predictions, axis=0)
-    draws = np.concatenate([p[:, None] + r[None, :] for p, r in zip(predictions, residuals)], axis=1)
-    p16, p84 = np.percentile(draws - (np.median(draws, axis=1) - med)[:, None], [16, 84], axis=1)
+    if residuals is None:
+        draws = predictions.T
+    else:
+        draws = np.concatenate([p[:, None] + r[None, :] for p, r in zip(predictions, residuals)], axis=1)
+        draws = draws - (np.median(draws, axis=1) - med)[:, None]
+    p16, p84 = np.percentile(draws, [16, 84], axis=1)
     return np.column_stack([med, np.clip(med - p16, 0, None), np.clip(p84 - med, 0, None)])
 
 
-def estimate(ensembles: list[Ensemble], inputs: list[np.ndarray], karmn) -> tuple[pd.DataFrame, pd.DataFrame]:
+def estimate(ensembles: list[Ensemble], inputs: list[np.ndarray], karmn,
+             uncertainty: str = "members") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Estimates in the published format and a table of out-of-grid flags.
 
     `inputs[i]` are the stars' inputs for `ensembles[i]` (one per autoencoder). Values
     outside the training grid are kept and flagged, never clipped.
     """
+    if uncertainty not in OPTIONS["uncertainty"]:
+        raise ValueError(f"uncertainty must be one of {OPTIONS['uncertainty']}, got {uncertainty!r}")
     out = {"karmn": list(karmn)}
     flags = {"karmn": list(karmn)}
     member_preds = [e.member_predictions(x) for e, x in zip(ensembles, inputs)]
     for p in PARAMETERS:
-        stats = summarise(np.concatenate([mp[p] for mp in member_preds]),
-                          [r for e in ensembles for r in e.residuals[p]])
+        resid = [r for e in ensembles for r in e.residuals[p]] if uncertainty == "residuals" else None
+        stats = summarise(np.concatenate([mp[p] for mp in member_preds]), resid)
         name = PUBLISHED_NAMES[p]
         out[name], out[f"e_{name}"], out[f"E_{name}"] = stats.T
         lo, hi = PAPER_RANGES[p]
         flags[f"outside_{name}"] = (stats[:, 0] < lo) | (stats[:, 0] > hi)
     return pd.DataFrame(out)[estimate_columns()], pd.DataFrame(flags)
+
+
+def holdout_mask(params: pd.DataFrame, seed: int) -> np.ndarray:
+    """Whole (Teff, logg, [M/H]) nodes, all their vsini, kept out of CNN training for honest checks."""
+    nodes = params[["teff", "logg", "mh"]].drop_duplicates()
+    held = nodes.sample(frac=HOLDOUT_FRACTION, random_state=seed)
+    return params.merge(held.assign(_h=True), how="left", on=["teff", "logg", "mh"])["_h"].eq(True).to_numpy()
+
+
+#: Synthetic input spaces the CNNs train on: latents before/after fine-tuning, or the spectra (None).
+SPACES = ("pre", "ft", None)
+
+
+def train_variants(syn, obs, latents, n_models: int, s: CNNSettings, seed: int, progress: bool = False) -> dict:
+    """Every variant of `transfer.VARIANTS`: its estimates and flags, its held-out check and the training curves.
+
+    A variant's CNNs train on the synthetic half of its `transfer.latent_pair` (outside
+    `holdout_mask`) and predict the observed half. Variants that train on the same space
+    (`SPACES`) share its ensembles, seeded from the run's SeedSequence per space and
+    autoencoder. The held-out table has both uncertainty methods (column ``uncertainty``).
+    Returns ``{"estimates": {variant: (est, flags)}, "holdout": DataFrame, "histories": {space: [...]}}``.
+    """
+    from .transfer import VARIANTS, latent_pair
+
+    held = holdout_mask(syn.parameters, stage_seed(seed, "holdout"))
+    labels = syn.labels
+    truth = pd.DataFrame(labels[held], columns=[PUBLISHED_NAMES[k] for k in PARAMETERS]).add_prefix("true_")
+    ensembles, out, holdout = {}, {}, []
+    for variant, (space, _) in tqdm(VARIANTS.items(), desc="CNN variants", disable=not progress):
+        pairs = ([(syn.flux, obs.flux)] if space is None else
+                 [latent_pair(latents, variant, i) for i in range(n_models)])
+        if space not in ensembles:
+            seeds = [stage_seed(seed, "cnn", SPACES.index(space), a) for a in range(len(pairs))]
+            ensembles[space] = [train_ensemble(x[~held], labels[~held], s, sd, pool=0 if space else 8, progress=progress)
+                                for sd, (x, _) in zip(seeds, pairs)]
+        ens = ensembles[space]
+        out[variant] = estimate(ens, [o for _, o in pairs], obs.parameters["karmn"], s.uncertainty)
+        for unc in ("members", "residuals"):
+            hest, _ = estimate(ens, [x[held] for x, _ in pairs], np.flatnonzero(held), unc)
+            holdout.append(hest.assign(variant=variant, uncertainty=unc).join(truth))
+    return {"estimates": out, "holdout": pd.concat(holdout, ignore_index=True),
+            "histories": {space or "spectra": [e.history for e in ens] for space, ens in ensembles.items()}}

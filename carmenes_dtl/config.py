@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,36 +59,81 @@ class Window:
         return cls(start, stop)
 
 
+#: Layers with an L1 activity regulariser in the authors' code: encoder 2-5 and decoder 1-5.
+PUBLISHED_L1_LAYERS = tuple(f"enc_{i}" for i in range(2, 6)) + tuple(f"dec_{i}" for i in range(1, 6))
+
+
 @dataclass(frozen=True)
 class AESettings:
-    """Contractive autoencoder training (paper: Mas-Buitrago et al. 2024, Sect. 3)."""
+    """Contractive autoencoder search, training and fine-tuning (paper Sects. 3.1-3.2).
 
-    n_in_grid: tuple[int, ...] = (1024, 1536, 2048)
-    l1_grid: tuple[float, ...] = (8e-8, 1e-7, 1.2e-7)
+    Defaults are the authors' code (``published_method.json``); ``patience=None`` means
+    no early stopping, as published.
+    """
+
+    n_in_grid: tuple[int, ...] = (1024, 1280, 1536, 1792, 2048)
+    l1_grid: tuple[float, ...] = (8e-8, 9e-8, 1e-7, 1.1e-7, 1.2e-7)
+    l1_layers: tuple[str, ...] = PUBLISHED_L1_LAYERS
     latent_dim: int = 32
     contractive_lambda: float = 1e-4
-    penalty: str = "relu"  # or "sigmoid_frozen", the original code's variant
+    penalty: str = "sigmoid_frozen"  # the published form; "relu" = the exact Jacobian
     learning_rate: float = 1e-4
     batch_size: int = 128
+    search_epochs: int = 15
+    search_loss: str = "mse"  # or "contractive": the search with the training loss
+    cv_folds: int = 4
     epochs: int = 120
-    cv_folds: int = 3
+    test_size: float = 0.3
     n_models: int = 3
     finetune_epochs: int = 60
+    finetune_test_size: float = 0.2
     finetune_frozen: int = 4
-    patience: int = 10
+    patience: int | None = None  # early stopping on a validation slice of the training part
+
+    def __post_init__(self):
+        check_options(self)
 
 
 @dataclass(frozen=True)
 class CNNSettings:
-    """CNN regressors on the latent vectors (paper Sect. 3.3)."""
+    """CNN regressors on the latent vectors (paper Sect. 3.3); defaults = the authors' code."""
 
     n_per_model: int = 5
     epochs: int = 200
     learning_rate: float = 0.01
-    batch_size: int = 64
-    tuned_width: int = 64
+    batch_size: int = 32
+    #: (parameter, nf1, nf2, nu) per parameter; only Teff's row is in the authors' code.
+    widths: tuple[tuple[str, int, int, int], ...] = tuple((p, 64, 32, 64) for p in PARAMETERS)
+    padding: str = "same"
+    inputs: str = "raw"  # or "standardised": latents scaled to zero mean, unit variance
+    targets: str = "raw"  # or "standardised"
+    split: str = "shared"  # one split per autoencoder and parameter; or "per_member"
     test_size: float = 0.3
-    patience: int = 20
+    patience: int | None = None  # early stopping on the held-out part of the split
+    uncertainty: str = "members"  # percentiles of member predictions; or "residuals"
+
+    def __post_init__(self):
+        check_options(self)
+        if sorted(w[0] for w in self.widths) != sorted(PARAMETERS):
+            raise ValueError(f"CNN widths must have one row per parameter {PARAMETERS}, got {self.widths!r}")
+
+    def width(self, parameter: str) -> tuple[int, int, int]:
+        """(nf1, nf2, nu) of `parameter`'s CNNs."""
+        return next(tuple(w[1:]) for w in self.widths if w[0] == parameter)
+
+
+#: The values each named option accepts (the first is the published one).
+OPTIONS = {"penalty": ("sigmoid_frozen", "relu"), "search_loss": ("mse", "contractive"),
+           "padding": ("same", "valid"), "inputs": ("raw", "standardised"), "targets": ("raw", "standardised"),
+           "split": ("shared", "per_member"), "uncertainty": ("members", "residuals")}
+
+
+def check_options(settings) -> None:
+    """Raise a ValueError naming any option of `settings` outside `OPTIONS`."""
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if f.name in OPTIONS and value not in OPTIONS[f.name]:
+            raise ValueError(f"{type(settings).__name__}.{f.name} must be one of {OPTIONS[f.name]}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -110,18 +156,21 @@ class Profile:
 PROFILES = {
     "quick": Profile(
         "quick",
-        AESettings(n_in_grid=(256, 384), l1_grid=(8e-8, 1.2e-7), learning_rate=1e-3, epochs=60,
-                   cv_folds=2, n_models=2, finetune_epochs=40, patience=15),
-        CNNSettings(n_per_model=5, epochs=25, learning_rate=3e-3, batch_size=128, tuned_width=32, patience=6),
+        AESettings(n_in_grid=(256, 384), l1_grid=(8e-8, 1.2e-7), learning_rate=1e-3, epochs=60, cv_folds=2,
+                   n_models=2, finetune_epochs=40, patience=15),
+        CNNSettings(epochs=25, learning_rate=3e-3, batch_size=128, widths=tuple((p, 64, 32, 32) for p in PARAMETERS),
+                    inputs="standardised", targets="standardised", patience=6),
         demo_size="quick",
         vsini=(1.5, 3, 6, 10, 20, 30),
         n_nodes=160,
     ),
     "tiny": Profile(  # smoke runs and tests: seconds, not science
         "tiny",
-        AESettings(n_in_grid=(128,), l1_grid=(1e-7,), learning_rate=1e-3, epochs=8, cv_folds=2, n_models=1,
-                   finetune_epochs=4, patience=4),
-        CNNSettings(n_per_model=3, epochs=4, learning_rate=3e-3, batch_size=64, tuned_width=16, patience=4),
+        AESettings(n_in_grid=(128,), l1_grid=(1e-7,), learning_rate=1e-3, search_epochs=4, epochs=8, cv_folds=2,
+                   n_models=1, finetune_epochs=4, patience=4),
+        CNNSettings(n_per_model=3, epochs=4, learning_rate=3e-3, batch_size=64,
+                    widths=tuple((p, 64, 32, 16) for p in PARAMETERS), inputs="standardised", targets="standardised",
+                    patience=4),
         demo_size="quick",
         vsini=(2, 10),
         n_nodes=40,
@@ -136,6 +185,73 @@ def profile(name: str) -> Profile:
         return PROFILES[name]
     except KeyError:
         raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}") from None
+
+
+#: Stages that draw random numbers; each gets its own branch of the run's SeedSequence.
+SEED_STAGES = ("split", "search", "autoencoder", "finetune", "holdout", "cnn")
+
+
+def stage_seed(seed: int, stage: str, *index: int) -> int:
+    """A 32-bit seed for `stage` (and member `index`), spawned from ``SeedSequence(seed)``.
+
+    Equal to ``SeedSequence(seed).spawn(...)[k].spawn(...)[i]...`` with k the stage's place
+    in `SEED_STAGES`, so stages and members never share a stream.
+    """
+    if stage not in SEED_STAGES:
+        raise ValueError(f"unknown seed stage {stage!r}; choose one of {SEED_STAGES}")
+    ss = np.random.SeedSequence(seed, spawn_key=(SEED_STAGES.index(stage), *index))
+    return int(ss.generate_state(1)[0])
+
+
+def published_settings() -> list[dict]:
+    """Every setting of the published method with its source (``published_method.json``)."""
+    from importlib.resources import files
+
+    return json.loads(files("carmenes_dtl").joinpath("published_method.json").read_text())["settings"]
+
+
+def setting(prof: Profile, name: str):
+    """The value of a dotted setting name of `published_method.json` in `prof`, JSON-like.
+
+    ``ae.epochs``, ``cnn.widths.logg`` (a [nf1, nf2, nu] list), ``window.n``, ``vsini``.
+    """
+    head, _, rest = name.partition(".")
+    if head == "cnn" and rest.startswith("widths."):
+        return list(prof.cnn.width(rest.split(".", 1)[1]))
+    value = getattr(getattr(prof, head), rest) if rest else getattr(prof, head)
+    return list(value) if isinstance(value, tuple) else value
+
+
+def deviations(names: tuple[str, ...] = ("paper", "quick")) -> list[dict]:
+    """Per published setting: its value and source, the profiles' values and why they differ."""
+    rows = []
+    for entry in published_settings():
+        row = {"setting": entry["field"], "published": entry["value"], "source": entry["source"]}
+        row.update({name: setting(PROFILES[name], entry["field"]) for name in names})
+        row["why"] = entry.get("why", "") if any(row[n] != entry["value"] for n in names) else ""
+        row["note"] = entry.get("note", "")
+        rows.append(row)
+    return rows
+
+
+def measured_deviations(metrics: tuple[str, ...] = ("holdout_mae", "holdout_coverage", "demo_mae", "demo_bias")):
+    """Each improvement beside the published choice: mean (and std over seeds) per option,
+    parameter and metric, from ``measured_deviations.csv`` (made by ``benchmarks/deviations.py``)."""
+    from importlib.resources import files
+
+    import pandas as pd
+
+    with files("carmenes_dtl").joinpath("measured_deviations.csv").open() as f:
+        table = pd.read_csv(f, comment="#")
+    table = table[table["metric"].isin(metrics)]
+    stats = table.groupby(["option", "metric", "parameter", "choice"], sort=False)["number"].agg(["mean", "std"])
+    wide = stats.unstack("choice")
+    wide.columns = [f"{choice} {stat}" for stat, choice in wide.columns]
+    values = table.groupby(["option", "choice"])["value"].first().unstack("choice")
+    wide = wide.join(values.rename(columns=lambda c: f"{c} value"), on="option")
+    cols = ["published value", "published mean", "published std", "improvement value", "improvement mean",
+            "improvement std"]
+    return wide[cols].assign(seeds=table.groupby(["option", "metric", "parameter"])["seed"].nunique())
 
 
 def cache_dir() -> Path:

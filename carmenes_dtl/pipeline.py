@@ -23,12 +23,10 @@ from pathlib import Path
 import keras
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from . import __version__, autoencoder, cnn, grid, prepare, store, transfer
-from .config import PARAMETERS, PUBLISHED_NAMES, Profile, Window, profile
-
-HOLDOUT_FRACTION = 0.1
+from .config import PUBLISHED_NAMES, Profile, Window, profile, stage_seed
+from .transfer import DESCRIPTIONS as VARIANTS
 
 
 @dataclass
@@ -56,12 +54,13 @@ class RunPaths:
     run = property(lambda self: self.out / "run.json")
     stages = property(lambda self: self.out / "stages.json")
 
-    def estimates(self, variant: str = "") -> Path:
-        return self._at(f"estimates{'_' + variant if variant else ''}.csv")
+    def estimates(self, variant: str = "method") -> Path:
+        """``estimates.csv`` for the method, ``estimates_<variant>.csv`` for the others."""
+        return self._at(f"estimates{_suffix(variant)}.csv")
 
-    def flags(self, variant: str = "") -> Path:
+    def flags(self, variant: str = "method") -> Path:
         """Out-of-grid flags beside the estimates of `variant`."""
-        return self._at(f"flags{'_' + variant if variant else ''}.csv")
+        return self._at(f"flags{_suffix(variant)}.csv")
 
     def ae(self, i: int, finetuned: bool = False) -> Path:
         return self._at(f"models/ae_{i}{'_ft' if finetuned else ''}.keras")
@@ -93,8 +92,10 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-VARIANTS = {"": "fine-tuned latents (the method)", "no_finetune": "latents before fine-tuning",
-            "direct": "CNN on the spectra themselves"}
+def _suffix(variant: str) -> str:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose one of {list(VARIANTS)}")
+    return "" if variant == "method" else f"_{variant}"
 
 
 class Runner:
@@ -202,14 +203,11 @@ class Runner:
         p, s = self.paths, self.prof.ae
 
         def run():
-            syn = store.read(p.synthetic).flux
-            rows = autoencoder.grid_search(syn, s, self.seed)
+            rows, models = autoencoder.search_and_train(store.read(p.synthetic).flux, s, self.seed, self.progress)
             p.models.mkdir(parents=True, exist_ok=True)
             p.search.write_text(json.dumps(rows, indent=1))
-            for i, best in enumerate(tqdm(rows[:s.n_models], desc="autoencoders", disable=not self.progress)):
-                model, hist = autoencoder.train(syn, best["n_in"], best["l1"], s, self.seed + i, self.progress)
-                autoencoder.save(model, p.ae(i), {**best, "seed": self.seed + i, "history": hist,
-                                                  "settings": asdict(s)})
+            for i, (model, info) in enumerate(models):
+                autoencoder.save(model, p.ae(i), {**info, "settings": asdict(s)})
 
         self.stage("autoencoders", [p.search] + [p.ae(i) for i in range(s.n_models)], run, extra=asdict(s),
                    inputs=[p.synthetic])
@@ -220,9 +218,11 @@ class Runner:
         def run():
             obs = store.read(p.observed).flux
             syn = store.read(p.synthetic).flux
-            sample = syn[np.random.default_rng(self.seed).choice(len(syn), min(512, len(syn)), replace=False)]
+            rng = np.random.default_rng(stage_seed(self.seed, "finetune"))
+            sample = syn[rng.choice(len(syn), min(512, len(syn)), replace=False)]
             for i in range(s.n_models):
-                model, report = transfer.finetune(p.ae(i), obs, sample, s, self.seed + i, self.progress)
+                model, report = transfer.finetune(p.ae(i), obs, sample, s, stage_seed(self.seed, "finetune", i),
+                                                  self.progress)
                 autoencoder.save(model, p.ae(i, True), report)
 
         self.stage("fine-tune", [p.ae(i, True) for i in range(s.n_models)], run, extra=asdict(s),
@@ -245,42 +245,20 @@ class Runner:
         self.stage("encode", [p.latents], run, extra=n,
                    inputs=[p.synthetic, p.observed] + [p.ae(i, ft) for i in range(n) for ft in (False, True)])
 
-    def holdout_mask(self, params: pd.DataFrame) -> np.ndarray:
-        """Whole nodes (all their vsini) kept out of CNN training, for honest checks."""
-        nodes = params[["teff", "logg", "mh"]].drop_duplicates()
-        held = nodes.sample(frac=HOLDOUT_FRACTION, random_state=self.seed)
-        return params.merge(held.assign(_h=True), how="left", on=["teff", "logg", "mh"])["_h"].eq(True).to_numpy()
-
     def cnns(self) -> None:
-        p, s = self.paths, self.prof.cnn
+        p = self.paths
 
         def run():
-            syn, obs = store.read(p.synthetic), store.read(p.observed)
-            lat = np.load(p.latents)
-            held = self.holdout_mask(syn.parameters)
-            labels = syn.labels
-            n_ae = self.prof.ae.n_models
-            inputs = {variant: ([lat[f"syn_{tag}_{i}"] for i in range(n_ae)],
-                                [lat[f"obs_{tag}_{i}"] for i in range(n_ae)], 0)
-                      for variant, tag in (("", "ft"), ("no_finetune", "pre"))}
-            inputs["direct"] = ([syn.flux], [obs.flux], 8)
-            report, holdout = {}, []
-            for variant, (xs_syn, xs_obs, pool) in tqdm(inputs.items(), desc="CNN ensembles",
-                                                        disable=not self.progress):
-                ensembles = [cnn.train_ensemble(x[~held], labels[~held], s, self.seed + 7 * a, pool=pool,
-                                                progress=self.progress) for a, x in enumerate(xs_syn)]
-                est, flags = cnn.estimate(ensembles, xs_obs, obs.parameters["karmn"])
+            res = cnn.train_variants(store.read(p.synthetic), store.read(p.observed), np.load(p.latents),
+                                     self.prof.ae.n_models, self.prof.cnn, self.seed, self.progress)
+            for variant, (est, flags) in res["estimates"].items():
                 est.to_csv(p.estimates(variant), index=False)
                 flags.to_csv(p.flags(variant), index=False)
-                hest, _ = cnn.estimate(ensembles, [x[held] for x in xs_syn], np.flatnonzero(held))
-                truth = pd.DataFrame(labels[held], columns=[PUBLISHED_NAMES[k] for k in PARAMETERS])
-                holdout.append(hest.assign(variant=variant or "method").join(truth.add_prefix("true_")))
-                report[variant or "method"] = [e.history for e in ensembles]
-            pd.concat(holdout).to_csv(p.holdout, index=False)
-            p.cnn.write_text(json.dumps(report))
+            res["holdout"].to_csv(p.holdout, index=False)
+            p.cnn.write_text(json.dumps(res["histories"]))
 
         self.stage("cnn", [p.estimates(v) for v in VARIANTS] + [p.flags(v) for v in VARIANTS] + [p.holdout, p.cnn],
-                   run, extra=[asdict(s), self.prof.ae.n_models, HOLDOUT_FRACTION],
+                   run, extra=[asdict(self.prof.cnn), self.prof.ae.n_models, cnn.HOLDOUT_FRACTION],
                    inputs=[p.synthetic, p.observed, p.latents])
 
     def summary(self, truth_csv: Path | None) -> dict:
@@ -295,10 +273,10 @@ class Runner:
         info["observed_excluded"] = obs.attrs.get("excluded", [])
         if truth_csv is not None and Path(truth_csv).exists():
             truth = pd.read_csv(truth_csv)
-            info["errors_vs_truth"] = {v or "method": errors(pd.read_csv(self.paths.estimates(v)), truth)
-                                       for v in VARIANTS}
+            info["errors_vs_truth"] = {v: errors(pd.read_csv(self.paths.estimates(v)), truth) for v in VARIANTS}
         holdout = pd.read_csv(self.paths.holdout)
-        info["holdout_coverage"] = {v: coverage(g) for v, g in holdout.groupby("variant")}
+        info["holdout_coverage"] = {u: {v: coverage(g) for v, g in h.groupby("variant", sort=False)}
+                                    for u, h in holdout.groupby("uncertainty")}
         previous = json.loads(self.paths.run.read_text()) if self.paths.run.exists() else {}
         info["timings_s"] = {**previous.get("timings_s", {}), **self.timings}
         write_text(self.paths.run, json.dumps(info, indent=1, default=str))

@@ -1,18 +1,49 @@
-"""Fine-tuning on observed spectra (paper Sect. 3.2): freeze the input side, retrain the rest.
+"""Fine-tuning on observed spectra (paper Sect. 3.2) and the latent pairings the CNNs see.
 
 The first `frozen` encoder layers keep their synthetic weights, so observed spectra pass
 through the same low-level features; the last encoder layer, the bottleneck and the
-decoder learn to reconstruct the observed domain. Both domains are then encoded into one
-32-dim latent space.
+decoder learn to reconstruct the observed domain. In the authors' code the CNNs then train
+on synthetic latents of the *original* encoder and are applied to observed latents of the
+*fine-tuned* one (`VARIANTS["method"]`).
 """
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import keras
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from .autoencoder import callbacks, history, load, reconstruction_mse
+from .autoencoder import callbacks, history, load, reconstruction_mse, validation_slice
 from .config import AESettings
+
+#: variant -> (encoder of the synthetic latents the CNNs train on, encoder of the observed
+#: latents they are applied to): "pre" before fine-tuning, "ft" after, None = the spectra.
+VARIANTS: dict[str, tuple[str | None, str | None]] = {
+    "method": ("pre", "ft"),
+    "finetuned_both": ("ft", "ft"),
+    "no_finetune": ("pre", "pre"),
+    "direct": (None, None),
+}
+DESCRIPTIONS = {
+    "method": "the authors' pairing: CNNs on synthetic latents of the original encoder, applied to "
+              "observed latents of the fine-tuned encoder",
+    "finetuned_both": "both domains through the fine-tuned encoder, CNNs retrained on its synthetic latents",
+    "no_finetune": "both domains through the original encoder",
+    "direct": "CNN on the spectra themselves",
+}
+
+
+def latent_pair(latents: Mapping[str, np.ndarray], variant: str, i: int) -> tuple[np.ndarray, np.ndarray]:
+    """(synthetic, observed) latents that `variant`'s CNNs of autoencoder `i` train on and predict.
+
+    `latents` holds ``syn_pre_i``, ``obs_pre_i``, ``syn_ft_i``, ``obs_ft_i`` (``latents.npz``).
+    """
+    if variant not in VARIANTS or VARIANTS[variant][0] is None:
+        raise ValueError(f"variant must be one of the latent variants "
+                         f"{[v for v, t in VARIANTS.items() if t[0]]}, got {variant!r}")
+    syn_tag, obs_tag = VARIANTS[variant]
+    return latents[f"syn_{syn_tag}_{i}"], latents[f"obs_{obs_tag}_{i}"]
 
 
 def frozen_layers(n_frozen: int) -> list[str]:
@@ -24,13 +55,16 @@ def finetune(model_path, observed: np.ndarray, synthetic: np.ndarray, s: AESetti
              progress: bool = False) -> tuple[keras.Model, dict]:
     """A fine-tuned copy of the saved autoencoder at `model_path`, and a before/after report.
 
-    Observed spectra are split 80/20 (seeded); the 20 % steers early stopping and measures
-    the observed reconstruction error. `synthetic` (a sample) measures what the synthetic
-    domain loses.
+    Observed spectra are split 80/20 (`s.finetune_test_size`, seeded); the 20 % only
+    measures the observed reconstruction error. With `s.patience`, early stopping watches
+    a seeded 10 % of the 80 %, never the reported 20 %. `synthetic` (a sample) measures
+    what the synthetic domain loses. With the published penalty the frozen copy of the
+    bottleneck kernel is taken anew from the loaded weights, as the authors' loss is
+    rebuilt when the loaded model is compiled.
     """
     keras.utils.set_random_seed(seed)
     model = load(model_path)
-    train_obs, test_obs = train_test_split(observed, test_size=0.2, random_state=seed)
+    train_obs, test_obs = train_test_split(observed, test_size=s.finetune_test_size, random_state=seed)
 
     def errors() -> dict:
         return {"mse_observed_test": reconstruction_mse(model, test_obs),
@@ -40,9 +74,12 @@ def finetune(model_path, observed: np.ndarray, synthetic: np.ndarray, s: AESetti
     frozen = frozen_layers(s.finetune_frozen)
     for name in frozen:
         model.get_layer(name).trainable = False
+    model.get_layer("bottleneck").refreeze()
     model.compile(optimizer=keras.optimizers.Adam(s.learning_rate), loss="mse")
-    hist = model.fit(train_obs, train_obs, validation_data=(test_obs, test_obs), epochs=s.finetune_epochs,
-                     batch_size=min(s.batch_size, len(train_obs)), shuffle=True, verbose=0,
+    fit, val = validation_slice(train_obs, s.patience, seed)
+    hist = model.fit(fit, fit, validation_data=val, epochs=s.finetune_epochs,
+                     batch_size=min(s.batch_size, len(fit)), shuffle=True, verbose=0,
                      callbacks=callbacks(s.patience, progress, "fine-tune"))
     return model, {"frozen_layers": frozen, "n_train": len(train_obs), "n_test": len(test_obs),
+                   "early_stopping_rows": 0 if val is None else len(val[0]),
                    "before": before, "after": errors(), "history": history(hist)}

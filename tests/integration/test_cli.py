@@ -67,12 +67,15 @@ def test_prepare_commands_on_demo_layout(tmp_path):
 TINY_MH_VS_MEAN = 0.8
 
 
+VARIANT_FILES = ("", "_finetuned_both", "_no_finetune", "_direct")
+
+
 def test_run_writes_estimates_and_report(tiny_run):
     out, stdout = tiny_run
     truth = pd.read_csv(out / "demo" / "truth.csv")
     info = json.loads((out / "run.json").read_text())
-    assert set(info["errors_vs_truth"]) == {"method", "no_finetune", "direct"}
-    for variant in ("", "_direct", "_no_finetune"):
+    assert set(info["errors_vs_truth"]) == {"method", "finetuned_both", "no_finetune", "direct"}
+    for variant in VARIANT_FILES:
         est = pd.read_csv(out / f"estimates{variant}.csv")
         assert list(est.columns) == estimate_columns() and sorted(est["karmn"]) == sorted(truth["karmn"])
         errs = est[[c for c in est.columns if c.startswith(("e_", "E_"))]]
@@ -91,9 +94,28 @@ def test_run_writes_estimates_and_report(tiny_run):
         baseline = (g["true_[M/H]"] - train_mean).abs().mean()
         assert baseline > 0.3 and (g["[M/H]"] - g["true_[M/H]"]).abs().mean() < TINY_MH_VS_MEAN * baseline, variant
     assert info["seed"] == 3 and info["profile"]["name"] == "tiny"
-    assert all(0 <= v <= 1 for cov in info["holdout_coverage"].values() for v in cov.values())
+    assert set(info["holdout_coverage"]) == {"members", "residuals"}
+    assert all(0 <= v <= 1 for by_variant in info["holdout_coverage"].values() for cov in by_variant.values()
+               for v in cov.values())
     assert (out / "models" / "ae_0.keras").exists() and (out / "models" / "ae_0_ft.keras").exists()
     assert "method" in stdout
+
+
+def test_latents_pair_the_saved_encoders(tiny_run):
+    """`method` trains on the encoder saved before fine-tuning and predicts with the one after."""
+    from carmenes_dtl import autoencoder, store
+    from carmenes_dtl.transfer import latent_pair
+
+    out, _ = tiny_run
+    syn, obs = store.read(out / "synthetic.h5").flux, store.read(out / "observed.h5").flux
+    pre, ft = autoencoder.load(out / "models" / "ae_0.keras"), autoencoder.load(out / "models" / "ae_0_ft.keras")
+    lat = np.load(out / "latents.npz")
+    for variant, (syn_model, obs_model) in {"method": (pre, ft), "finetuned_both": (ft, ft),
+                                            "no_finetune": (pre, pre)}.items():
+        a, b = latent_pair(lat, variant, 0)
+        np.testing.assert_allclose(a, autoencoder.encode(syn_model, syn), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(b, autoencoder.encode(obs_model, obs), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(autoencoder.encode(pre, obs), autoencoder.encode(ft, obs))
 
 
 def test_run_resumes_finished_stages(tiny_run):
@@ -131,7 +153,7 @@ def test_every_custom_keras_object_is_registered_by_the_package():
 def test_same_seed_same_estimates(tiny_run, tmp_path):
     out, _ = tiny_run
     cli("run", "--demo", "--profile", "tiny", "--seed", "3", "--out", tmp_path / "again", "--quiet")
-    for variant in ("", "_direct", "_no_finetune"):
+    for variant in VARIANT_FILES:
         a = pd.read_csv(out / f"estimates{variant}.csv")
         b = pd.read_csv(tmp_path / "again" / f"estimates{variant}.csv")
         pd.testing.assert_frame_equal(a, b, rtol=1e-6)

@@ -9,6 +9,9 @@ from carmenes_dtl import autoencoder as ae
 from carmenes_dtl import cnn, transfer
 from carmenes_dtl.config import AESettings, CNNSettings
 
+#: Small-test CNN settings: standardised inputs and targets train in a few epochs.
+FAST = dict(inputs="standardised", targets="standardised", widths=tuple((p, 64, 32, 16) for p in cnn.PARAMETERS))
+
 
 def autodiff_jacobian_norm(layer, x):
     """Per-sample ||dh/dx||_F^2 by the backend's own autodiff."""
@@ -54,9 +57,45 @@ def test_sigmoid_frozen_variant_keeps_initial_weights():
     assert not np.array_equal(ops.convert_to_numpy(b.kernel), frozen0)
 
 
+def test_finetune_takes_a_fresh_frozen_kernel_from_the_trained_weights(tmp_path):
+    """As the authors' loss is rebuilt on the loaded model, the frozen W is the trained kernel."""
+    keras.utils.set_random_seed(1)
+    model = ae.build_autoencoder(60, n_in=32, latent=4, learning_rate=1e-2)
+    x = np.random.default_rng(1).random((64, 60)).astype("float32")
+    model.fit(x, x, epochs=2, batch_size=16, verbose=0)
+    path = ae.save(model, tmp_path / "m.keras", {})
+    b = ae.load(path).get_layer("bottleneck")
+    assert np.array_equal(ops.convert_to_numpy(b.frozen_kernel),
+                          ops.convert_to_numpy(model.get_layer("bottleneck").frozen_kernel))
+    s = AESettings(latent_dim=4, learning_rate=1e-2, finetune_epochs=1, batch_size=16)
+    tuned, _ = transfer.finetune(path, x[:40], x[:10], s, seed=0)
+    trained = ops.convert_to_numpy(model.get_layer("bottleneck").kernel)
+    frozen = ops.convert_to_numpy(tuned.get_layer("bottleneck").frozen_kernel)
+    assert np.array_equal(frozen, trained)
+    assert not np.array_equal(ops.convert_to_numpy(tuned.get_layer("bottleneck").kernel), trained)
+
+
+def test_l1_on_encoder_2_to_5_and_decoder_1_to_5_only():
+    """autoencoder_training.py:49-63: no L1 on encoder 1, the bottleneck or the output."""
+    from carmenes_dtl.config import PROFILES
+
+    model = ae.build_autoencoder(100, n_in=64, l1=1e-7, l1_layers=PROFILES["paper"].ae.l1_layers)
+    with_l1 = {layer.name for layer in model.layers
+               if getattr(layer, "activity_regularizer", None) is not None
+               and float(layer.activity_regularizer.l1) == pytest.approx(1e-7)}
+    assert with_l1 == {"enc_2", "enc_3", "enc_4", "enc_5", "dec_1", "dec_2", "dec_3", "dec_4", "dec_5"}
+    assert model.get_layer("enc_1").activity_regularizer is None
+    assert model.get_layer("bottleneck").activity_regularizer is None
+    assert model.get_layer("reconstruction").activity_regularizer is None
+    with pytest.raises(ValueError, match="enc_9"):
+        ae.build_autoencoder(100, n_in=64, l1_layers=("enc_9",))
+
+
 def test_paper_size_parameter_count():
     model = ae.build_autoencoder(3501, n_in=2048)
-    assert model.count_params() == ae.parameter_count(3501, 2048) == 25_118_669
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert trainable == ae.parameter_count(3501, 2048) == 25_118_669
+    assert model.count_params() - trainable == 256 * 32  # the published penalty's frozen copy of W
     assert [model.get_layer(f"enc_{i}").units for i in range(1, 6)] == [2048, 1536, 1024, 512, 256]
     assert model.get_layer("bottleneck").units == 32
     assert model.get_layer("reconstruction").activation.__name__ == "sigmoid"
@@ -81,6 +120,7 @@ def test_training_reduces_loss_and_save_load_round_trip(spectra, tmp_path):
     syn, _, _ = spectra
     s = AESettings(latent_dim=8, epochs=15, batch_size=32, learning_rate=1e-3, patience=20)
     model, hist = ae.train(syn, 64, 1e-7, s, seed=0)
+    assert len(hist["val_loss"]) <= 15
     assert hist["loss"][-1] < 0.5 * hist["loss"][0]
     assert np.isfinite(hist["val_loss"]).all()
     path = ae.save(model, tmp_path / "m.keras", {"n_in": 64})
@@ -91,7 +131,7 @@ def test_training_reduces_loss_and_save_load_round_trip(spectra, tmp_path):
 
 def test_finetune_freezes_first_layers_bit_identical(spectra, tmp_path):
     syn, obs, _ = spectra
-    s = AESettings(latent_dim=8, epochs=5, batch_size=32, learning_rate=1e-3, finetune_epochs=5, patience=20)
+    s = AESettings(latent_dim=8, epochs=5, batch_size=32, learning_rate=1e-3, finetune_epochs=5)
     model, _ = ae.train(syn, 64, 1e-7, s, seed=0)
     path = ae.save(model, tmp_path / "m.keras", {})
     tuned, report = transfer.finetune(path, obs, syn[:50], s, seed=0)
@@ -103,21 +143,49 @@ def test_finetune_freezes_first_layers_bit_identical(spectra, tmp_path):
     assert any(changed)
     assert report["after"]["mse_observed_test"] < report["before"]["mse_observed_test"]
     assert report["frozen_layers"] == ["enc_1", "enc_2", "enc_3", "enc_4"]
+    assert len(report["history"]["loss"]) == 5 and "val_loss" not in report["history"]  # published: no early stopping
+
+
+def test_finetune_early_stopping_never_selects_on_the_reported_split(spectra, tmp_path, monkeypatch):
+    from sklearn.model_selection import train_test_split
+
+    syn, obs, _ = spectra
+    s = AESettings(latent_dim=8, epochs=3, batch_size=32, learning_rate=1e-3, finetune_epochs=4, patience=2)
+    model, _ = ae.train(syn, 64, 1e-7, s, seed=0)
+    path = ae.save(model, tmp_path / "m.keras", {})
+    seen = {}
+    fit = keras.Model.fit
+
+    def spy(self, x, y=None, validation_data=None, **kw):
+        seen["fit"], seen["val"] = x, validation_data[0]
+        return fit(self, x, y, validation_data=validation_data, **kw)
+
+    monkeypatch.setattr(keras.Model, "fit", spy)
+    tuned, report = transfer.finetune(path, obs, syn[:50], s, seed=3)
+    _, reported = train_test_split(obs, test_size=0.2, random_state=3)  # the published 80/20 split
+    rows = lambda a: {r.tobytes() for r in a}  # noqa: E731
+    assert rows(seen["val"]) and not rows(seen["val"]) & rows(reported)
+    assert not rows(seen["fit"]) & (rows(reported) | rows(seen["val"]))
+    assert report["after"]["mse_observed_test"] == pytest.approx(ae.reconstruction_mse(tuned, reported), rel=1e-6)
 
 
 def test_grid_search_ranks_every_point(spectra):
+    """An L1 of 10 on every activation silences the network: that point must rank last."""
     syn, _, _ = spectra
-    s = AESettings(n_in_grid=(32, 64), l1_grid=(1e-7,), latent_dim=4, epochs=2, batch_size=32, cv_folds=2)
+    s = AESettings(n_in_grid=(32, 64), l1_grid=(1e-7, 10.0), latent_dim=4, search_epochs=4, batch_size=32,
+                   learning_rate=1e-2, cv_folds=2)
     rows = ae.grid_search(syn, s, seed=0)
-    assert sorted((r["n_in"], r["l1"]) for r in rows) == [(32, 1e-7), (64, 1e-7)]
-    assert rows[0]["cv_mse"] <= rows[1]["cv_mse"]
+    assert sorted((r["n_in"], r["l1"]) for r in rows) == [(32, 1e-7), (32, 10.0), (64, 1e-7), (64, 10.0)]
+    assert [r["cv_mse"] for r in rows] == sorted(r["cv_mse"] for r in rows)
+    assert [r["l1"] for r in rows] == [1e-7, 1e-7, 10.0, 10.0]
+    assert rows[2]["cv_mse"] > 5 * rows[1]["cv_mse"]
 
 
 def test_cnn_ensemble_learns_and_is_deterministic(spectra):
     syn, _, params = spectra
     x = syn[:, ::10]
     y = np.column_stack([params[:, 0], params[:, 2]])
-    s = CNNSettings(n_per_model=3, epochs=30, learning_rate=3e-3, batch_size=32, tuned_width=16, patience=30)
+    s = CNNSettings(n_per_model=3, epochs=30, learning_rate=3e-3, batch_size=32, split="per_member", **FAST)
     e1 = cnn.train_ensemble(x, y, s, seed=5, parameters=("teff", "mh"))
     e2 = cnn.train_ensemble(x, y, s, seed=5, parameters=("teff", "mh"))
     p1, p2 = e1.member_predictions(x), e2.member_predictions(x)
@@ -128,14 +196,17 @@ def test_cnn_ensemble_learns_and_is_deterministic(spectra):
 
 
 def test_summarise_percentile_definition():
-    preds = np.array([[10.0], [12.0], [14.0]])
-    resid = [np.array([-1.0, 0.0, 1.0])] * 3
-    med, lo, hi = cnn.summarise(preds, resid)[0]
-    draws = np.sort(np.concatenate([p + resid[0] for p in preds[:, 0]]))
-    assert med == 12.0
-    assert lo == pytest.approx(12.0 - np.percentile(draws, 16))
-    assert hi == pytest.approx(np.percentile(draws, 84) - 12.0)
-    assert lo >= 0 and hi >= 0
+    """Worked by hand: percentiles of n = 11 sorted values sit at ranks 0.16 x 10 = 1.6 and 8.4.
+
+    Residuals (one member predicting 10): -10 -6 -2 -1 0 0 1 1 2 3 4, draws 0 4 8 9 10 10 11
+    11 12 13 14: P16 = 4 + 0.6 x 4 = 6.4, P84 = 12 + 0.4 x 1 = 12.4, so e = 3.6, E = 2.4.
+    Members 0..8, 20, 40: median 5, P16 = 1.6, P84 = 8 + 0.4 x 12 = 12.8: e = 3.4, E = 7.8.
+    """
+    resid = np.array([-10.0, -6, -2, -1, 0, 0, 1, 1, 2, 3, 4])
+    med, lo, hi = cnn.summarise(np.array([[10.0]]), [resid])[0]
+    assert (med, lo, hi) == pytest.approx((10.0, 3.6, 2.4))
+    members = np.array([0.0, 1, 2, 3, 4, 5, 6, 7, 8, 20, 40])[:, None]
+    assert tuple(cnn.summarise(members)[0]) == pytest.approx((5.0, 3.4, 7.8))
 
 
 def test_member_layers_match_keras_conv_and_dense():
@@ -143,21 +214,87 @@ def test_member_layers_match_keras_conv_and_dense():
     x = np.random.default_rng(2).normal(size=(5, 12, 3)).astype("float32")
     conv = cnn.MemberConv1D(2, 4, activation=None)
     out = ops.convert_to_numpy(conv(x))
-    ref = keras.layers.Conv1D(4, 2)
-    ref.build(x.shape)
-    ref.set_weights([ops.convert_to_numpy(conv.kernel)[1], ops.convert_to_numpy(conv.bias)[1]])
-    np.testing.assert_allclose(out[:, 1], ops.convert_to_numpy(ref(x)), rtol=1e-5, atol=1e-6)
+    for padding, length in (("same", 12), ("valid", 11)):
+        conv = cnn.MemberConv1D(2, 4, activation=None, padding=padding)
+        out = ops.convert_to_numpy(conv(x))
+        assert out.shape == (5, 2, length, 4)
+        ref = keras.layers.Conv1D(4, 2, padding=padding)
+        ref.build(x.shape)
+        ref.set_weights([ops.convert_to_numpy(conv.kernel)[1], ops.convert_to_numpy(conv.bias)[1]])
+        np.testing.assert_allclose(out[:, 1], ops.convert_to_numpy(ref(x)), rtol=1e-5, atol=1e-6)
+    dense = cnn.MemberDense(3, 5, activation="relu")
+    h = np.random.default_rng(3).normal(size=(4, 3, 7)).astype("float32")
+    ref = keras.layers.Dense(5, activation="relu")
+    ref.build((4, 7))
+    out = ops.convert_to_numpy(dense(h))
+    ref.set_weights([ops.convert_to_numpy(dense.kernel)[2], ops.convert_to_numpy(dense.bias)[2]])
+    np.testing.assert_allclose(out[:, 2], ops.convert_to_numpy(ref(h[:, 2])), rtol=1e-5, atol=1e-6)
+
+
+def test_cnn_has_published_layers_and_saves_as_keras(tmp_path):
+    """cnn_training.py:16-35: Conv1D(64, 2, same) -> Conv1D(32, 2, same) -> 256 -> 128 -> 64 -> 1."""
+    model = cnn.build_cnn(32, (64, 32, 64), members=1)
+    assert model.get_layer("flatten").output.shape == (None, 1, 32 * 32)
+    assert [model.get_layer(n).units for n in ("dense256", "dense128", "tuned", "out")] == [256, 128, 64, 1]
+    assert model.count_params() == (2 * 64 + 64) + (2 * 64 * 32 + 32) + (1024 * 256 + 256) + (256 * 128 + 128) \
+        + (128 * 64 + 64) + (64 + 1)
+    direct = cnn.build_cnn(3501, (8, 4, 8), pool=8, members=2)
+    x = np.random.default_rng(0).random((3, 3501, 1)).astype("float32")
+    direct.save(tmp_path / "d.keras")
+    again = keras.saving.load_model(tmp_path / "d.keras")
+    np.testing.assert_allclose(again.predict(x, verbose=0), direct.predict(x, verbose=0), rtol=1e-6)
+
+
+def test_one_shared_split_per_parameter_or_one_per_member():
+    y = np.repeat(np.arange(10.0), 10)
+    shared = cnn.splits(y, CNNSettings(), seed=42)
+    assert len(shared) == 5 and all(np.array_equal(te, shared[0][1]) for _, te in shared)
+    assert len(shared[0][1]) == 30 and np.array_equal(np.bincount(y[shared[0][1]].astype(int)), [3] * 10)
+    per = cnn.splits(y, CNNSettings(split="per_member"), seed=42)
+    assert len({tuple(sorted(te)) for _, te in per}) == 5
+
+
+def test_ensemble_members_share_their_split_and_widths_group_graphs(spectra):
+    syn, _, params = spectra
+    x, y = syn[:, ::10], params[:, [0, 2]]
+    widths = (("teff", 16, 8, 8), ("logg", 64, 32, 16), ("mh", 16, 8, 4), ("vsini", 64, 32, 16))
+    s = CNNSettings(n_per_model=3, epochs=2, batch_size=32, **{**FAST, "widths": widths})
+    e = cnn.train_ensemble(x, y, s, seed=5, parameters=("teff", "mh"))
+    assert [p for p, _ in e.models] == [("teff",), ("mh",)]
+    assert e.models[1][1].get_layer("tuned").units == 4
+    pred = e.member_predictions(x)
+    _, te = cnn.splits(y[:, 1], s, 5)[0]
+    for k in range(3):  # residuals are each member's predictions on the one shared held-out split
+        np.testing.assert_allclose(e.residuals["mh"][k], pred["mh"][k, te] - y[te, 1], rtol=1e-6)
+
+
+def test_raw_targets_keep_physical_units():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 8)).astype("float32")
+    y = 3000 + 100 * x[:, :1]
+    e = cnn.train_ensemble(x, y, CNNSettings(n_per_model=2, epochs=1, batch_size=64), seed=0, parameters=("teff",))
+    assert e.y_mean == {"teff": 0.0} and e.y_std == {"teff": 1.0} and e.x_scaler is None
+    with pytest.raises(ValueError, match="'scaled'"):
+        CNNSettings(targets="scaled")
 
 
 def test_uncertainties_cover_held_out_truth_at_about_the_nominal_rate():
-    """[median - e, median + E] should contain ~68 % of truths the ensemble never saw."""
+    """[median - e, median + E] (residual spread) should contain 68 % of truths the ensemble never saw.
+
+    With n = 400 held-out points the binomial standard error of a 0.68 rate is
+    sqrt(0.68 x 0.32 / 400) = 0.023; the window is 0.68 +- 3 of them. The noise (sigma 1)
+    dominates the members' own errors here: the method adds the members' spread to their
+    held-out residuals, which already contain it, so it over-covers when the model error is
+    large (0.75 at sigma 0.3 with this setup).
+    """
     rng = np.random.default_rng(4)
-    x = rng.normal(size=(700, 8)).astype("float32")
-    y = (x[:, :1] * 2 + np.sin(x[:, 1:2]) + rng.normal(0, 0.3, (700, 1))).astype("float32")
-    s = CNNSettings(n_per_model=5, epochs=40, learning_rate=3e-3, batch_size=64, tuned_width=16, patience=8)
-    ens = cnn.train_ensemble(x[:500], y[:500], s, seed=1, parameters=("teff",))
-    stats = cnn.summarise(ens.member_predictions(x[500:])["teff"], ens.residuals["teff"])
+    x = rng.normal(size=(1100, 8)).astype("float32")
+    y = (x[:, :1] * 2 + np.sin(x[:, 1:2]) + rng.normal(0, 1.0, (1100, 1))).astype("float32")
+    s = CNNSettings(n_per_model=5, epochs=40, learning_rate=3e-3, batch_size=64, split="per_member", patience=8, **FAST)
+    ens = cnn.train_ensemble(x[:700], y[:700], s, seed=1, parameters=("teff",))
+    stats = cnn.summarise(ens.member_predictions(x[700:])["teff"], ens.residuals["teff"])
     med, lo, hi = stats.T
     assert (lo >= 0).all() and (hi >= 0).all()
-    inside = (y[500:, 0] >= med - lo) & (y[500:, 0] <= med + hi)
-    assert 0.55 < inside.mean() < 0.85, inside.mean()
+    inside = (y[700:, 0] >= med - lo) & (y[700:, 0] <= med + hi)
+    half = 3 * np.sqrt(0.68 * 0.32 / 400)
+    assert 0.68 - half < inside.mean() < 0.68 + half, inside.mean()

@@ -1,0 +1,132 @@
+"""Each improvement against the published choice, side by side, on one quick demo run.
+
+    python benchmarks/deviations.py RUN_DIR [--seeds 1 2 3] [--relu-run DIR]
+
+CNN-stage options are measured on the run's fixed latents (the `method` pairing of its
+first `--autoencoders`): the quick CNN settings with one option set to its published value
+and to the improvement, each CNN seed spawned from ``SeedSequence(seed)``. `--relu-run` holds
+the same demo's autoencoders trained with ``penalty="relu"`` (the exact Jacobian;
+`--make-relu-run` makes them), compared with RUN_DIR's published penalty under the same
+CNN settings and seeds. Writes the tidy table
+``carmenes_dtl/measured_deviations.csv`` (option, choice, value, seed, parameter, metric,
+number) with the command, commit and versions in its header.
+"""
+import argparse
+import dataclasses
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from carmenes_dtl import __version__, cnn, pipeline, store
+from carmenes_dtl.config import PROFILES, PUBLISHED_NAMES, stage_seed
+from carmenes_dtl.transfer import latent_pair
+
+OUT = Path(__file__).resolve().parents[1] / "carmenes_dtl" / "measured_deviations.csv"
+#: option -> (published value, improvement); "uncertainty" needs no retraining.
+CNN_OPTIONS = {"targets": ("raw", "standardised"), "inputs": ("raw", "standardised"),
+               "split": ("shared", "per_member"), "patience": (None, 6), "uncertainty": ("members", "residuals")}
+
+
+def scores(est: pd.DataFrame, hold: pd.DataFrame, truth: pd.DataFrame) -> list[dict]:
+    """MAE and bias on the demo stars; MAE and coverage on the held-out synthetic nodes."""
+    rows = []
+    for name, e in pipeline.errors(est, truth).items():
+        rows += [{"parameter": name, "metric": "demo_mae", "number": e["mae"]},
+                 {"parameter": name, "metric": "demo_bias", "number": e["bias"]}]
+    for name, c in pipeline.coverage(hold).items():
+        mae = float((hold[name] - hold[f"true_{name}"]).abs().mean())
+        rows += [{"parameter": name, "metric": "holdout_mae", "number": mae},
+                 {"parameter": name, "metric": "holdout_coverage", "number": c}]
+    return rows
+
+
+def method_scores(run: Path, s, seed: int, uncertainties: tuple[str, ...], n_ae: int) -> dict[str, list[dict]]:
+    """Scores of the `method` pairing of `run`'s first `n_ae` autoencoders with CNN settings `s`."""
+    paths = pipeline.RunPaths(run)
+    info = json.loads(paths.run.read_text()) if paths.run.exists() else {"seed": 42}
+    syn, obs = store.read(paths.synthetic), store.read(paths.observed)
+    lat, truth = np.load(paths.latents), pd.read_csv(paths.demo / "truth.csv")
+    held = cnn.holdout_mask(syn.parameters, stage_seed(info["seed"], "holdout"))
+    pairs = [latent_pair(lat, "method", i) for i in range(n_ae)]
+    true = pd.DataFrame(syn.labels[held], columns=list(PUBLISHED_NAMES.values())).add_prefix("true_")
+    ens = [cnn.train_ensemble(x[~held], syn.labels[~held], s, stage_seed(seed, "cnn", 0, a))
+           for a, (x, _) in enumerate(pairs)]
+    out = {}
+    for unc in uncertainties:
+        est, _ = cnn.estimate(ens, [o for _, o in pairs], obs.parameters["karmn"], unc)
+        hold, _ = cnn.estimate(ens, [x[held] for x, _ in pairs], np.flatnonzero(held), unc)
+        out[unc] = scores(est, hold.join(true), truth)
+    return out
+
+
+def measure(run: Path, seeds: list[int], n_ae: int, relu_run: Path | None) -> list[dict]:
+    """Every option of `CNN_OPTIONS` (and the penalty, with `relu_run`) at both values, per seed."""
+    base = PROFILES["quick"].cnn
+    rows = []
+
+    def add(option, choice, value, seed, scored):
+        rows.extend({"option": option, "choice": choice, "value": str(value), "seed": seed, **r} for r in scored)
+
+    for seed in seeds:
+        both = method_scores(run, base, seed, ("members", "residuals"), n_ae)
+        add("uncertainty", "published", "members", seed, both["members"])
+        add("uncertainty", "improvement", "residuals", seed, both["residuals"])
+        for option, (published, improved) in CNN_OPTIONS.items():
+            if option == "uncertainty":
+                continue
+            for choice, value in (("published", published), ("improvement", improved)):
+                if value == getattr(base, option):
+                    add(option, choice, value, seed, both[base.uncertainty])
+                else:
+                    s = dataclasses.replace(base, **{option: value})
+                    add(option, choice, value, seed, method_scores(run, s, seed, (s.uncertainty,), n_ae)[s.uncertainty])
+            print(option, seed, flush=True)
+        if relu_run:
+            add("penalty", "published", "sigmoid_frozen", seed, both[base.uncertainty])
+            add("penalty", "improvement", "relu", seed,
+                method_scores(relu_run, base, seed, (base.uncertainty,), n_ae)[base.uncertainty])
+    return rows
+
+
+def make_relu_run(run: Path, out: Path) -> None:
+    """RUN's autoencoders again with the exact Jacobian (quick profile, same seed and data), up to the latents."""
+    quick = PROFILES["quick"]
+    prof = dataclasses.replace(quick, ae=dataclasses.replace(quick.ae, penalty="relu"))
+    src = pipeline.RunPaths(run)
+    r = pipeline.Runner(out, prof, json.loads(src.run.read_text())["seed"], progress=False)
+    for name in ("synthetic", "observed", "demo"):
+        dst = getattr(r.paths, name)
+        if not dst.exists():
+            dst.symlink_to(getattr(src, name).resolve())
+    r.autoencoders()
+    r.finetune()
+    r.encode()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run", type=Path)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    ap.add_argument("--autoencoders", type=int, default=1, help="how many of the run's autoencoders feed the CNNs")
+    ap.add_argument("--relu-run", type=Path)
+    ap.add_argument("--make-relu-run", action="store_true", help="first run the pipeline into --relu-run")
+    a = ap.parse_args()
+    if a.make_relu_run:
+        make_relu_run(a.run, a.relu_run)
+    rows = measure(a.run, a.seeds, a.autoencoders, a.relu_run)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    header = (f"# command: python benchmarks/deviations.py {' '.join(sys.argv[1:])}\n"
+              f"# commit {commit}; carmenes-dtl {__version__}; keras {keras.__version__} ({keras.backend.backend()}); "
+              f"python {platform.python_version()}\n")
+    OUT.write_text(header + pd.DataFrame(rows).to_csv(index=False))
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()

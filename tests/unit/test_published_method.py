@@ -1,0 +1,126 @@
+"""The `paper` profile against the authors' settings, the seeds and the CNN-stage wiring."""
+import dataclasses
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from carmenes_dtl import cnn, config, transfer
+from carmenes_dtl.config import PROFILES, AESettings, CNNSettings
+
+
+def test_paper_profile_equals_published_settings_field_by_field():
+    entries = config.published_settings()
+    paper = PROFILES["paper"]
+    for e in entries:
+        ours = config.setting(paper, e["field"])
+        if isinstance(e["value"], list) and e["value"] and isinstance(e["value"][0], float):
+            np.testing.assert_allclose(ours, e["value"], rtol=1e-12, err_msg=e["field"])
+        else:
+            assert ours == e["value"], e["field"]
+        assert e["source"], e["field"]
+    named = {e["field"] for e in entries}
+    for prefix, cls in (("ae", AESettings), ("cnn", CNNSettings)):
+        for f in dataclasses.fields(cls):
+            if f.name != "widths":
+                assert f"{prefix}.{f.name}" in named, f"{prefix}.{f.name} has no published value"
+    assert {f"cnn.widths.{p}" for p in config.PARAMETERS} <= named
+
+
+def test_published_grid_is_the_authors_linspace():
+    """autoencoder_grid_search.py:50."""
+    ae = PROFILES["paper"].ae
+    np.testing.assert_allclose(ae.n_in_grid, np.linspace(2**10, 2**11, 5))
+    np.testing.assert_allclose(ae.l1_grid, np.linspace(8e-8, 1.2e-7, 5), rtol=1e-12)
+    assert PROFILES["paper"].window.n == 3501
+
+
+def test_unknown_widths_are_marked_not_published():
+    by_field = {e["field"]: e for e in config.published_settings()}
+    assert by_field["cnn.widths.teff"]["source"].startswith("cnn_training.py")
+    for p in ("logg", "mh", "vsini"):
+        e = by_field[f"cnn.widths.{p}"]
+        assert e["published"] is False and "not published in the code" in e["note"]
+        assert e["value"] == by_field["cnn.widths.teff"]["value"]
+
+
+def test_deviations_table_explains_every_difference():
+    rows = config.deviations()
+    assert len(rows) == len(config.published_settings())
+    differing = [r for r in rows if r["quick"] != r["published"]]
+    assert {"ae.epochs", "cnn.epochs", "cnn.targets"} <= {r["setting"] for r in differing}
+    assert all(r["why"] for r in differing), [r["setting"] for r in differing if not r["why"]]
+    assert all(r["paper"] == r["published"] or isinstance(r["paper"], list) for r in rows)
+
+
+def test_bad_option_values_are_named():
+    with pytest.raises(ValueError, match="'gaussian'"):
+        AESettings(penalty="gaussian")
+    with pytest.raises(ValueError, match="uncertainty"):
+        CNNSettings(uncertainty="bootstrap")
+    with pytest.raises(ValueError, match="widths"):
+        CNNSettings(widths=(("teff", 1, 1, 1),))
+    with pytest.raises(ValueError, match="'cnnn'"):
+        config.stage_seed(1, "cnnn")
+
+
+def test_stage_seeds_are_spawned_from_one_seed_sequence():
+    root = np.random.SeedSequence(42)
+    stage = root.spawn(len(config.SEED_STAGES))[config.SEED_STAGES.index("cnn")]
+    member = stage.spawn(3)[1].spawn(2)[1]
+    assert config.stage_seed(42, "cnn", 1, 1) == int(member.generate_state(1)[0])
+    seeds = {config.stage_seed(42, st, i) for st in config.SEED_STAGES for i in range(3)}
+    assert len(seeds) == 3 * len(config.SEED_STAGES)
+
+
+class _SpectrumSet:
+    def __init__(self, flux, params):
+        self.flux, self.parameters = flux, params
+
+    @property
+    def labels(self):
+        return self.parameters[list(config.PARAMETERS)].to_numpy(float)
+
+
+def test_each_variant_trains_and_predicts_on_its_pairing(monkeypatch):
+    """The CNNs of `method` see syn_pre for training and obs_ft for prediction, and so on."""
+    rng = np.random.default_rng(0)
+    nodes = pd.DataFrame({"teff": np.repeat(np.arange(20) * 100.0 + 3000, 2), "logg": 5.0, "mh": 0.0,
+                          "vsini": np.tile([2.0, 10.0], 20)})
+    lat = {f"{d}_{t}_0": np.full((40 if d == "syn" else 5, 4), code, np.float32)
+           for code, (d, t) in enumerate((("syn", "pre"), ("syn", "ft"), ("obs", "pre"), ("obs", "ft")))}
+    syn = _SpectrumSet(0.1 * rng.random((40, 16)) + 10, nodes)
+    obs = _SpectrumSet(0.1 * rng.random((5, 16)) + 20, pd.DataFrame({"karmn": list("abcde")}))
+    trained, applied = [], {}
+
+    def fake_train(x, y, s, seed, pool=0, progress=False):
+        trained.append((float(np.round(x.mean())), pool, seed))
+        return SimpleNamespace(name=f"ens{len(trained) - 1}", history={})
+
+    def fake_estimate(ensembles, inputs, karmn, uncertainty):
+        if len(inputs[0]) == 5:
+            name = ensembles[0].name
+            applied[name] = applied.get(name, []) + [float(np.round(inputs[0].mean()))]
+        est = pd.DataFrame({c: np.zeros(len(inputs[0])) for c in config.estimate_columns()})
+        return est, est
+
+    monkeypatch.setattr(cnn, "train_ensemble", fake_train)
+    monkeypatch.setattr(cnn, "estimate", fake_estimate)
+    res = cnn.train_variants(syn, obs, lat, 1, CNNSettings(), seed=42)
+    assert [(m, p) for m, p, _ in trained] == [(0.0, 0), (1.0, 0), (10.0, 8)]  # syn_pre, syn_ft, spectra
+    assert applied == {"ens0": [3.0, 2.0], "ens1": [3.0], "ens2": [20.0]}  # method obs_ft, no_finetune obs_pre
+    assert list(res["estimates"]) == list(transfer.VARIANTS)
+    assert set(res["holdout"].groupby(["variant", "uncertainty"]).groups) == \
+        {(v, u) for v in transfer.VARIANTS for u in ("members", "residuals")}
+    assert len({seed for *_, seed in trained}) == 3
+
+
+def test_measured_deviations_cover_every_improvement_at_both_choices():
+    table = config.measured_deviations()
+    assert set(table.index.get_level_values("option")) == {"penalty", "patience", "inputs", "targets", "split",
+                                                            "uncertainty"}
+    assert table[["published mean", "improvement mean"]].notna().all().all()
+    assert (table["seeds"] >= 2).all()
+    by_option = table.xs("holdout_coverage", level="metric")
+    assert (by_option.loc["uncertainty", "published value"] == "members").all()
