@@ -64,6 +64,19 @@ def test_failed_stage_leaves_no_output_and_no_key(tmp_path):
     assert not (tmp_path / "latents.partial.npz").exists() and np.load(tmp_path / "latents.npz")["x"] == 7
 
 
+def test_a_set_written_inside_a_stage_is_staged_once(tmp_path):
+    r = pipeline.Runner(tmp_path, TINY, progress=False)
+
+    def write():
+        writer = store.SpectrumWriter(r.paths.synthetic, np.arange(3.0), {})
+        assert sorted(f.name for f in tmp_path.iterdir()) == ["stages.json", "synthetic.partial.h5"]
+        writer.append(np.ones((1, 3)), pd.DataFrame({"teff": [3000.0], "logg": 5.0, "mh": 0.0, "vsini": 2.0}))
+        writer.close()
+
+    assert r.stage("write", [r.paths.synthetic], write)
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["stages.json", "synthetic.h5"]
+
+
 def test_prepare_reruns_for_other_archives_in_the_same_folder(tmp_path, capsys):
     from carmenes_dtl.demo import write_demo
 
