@@ -45,11 +45,16 @@ def test_local_cluster_matches_threads(demo_survey, phoenix_with_nans, tmp_path)
 
     syn, (obs, excluded) = synthetic("threads", "threads"), observed("threads", "threads")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster:
-        syn_c = synthetic("cluster", cluster.scheduler_address)
-        with distributed.Client(cluster) as client:
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        workers = set(client.scheduler_info()["workers"])
+        with distributed.get_task_stream(client) as synthetic_tasks:
+            syn_c = synthetic("cluster", cluster.scheduler_address)  # through the address
+        with distributed.get_task_stream(client) as observed_tasks:  # through the active Client
             obs_c, excluded_c = observed("cluster")
-            assert len(client.scheduler_info()["workers"]) == 2
+    # the work ran on the cluster's worker processes: one task per node, then one per file
+    assert len(workers) == 2
+    for tasks, n in ((synthetic_tasks.data, len(NODES)), (observed_tasks.data, 7)):
+        assert len(tasks) == n and {t["worker"] for t in tasks} <= workers and all(t["status"] == "OK" for t in tasks)
     assert len(syn) == 4 and syn.attrs["nan_pixels_filled"] == 7
     assert syn_c.flux.tobytes() == syn.flux.tobytes() and syn_c.attrs["nan_pixels_filled"] == 7
     assert len(obs) == 6 and list(excluded["file"]) == [str(carmenes / "broken-vis_A.fits")]
