@@ -223,7 +223,8 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("fetch-literature", help="literature snapshot from VizieR or a folder of VizieR CSVs")
     s.add_argument("--from-csv", type=Path, help="folder of VizieR CSV exports (offline)")
-    s.add_argument("--catalogue", type=_keys, help="comma-separated catalogue keys (default all; mar21, pass20, ...)")
+    s.add_argument("--catalogue", type=_keys, help="comma-separated catalogue keys (default all; mar21, pass20, ...); "
+                   "the benchmarks (interferometric, fgk_companions) only with --from-csv")
     s.add_argument("--out", type=Path, default=None)
     s.set_defaults(func=cmd_fetch_literature)
 

@@ -204,7 +204,7 @@ def bad_inputs(tiny_run, tmp_path_factory):
     pd.DataFrame({"teff": [5200.0], "logg": [5.0], "mh": [0.0]}).to_csv(d / "far.csv", index=False)
     return {"BAD": d / "bad.h5", "SYN": out / "synthetic.h5", "OBS": out / "observed.h5", "SYN100": d / "syn100.h5",
             "OBS100": d / "obs100.h5", "AE": out / "models" / "ae_0.keras", "PHX": out / "demo" / "phoenix",
-            "FAR": d / "far.csv", "OUT": d / "out"}
+            "FAR": d / "far.csv", "OUT": d / "out", "DIR": d}
 
 
 CLI_ERRORS = [
@@ -228,6 +228,10 @@ CLI_ERRORS = [
     (["prepare-synthetic", "--phoenix-dir", "PHX", "--out", "OUT", "--scheduler", "thread"],
      r"argument --scheduler: scheduler must be one of threads, processes, .*got 'thread'"),
     (["fetch-literature", "--catalogue", "mar22", "--out", "OUT"], r"unknown catalogue 'mar22'; choose from mar21, "),
+    (["fetch-literature", "--catalogue", "interferometric", "--out", "OUT"],
+     r"interferometric: the paper's benchmark compilation is not on VizieR; use --from-csv FOLDER"),
+    (["fetch-literature", "--from-csv", "DIR", "--catalogue", "paper", "--out", "OUT"],
+     r"bad/?\d*/final_estimations\.csv: CSV for paper not found"),
     (["gap", "SYN100", "OBS100", "--latent", "AE", "--out", "OUT"],
      r"ae_0\.keras: the model takes spectra of 3501 pixels, the sets have 100"),
 ]
