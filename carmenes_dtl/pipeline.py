@@ -240,8 +240,8 @@ class Runner:
                 autoencoder.save(model, p.ae(i), {**best, "seed": self.seed + i, "history": hist,
                                                   "settings": asdict(s)})
 
-        self.stage("autoencoders", [p.search] + [p.ae(i) for i in range(s.n_models)], run, extra=asdict(s),
-                   inputs=[p.synthetic])
+        self.stage("autoencoders", [p.search] + [p.ae(i) for i in range(s.n_models)], run,
+                   extra=[asdict(s), keras.backend.backend()], inputs=[p.synthetic])
 
     def finetune(self) -> None:
         p, s = self.paths, self.prof.ae
@@ -254,7 +254,8 @@ class Runner:
                 model, report = transfer.finetune(p.ae(i), obs, sample, s, self.seed + i, self.progress)
                 autoencoder.save(model, p.ae(i, True), report)
 
-        self.stage("fine-tune", [p.ae(i, True) for i in range(s.n_models)], run, extra=asdict(s),
+        self.stage("fine-tune", [p.ae(i, True) for i in range(s.n_models)], run,
+                   extra=[asdict(s), keras.backend.backend()],
                    inputs=[p.synthetic, p.observed] + [p.ae(i) for i in range(s.n_models)])
 
     def encode(self) -> None:
@@ -271,7 +272,7 @@ class Runner:
             np.savez_compressed(p.latents, **arrays)
 
         n = self.prof.ae.n_models
-        self.stage("encode", [p.latents], run, extra=n,
+        self.stage("encode", [p.latents], run, extra=[n, keras.backend.backend()],
                    inputs=[p.synthetic, p.observed] + [p.ae(i, ft) for i in range(n) for ft in (False, True)])
 
     def holdout_mask(self, params: pd.DataFrame) -> np.ndarray:
@@ -309,7 +310,7 @@ class Runner:
             p.cnn.write_text(json.dumps(report))
 
         self.stage("cnn", [p.estimates(v) for v in VARIANTS] + [p.flags(v) for v in VARIANTS] + [p.holdout, p.cnn],
-                   run, extra=[asdict(s), self.prof.ae.n_models, HOLDOUT_FRACTION],
+                   run, extra=[asdict(s), self.prof.ae.n_models, HOLDOUT_FRACTION, keras.backend.backend()],
                    inputs=[p.synthetic, p.observed, p.latents])
 
     def summary(self, truth_csv: Path | None) -> dict:

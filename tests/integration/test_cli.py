@@ -202,9 +202,10 @@ def bad_inputs(tiny_run, tmp_path_factory):
     store.write(d / "syn100.h5", flux, wave, pd.DataFrame({"teff": [3000.0] * 6, "logg": 5.0, "mh": 0.0, "vsini": 2.0}))
     store.write(d / "obs100.h5", flux, wave, pd.DataFrame({"karmn": [f"J0000{i}+000" for i in range(6)]}))
     pd.DataFrame({"teff": [5200.0], "logg": [5.0], "mh": [0.0]}).to_csv(d / "far.csv", index=False)
+    pd.DataFrame({"teff": [3300.0], "log_g": [5.0]}).to_csv(d / "nocols.csv", index=False)
     return {"BAD": d / "bad.h5", "SYN": out / "synthetic.h5", "OBS": out / "observed.h5", "SYN100": d / "syn100.h5",
             "OBS100": d / "obs100.h5", "AE": out / "models" / "ae_0.keras", "PHX": out / "demo" / "phoenix",
-            "FAR": d / "far.csv", "OUT": d / "out", "DIR": d}
+            "FAR": d / "far.csv", "NOCOLS": d / "nocols.csv", "OUT": d / "out", "DIR": d}
 
 
 CLI_ERRORS = [
@@ -228,6 +229,10 @@ CLI_ERRORS = [
     (["prepare-synthetic", "--phoenix-dir", "PHX", "--out", "OUT", "--scheduler", "thread"],
      r"argument --scheduler: scheduler must be one of threads, processes, .*got 'thread'"),
     (["fetch-literature", "--catalogue", "mar22", "--out", "OUT"], r"unknown catalogue 'mar22'; choose from mar21, "),
+    (["run", "--synthetic", "SYN", "--observed", "OBS", "--gap", "none", "--out", "OUT"],
+     r"--gap sets the demo survey's gap: drop it with --synthetic and --observed"),
+    (["prepare-synthetic", "--phoenix-dir", "PHX", "--out", "OUT", "--grid", "NOCOLS"],
+     r"nocols\.csv: grid CSV lacks column\(s\) logg, mh \(needs teff, logg, mh; vsini optional\)"),
     (["fetch-literature", "--catalogue", "interferometric", "--out", "OUT"],
      r"interferometric: the paper's benchmark compilation is not on VizieR; use --from-csv FOLDER"),
     (["fetch-literature", "--from-csv", "DIR", "--catalogue", "paper", "--out", "OUT"],

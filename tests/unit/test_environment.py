@@ -84,3 +84,12 @@ def test_ci_fails_skips_other_than_a_missing_optional_extra(tmp_path):
         res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], cwd=tmp_path,
                              capture_output=True, text=True, env={**os.environ, "CI": ci})
         assert expected in res.stdout.splitlines()[-1], res.stdout[-2000:]
+
+
+def test_importing_the_package_leaves_keras_unimported():
+    import subprocess
+    import sys
+
+    code = "import sys, carmenes_dtl; print(sorted(m for m in ('keras', 'jax', 'tensorflow') if m in sys.modules))"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0 and res.stdout.strip() == "[]", res.stderr[-2000:]

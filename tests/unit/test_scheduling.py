@@ -1,4 +1,5 @@
 """The preparation on a real `dask.distributed` cluster gives the threaded run's bytes."""
+import re
 import shutil
 
 import numpy as np
@@ -64,7 +65,13 @@ def test_local_cluster_matches_threads(demo_survey, phoenix_with_nans, tmp_path)
     assert obs_c.attrs["nan_pixels_filled"] == obs.attrs["nan_pixels_filled"]
 
 
-@pytest.mark.parametrize("bad", ["thread", "local", ""])
+@pytest.mark.parametrize("bad", ["thread", "local", "", "tcp://host", "a:b", "host :8786", "tcp://host:8786/x"])
 def test_unknown_scheduler_is_named(bad):
-    with pytest.raises(ValueError, match=f"got {bad!r}"):
+    with pytest.raises(ValueError, match=f"got {re.escape(repr(bad))}"):
         scheduling.check(bad)
+
+
+@pytest.mark.parametrize("good", [None, "threads", "processes", "tcp://127.0.0.1:8786", "sched.example.org:8786",
+                                  "tls://[::1]:8786"])
+def test_schedulers_and_addresses_pass(good):
+    assert scheduling.check(good) == good
