@@ -28,8 +28,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from . import __version__, autoencoder, cnn, grid, prepare, store, transfer
-from .store import partial
 from .config import PARAMETERS, PUBLISHED_NAMES, Profile, Window, profile
+from .store import partial
 
 HOLDOUT_FRACTION = 0.1
 
