@@ -5,7 +5,6 @@ A&A 687, A205, doi:10.1051/0004-6361/202449865.
 """
 import importlib
 import importlib.abc
-import importlib.util
 import os
 import sys
 from importlib.metadata import PackageNotFoundError, version

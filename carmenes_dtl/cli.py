@@ -74,6 +74,10 @@ def cmd_prepare_synthetic(a):
         nodes = grid.paper_grid()
     elif a.grid:
         nodes = pd.read_csv(a.grid)
+        missing = [c for c in grid.AXES if c not in nodes]
+        if missing:
+            raise ValueError(f"{a.grid}: grid CSV lacks column(s) {', '.join(missing)} (needs teff, logg, mh; "
+                             f"vsini optional)")
     path = prepare.prepare_synthetic(a.phoenix_dir, a.out, a.vsini, a.window, nodes, progress=not a.quiet,
                                      scheduler=a.scheduler)
     print(f"wrote {path}")
@@ -128,8 +132,10 @@ def cmd_run(a):
         raise ValueError(f"--demo makes its own sets: drop {' and '.join(given)}")
     if len(given) == 1:
         raise ValueError(f"only {given[0]} given: give both --synthetic SYN.h5 and --observed OBS.h5, or --demo")
+    if given and a.gap:
+        raise ValueError("--gap sets the demo survey's gap: drop it with --synthetic and --observed")
     info = pipeline.run(a.out, demo=not given, synthetic=a.synthetic, observed=a.observed, profile_name=a.profile,
-                        seed=a.seed, gap=a.gap, progress=not a.quiet, window=a.window, scheduler=a.scheduler)
+                        seed=a.seed, gap=a.gap or "paper", progress=not a.quiet, window=a.window, scheduler=a.scheduler)
     print(f"estimates: {Path(a.out) / 'estimates.csv'}")
     if "errors_vs_truth" in info:
         for variant, errs in info["errors_vs_truth"].items():
@@ -216,14 +222,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--observed", type=Path)
     s.add_argument("--profile", default="quick", choices=sorted(PROFILES))
     s.add_argument("--seed", type=int, default=42)
-    s.add_argument("--gap", default="paper", choices=["none", "mild", "paper", "strong"])
+    s.add_argument("--gap", choices=["none", "mild", "paper", "strong"], help="the demo survey's gap (default paper)")
     s.add_argument("--window", type=_window, help="start,stop in Å (default: the profile's, 8800,8835)")
     s.add_argument("--out", type=Path, required=True)
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("fetch-literature", help="literature snapshot from VizieR or a folder of VizieR CSVs")
     s.add_argument("--from-csv", type=Path, help="folder of VizieR CSV exports (offline)")
-    s.add_argument("--catalogue", type=_keys, help="comma-separated catalogue keys (default all; mar21, pass20, ...)")
+    s.add_argument("--catalogue", type=_keys, help="comma-separated catalogue keys (default all; mar21, pass20, ...); "
+                   "the benchmarks (interferometric, fgk_companions) only with --from-csv")
     s.add_argument("--out", type=Path, default=None)
     s.set_defaults(func=cmd_fetch_literature)
 

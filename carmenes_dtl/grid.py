@@ -98,12 +98,16 @@ class Archive:
                     for combo in itertools.product(*corners)]
         return [(node, w) for node, w in weighted if w > 0]
 
-    def interpolate(self, teff: float, logg: float, mh: float) -> np.ndarray:
-        """Flux at any point inside the archive's node lattice (trilinear in ln flux)."""
+    def combine(self, weighted: list[tuple[tuple, float]]) -> np.ndarray:
+        """Flux exp(sum of weight x ln flux) of archive nodes given as (node, weight) pairs."""
         out = np.zeros_like(self.wave)
-        for node, weight in self.corners(teff, logg, mh):
+        for node, weight in weighted:
             out += weight * self.flux(node)
         return np.exp(out)
+
+    def interpolate(self, teff: float, logg: float, mh: float) -> np.ndarray:
+        """Flux at any point inside the archive's node lattice (trilinear in ln flux)."""
+        return self.combine(self.corners(teff, logg, mh))
 
 
 def neighbours(node: tuple[float, float, float], axis: str) -> tuple[tuple, tuple]:
@@ -124,8 +128,7 @@ def interpolation_error(archive: Archive, node: tuple[float, float, float], wind
     truth = synthetic_to_window(archive.wave, np.exp(archive.flux(node)), [2.0], window)
     errors = []
     for a in axes:
-        lo, hi = neighbours(node, a)
-        rebuilt = np.exp(0.5 * (archive.flux(lo) + archive.flux(hi)))
+        rebuilt = archive.combine([(n, 0.5) for n in neighbours(node, a)])
         errors.append(np.abs(synthetic_to_window(archive.wave, rebuilt, [2.0], window) - truth).max())
     return float(max(errors))
 

@@ -120,11 +120,13 @@ def _write(df: pd.DataFrame, cat: Catalogue, out_dir: Path, origin: str) -> Path
     return path
 
 
-def _benchmarks(df: pd.DataFrame, out_dir: Path, origin: str) -> list[Path]:
+def _benchmarks(df: pd.DataFrame, out_dir: Path, origin: str, keys) -> list[Path]:
     paths = []
-    for key, param in BENCHMARKS.items():
+    for key, param in ((k, p) for k, p in BENCHMARKS.items() if k in keys):
         kind = key.rstrip("s")
         sub = df[df["kind"].str.strip() == kind]
+        if sub.empty:
+            raise ValueError(f"{BENCHMARK_CSV}: no row of kind {kind!r} for {key}")
         sub = pd.DataFrame({"karmn": sub["karmn"].map(normalise_id), param: sub["value"].astype(float)})
         paths.append(_write(sub, Catalogue(key, "benchmarks compiled in Mas-Buitrago et al. 2024",
                                            "J/A+A/687/A205", BENCHMARK_CSV, "karmn", {param: "value"}),
@@ -139,24 +141,31 @@ def import_csv_folder(folder: Path, out_dir: Path | None = None, keys=None) -> l
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: folder of VizieR CSV exports not found")
     lit = folder / "literature" if (folder / "literature").is_dir() else folder
-    paths = []
-    for cat in (c for c in CATALOGUES.values() if c.key in keys):
-        src = lit / cat.csv
+    cats = [c for c in CATALOGUES.values() if c.key in keys]
+    benchmarks = keys & set(BENCHMARKS)
+    wanted = {lit / c.csv: f"VizieR export for {c.key} ({c.vizier})" for c in cats}
+    if benchmarks:
+        wanted[folder / BENCHMARK_CSV] = f"CSV for {', '.join(sorted(benchmarks))}"
+    if PAPER.key in keys:
+        wanted[folder / PAPER.csv] = f"CSV for {PAPER.key}"
+    for src, what in wanted.items():  # all checked before anything is written
         if not src.is_file():
-            raise FileNotFoundError(f"{src}: VizieR export for {cat.key} ({cat.vizier}) not found")
-        paths.append(_write(tidy(pd.read_csv(src), cat), cat, out_dir, f"VizieR CSV export {src.name}"))
-    for name, handler, wanted in (
-            (BENCHMARK_CSV, lambda df: _benchmarks(df, out_dir, f"CSV {BENCHMARK_CSV}"), keys & set(BENCHMARKS)),
-            (PAPER.csv, lambda df: [_write(tidy(df, PAPER), PAPER, out_dir, f"CSV {PAPER.csv}")], keys & {PAPER.key})):
-        src = folder / name
-        if wanted and src.is_file():
-            paths += handler(pd.read_csv(src))
+            raise FileNotFoundError(f"{src}: {what} not found")
+    paths = [_write(tidy(pd.read_csv(lit / c.csv), c), c, out_dir, f"VizieR CSV export {c.csv}") for c in cats]
+    if benchmarks:
+        paths += _benchmarks(pd.read_csv(folder / BENCHMARK_CSV), out_dir, f"CSV {BENCHMARK_CSV}", benchmarks)
+    if PAPER.key in keys:
+        paths.append(_write(tidy(pd.read_csv(folder / PAPER.csv), PAPER), PAPER, out_dir, f"CSV {PAPER.csv}"))
     return paths
 
 
 def fetch_vizier(out_dir: Path | None = None, vizier=None, keys=None) -> list[Path]:
-    """Snapshot of the catalogues `keys` (default all) straight from VizieR (astroquery caches the queries)."""
-    keys = selected(keys)
+    """Snapshot of the catalogues `keys` (default all but the benchmarks, which are not on VizieR)
+    straight from VizieR (astroquery caches the queries)."""
+    keys = selected(keys) if keys else set(ALL_KEYS) - set(BENCHMARKS)
+    if keys & set(BENCHMARKS):
+        raise ValueError(f"{', '.join(sorted(keys & set(BENCHMARKS)))}: the paper's benchmark compilation is not "
+                         f"on VizieR; use --from-csv FOLDER holding {BENCHMARK_CSV}")
     if vizier is None:
         from astroquery.vizier import Vizier
 

@@ -1,10 +1,12 @@
 """The whole method as resumable stages: demo -> prepare -> autoencoders -> transfer -> CNN -> estimates.
 
-A stage is skipped when its outputs exist and its key, recorded in ``stages.json`` when
-it finished, still matches: the key hashes the stage's settings, the seed, the package
-version and the identity of its inputs (file contents; for folders, their listing with
-sizes and modification times). Outputs are written under temporary names and renamed
-when the stage completes, so a stage killed midway leaves nothing that looks finished.
+A stage is skipped only when ``stages.json`` records, from the run that finished it, both
+its key and the identity of each output, and both still match: the key hashes the stage's
+settings, the seed, the package version and the identity of its inputs; an identity is a
+file's content hash or, for a folder, its listing with sizes and modification times. So
+outputs replaced since (another set linked in, a file edited by hand) make the stage run
+again. Outputs are written under temporary names and renamed when the stage completes, so
+a stage killed midway leaves nothing that looks finished.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ import pandas as pd
 
 from . import __version__, autoencoder, cnn, grid, prepare, store, transfer
 from .config import PUBLISHED_NAMES, Profile, Window, profile, stage_seed
+from .store import partial
 from .transfer import DESCRIPTIONS as VARIANTS
 
 
@@ -66,11 +69,6 @@ class RunPaths:
         return self._at(f"models/ae_{i}{'_ft' if finetuned else ''}.keras")
 
 
-def partial(path: Path) -> Path:
-    """The temporary name of an output while its stage runs (``x.partial.h5`` for ``x.h5``)."""
-    return path.with_name(f"{path.stem}.partial{path.suffix}")
-
-
 def _partials(final: Path) -> dict[Path, Path]:
     """Temporary files of `final` and of its sidecars (``x.partial.json`` -> ``x.json``)."""
     prefix = f"{final.stem}.partial"
@@ -101,8 +99,9 @@ def _suffix(variant: str) -> str:
 class Runner:
     """Runs the stages in order, skipping the finished ones."""
 
-    def __init__(self, out: Path, prof: Profile, seed: int = 42, progress: bool = True,
+    def __init__(self, out: Path, prof: Profile | None, seed: int = 42, progress: bool = True,
                  scheduler: str | None = None):
+        """`prof`: the run's settings (None will do for `gap_variant`, which uses none)."""
         self.paths, self.prof, self.seed, self.progress = RunPaths(out), prof, seed, progress
         self.scheduler = scheduler  # where prepare's tasks run; does not change any output
         self.paths.out.mkdir(parents=True, exist_ok=True)
@@ -131,15 +130,19 @@ class Runner:
         parts = [name, __version__, self.seed, extra, [self.identity(p) for p in inputs]]
         return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
 
+    def record(self, key: str, outputs: list[Path]) -> dict:
+        """What ``stages.json`` keeps of a finished stage: its key and its outputs' identities."""
+        return {"key": key, "outputs": {os.path.relpath(p, self.paths.out): self.identity(p) for p in outputs}}
+
     def stage(self, name: str, outputs: list[Path], func, extra=None, inputs=()) -> bool:
-        """Run `func` unless `outputs` exist from a run with this key; returns True when it ran.
+        """Run `func` unless `outputs` are, unchanged, those of a run with this key; returns True when it ran.
 
         `inputs`: every file or folder `func` reads (their identities enter the key);
         `extra`: the settings that matter. `func` writes `outputs` through `self.paths`,
         which maps them to temporary names until it has returned.
         """
         key = self.key(name, inputs, extra)
-        if self.done.get(name) == key and all(Path(p).exists() for p in outputs):
+        if self.done.get(name) == self.record(key, outputs):
             print(f"[carmenes-dtl] {name}: up to date")
             return False
         self.done.pop(name, None)
@@ -163,7 +166,7 @@ class Runner:
             self.paths.staged = {}
         self.timings[name] = round(time.perf_counter() - t, 2)
         print(f"[carmenes-dtl] {name} done in {self.timings[name]:.1f} s", flush=True)
-        self.done[name] = key
+        self.done[name] = self.record(key, outputs)
         write_text(self.paths.stages, json.dumps(self.done, indent=1))
         return True
 
@@ -199,6 +202,32 @@ class Runner:
         self.stage("prepare-observed", [p.observed], observed, inputs=[carmenes_dir, p.synthetic],
                    extra=asdict(self.prof.window))
 
+    def use_sets(self, synthetic: Path, observed: Path) -> None:
+        """Link the user's sets as the run's; the stages that made the replaced files, seeing their
+        outputs changed, run again when asked."""
+        for src, dst in ((synthetic, self.paths.synthetic), (observed, self.paths.observed)):
+            if Path(src).resolve() != dst.resolve():
+                _remove(dst)
+                dst.symlink_to(Path(src).resolve())
+
+    def gap_variant(self, gap: str, n_stars: int = 30) -> Path:
+        """Observed set of another demo survey (`n_stars`, gap level `gap`, the run's seed) prepared
+        like the run's own: ``gap_{gap}/observed.h5``, made by stages keyed on those and on the
+        synthetic set (whose window and RV template it uses)."""
+        from .demo import write_demo
+
+        p = self.paths
+        demo, h5 = f"gap_{gap}/demo", f"gap_{gap}/observed.h5"
+        window = Window(**store.describe(p.synthetic)["attrs"]["window"])
+        self.stage(f"gap-{gap}-demo", [p.out / demo],
+                   lambda: write_demo(p._at(demo), self.seed, n_stars, gap, progress=False, phoenix=False),
+                   extra=[gap, n_stars])
+        self.stage(f"gap-{gap}-observed", [p.out / h5],
+                   lambda: prepare.prepare_observed(p.out / demo / "carmenes", p._at(h5), window,
+                                                    prepare.template_from_set(p.synthetic), progress=False),
+                   extra=asdict(window), inputs=[p.out / demo, p.synthetic])
+        return p.out / h5
+
     def autoencoders(self) -> None:
         p, s = self.paths, self.prof.ae
 
@@ -209,8 +238,8 @@ class Runner:
             for i, (model, info) in enumerate(models):
                 autoencoder.save(model, p.ae(i), {**info, "settings": asdict(s)})
 
-        self.stage("autoencoders", [p.search] + [p.ae(i) for i in range(s.n_models)], run, extra=asdict(s),
-                   inputs=[p.synthetic])
+        self.stage("autoencoders", [p.search] + [p.ae(i) for i in range(s.n_models)], run,
+                   extra=[asdict(s), keras.backend.backend()], inputs=[p.synthetic])
 
     def finetune(self) -> None:
         p, s = self.paths, self.prof.ae
@@ -225,7 +254,8 @@ class Runner:
                                                   self.progress)
                 autoencoder.save(model, p.ae(i, True), report)
 
-        self.stage("fine-tune", [p.ae(i, True) for i in range(s.n_models)], run, extra=asdict(s),
+        self.stage("fine-tune", [p.ae(i, True) for i in range(s.n_models)], run,
+                   extra=[asdict(s), keras.backend.backend()],
                    inputs=[p.synthetic, p.observed] + [p.ae(i) for i in range(s.n_models)])
 
     def encode(self) -> None:
@@ -242,7 +272,7 @@ class Runner:
             np.savez_compressed(p.latents, **arrays)
 
         n = self.prof.ae.n_models
-        self.stage("encode", [p.latents], run, extra=n,
+        self.stage("encode", [p.latents], run, extra=[n, keras.backend.backend()],
                    inputs=[p.synthetic, p.observed] + [p.ae(i, ft) for i in range(n) for ft in (False, True)])
 
     def cnns(self) -> None:
@@ -258,7 +288,7 @@ class Runner:
             p.cnn.write_text(json.dumps(res["histories"]))
 
         self.stage("cnn", [p.estimates(v) for v in VARIANTS] + [p.flags(v) for v in VARIANTS] + [p.holdout, p.cnn],
-                   run, extra=[asdict(self.prof.cnn), self.prof.ae.n_models, cnn.HOLDOUT_FRACTION],
+                   run, extra=[asdict(self.prof.cnn), self.prof.ae.n_models, cnn.HOLDOUT_FRACTION, keras.backend.backend()],
                    inputs=[p.synthetic, p.observed, p.latents])
 
     def summary(self, truth_csv: Path | None) -> dict:
@@ -348,10 +378,7 @@ def run(out: Path, demo: bool = True, synthetic: Path | None = None, observed: P
         r.prepare(r.paths.demo / "phoenix", r.paths.demo / "carmenes")
         truth = r.paths.demo / "truth.csv"
     else:
-        for src, dst in ((synthetic, r.paths.synthetic), (observed, r.paths.observed)):
-            if Path(src).resolve() != dst.resolve():
-                dst.unlink(missing_ok=True)
-                dst.symlink_to(Path(src).resolve())
+        r.use_sets(synthetic, observed)
     r.autoencoders()
     r.finetune()
     r.encode()
@@ -374,14 +401,6 @@ def book_run(seed: int = 42) -> RunPaths:
 
 
 def gap_variant(paths: RunPaths, gap: str, n_stars: int = 30, seed: int = 42) -> Path:
-    """Observed set of another demo survey (same model, gap level `gap`), for comparisons."""
-    from .demo import write_demo
-
-    out = paths.out / f"gap_{gap}"
-    h5 = out / "observed.h5"
-    if not h5.exists():
-        write_demo(out / "demo", seed, n_stars, gap, progress=False, phoenix=False)
-        window = Window(**store.describe(paths.synthetic)["attrs"]["window"])
-        prepare.prepare_observed(out / "demo" / "carmenes", h5, window, prepare.template_from_set(paths.synthetic),
-                                 progress=False)
-    return h5
+    """Observed set of another demo survey (same model, gap level `gap`), for comparisons
+    (`Runner.gap_variant`: remade when the run's synthetic set, `n_stars` or `seed` change)."""
+    return Runner(paths.out, None, seed, progress=False).gap_variant(gap, n_stars)

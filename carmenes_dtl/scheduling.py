@@ -8,15 +8,18 @@ cluster's scheduler (``tcp://host:8786``), connected to for the duration of one 
 from __future__ import annotations
 
 import contextlib
+import re
 
 import dask
 
 LOCAL = ("threads", "processes", "synchronous")
+#: ``scheme://host:port`` or ``host:port`` (host a name, an IPv4 address or a bracketed IPv6 one).
+ADDRESS = re.compile(r"([a-z][a-z0-9+.-]*://)?([\w.-]+|\[[0-9a-fA-F:]+\]):\d{1,5}")
 
 
 def check(scheduler: str | None) -> str | None:
     """`scheduler` if it is None, a local scheduler's name or an address; else a ValueError."""
-    if scheduler is None or scheduler in LOCAL or "://" in scheduler or ":" in scheduler:
+    if scheduler is None or scheduler in LOCAL or ADDRESS.fullmatch(scheduler):
         return scheduler
     raise ValueError(f"scheduler must be one of {', '.join(LOCAL)} or a cluster address such as "
                      f"tcp://host:8786, got {scheduler!r}")

@@ -34,6 +34,15 @@ class SpectrumSet:
         return self.parameters[list(PARAMETERS)].to_numpy(np.float64)
 
 
+def partial(path: Path) -> Path:
+    """The temporary name a file or folder is written under until complete (``x.partial.h5`` for
+    ``x.h5``); a name that already is temporary is its own, so a staged output is staged once."""
+    path = Path(path)
+    if ".partial" in path.suffixes[-2:]:
+        return path
+    return path.with_name(f"{path.stem}.partial{path.suffix}")
+
+
 def _table(parameters: pd.DataFrame) -> np.ndarray:
     dtype = [(p, "f8") for p in PARAMETERS]
     if "karmn" in parameters:
@@ -50,7 +59,7 @@ class SpectrumWriter:
     def __init__(self, path: Path, wavelength: np.ndarray, attrs: dict, observed: bool = False):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.with_suffix(".partial.h5")
+        self._tmp = partial(self.path)
         self.h5 = h5py.File(self._tmp, "w")
         n = wavelength.size
         self.h5.create_dataset("wavelength", data=wavelength)

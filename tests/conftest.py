@@ -15,9 +15,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def optional_modules() -> set[str]:
-    """Import names of the packages in pyproject's optional extras (``tensorflow-cpu`` -> ``tensorflow``)."""
+    """Import names of the packages in pyproject's optional extras other than ``test``, which the
+    tests require (``tensorflow-cpu`` -> ``tensorflow``)."""
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    names = {re.split(r"[\s;<>=!\[]", dep, maxsplit=1)[0].lower() for deps in extras.values() for dep in deps}
+    names = {re.split(r"[\s;<>=!\[]", dep, maxsplit=1)[0].lower()
+             for extra, deps in extras.items() if extra != "test" for dep in deps}
     return {n.replace("-", "_") for n in names} | {n.split("-")[0] for n in names}
 
 
@@ -27,15 +29,25 @@ def allowed_skip(reason: str) -> bool:
     return bool(missing) and missing.group(1).split(".")[0] in optional_modules()
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    report = outcome.get_result()
+def _fail_disallowed_skip(report) -> None:
     if report.skipped and not hasattr(report, "wasxfail") and os.environ.get("CI") == "true":
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         if not allowed_skip(reason):
             report.outcome = "failed"
             report.longrepr = f"skipped under CI=true, which allows only a missing optional extra: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    _fail_disallowed_skip(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """Module-level skips (``pytest.importorskip`` at the top of a file) too."""
+    outcome = yield
+    _fail_disallowed_skip(outcome.get_result())
 
 
 @pytest.fixture(scope="session")

@@ -66,7 +66,8 @@ def test_each_chapter_installs_itself_on_colab_first():
 
 
 def test_ci_fails_skips_other_than_a_missing_optional_extra(tmp_path):
-    """tests/conftest.py under CI=true: a plain skip fails, a missing optional extra (pyproject) may skip."""
+    """tests/conftest.py under CI=true: a plain skip fails, in a test or for a whole module, and so does a
+    missing package of the `test` extra; a missing optional extra (pyproject) may skip."""
     import os
     import shutil
     import subprocess
@@ -79,8 +80,22 @@ def test_ci_fails_skips_other_than_a_missing_optional_extra(tmp_path):
         "import pytest\n"
         "def test_plain():\n    pytest.skip('reference data not found')\n"
         "def test_extra():\n    pytest.skip(\"could not import 'distributed': No module named 'distributed'\")\n"
-        "def test_undeclared():\n    pytest.importorskip('no_such_module_here')\n")
-    for ci, expected in (("true", "2 failed, 1 skipped"), ("", "3 skipped")):
-        res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], cwd=tmp_path,
+        "def test_undeclared():\n    pytest.importorskip('no_such_module_here')\n"
+        "def test_test_extra():\n    pytest.skip(\"could not import 'playwright': No module named 'playwright'\")\n")
+    (tmp_path / "tests" / "test_module.py").write_text(
+        "import pytest\npytest.skip('reference data not found', allow_module_level=True)\n"
+        "def test_never():\n    pass\n")
+    for ci, expected in (("true", "3 failed, 1 skipped, 1 error"), ("", "5 skipped")):
+        res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                              "--continue-on-collection-errors", "tests"], cwd=tmp_path,
                              capture_output=True, text=True, env={**os.environ, "CI": ci})
         assert expected in res.stdout.splitlines()[-1], res.stdout[-2000:]
+
+
+def test_importing_the_package_leaves_keras_unimported():
+    import subprocess
+    import sys
+
+    code = "import sys, carmenes_dtl; print(sorted(m for m in ('keras', 'jax', 'tensorflow') if m in sys.modules))"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0 and res.stdout.strip() == "[]", res.stderr[-2000:]

@@ -7,13 +7,18 @@ import sys
 import time
 from pathlib import Path
 
+import dataclasses
+
 import numpy as np
+import pandas as pd
 import pytest
 
-from carmenes_dtl import pipeline, store
+from carmenes_dtl import pipeline, prepare, store
 from carmenes_dtl.config import PROFILES
 
 TINY = PROFILES["tiny"]
+SMALL = dataclasses.replace(TINY, n_nodes=4, n_stars=3)  # whole runs of the preparation in seconds
+SMALL_NODES = pd.DataFrame({"teff": [3300.0, 3350.0], "logg": [5.0, 5.0], "mh": [0.0, 0.0]})
 
 
 def _copy_stage(r: pipeline.Runner, src: Path, scale: float = 1.0) -> bool:
@@ -37,6 +42,8 @@ def test_stage_reruns_when_an_input_or_a_setting_changes(tmp_path):
     assert np.load(r.paths.latents)["x"].tolist() == [8, 10, 12]
     again = pipeline.Runner(tmp_path / "run", TINY, seed=1, progress=False)  # a later process
     assert not _copy_stage(again, link, scale=2.0)
+    np.savez(again.paths.latents, x=np.zeros(3))  # an output replaced by hand: the stage makes it again
+    assert _copy_stage(again, link, scale=2.0) and np.load(again.paths.latents)["x"].tolist() == [8, 10, 12]
     assert _copy_stage(pipeline.Runner(tmp_path / "run", TINY, seed=2, progress=False), link, scale=2.0)
 
 
@@ -55,6 +62,19 @@ def test_failed_stage_leaves_no_output_and_no_key(tmp_path):
     src.write_text("7")
     assert _copy_stage(r, src)
     assert not (tmp_path / "latents.partial.npz").exists() and np.load(tmp_path / "latents.npz")["x"] == 7
+
+
+def test_a_set_written_inside_a_stage_is_staged_once(tmp_path):
+    r = pipeline.Runner(tmp_path, TINY, progress=False)
+
+    def write():
+        writer = store.SpectrumWriter(r.paths.synthetic, np.arange(3.0), {})
+        assert sorted(f.name for f in tmp_path.iterdir()) == ["stages.json", "synthetic.partial.h5"]
+        writer.append(np.ones((1, 3)), pd.DataFrame({"teff": [3000.0], "logg": 5.0, "mh": 0.0, "vsini": 2.0}))
+        writer.close()
+
+    assert r.stage("write", [r.paths.synthetic], write)
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["stages.json", "synthetic.h5"]
 
 
 def test_prepare_reruns_for_other_archives_in_the_same_folder(tmp_path, capsys):
@@ -77,54 +97,123 @@ def test_prepare_reruns_for_other_archives_in_the_same_folder(tmp_path, capsys):
     assert store.read(fresh.paths.observed).flux.tobytes() == after.flux.tobytes()
 
 
+def _stars(path: Path) -> list[str]:
+    return sorted(store.read(path).parameters["karmn"])
+
+
+def _estimates_stage(self):
+    """Stands in for the model stages: a keyed stage whose estimates name the observed stars."""
+    p = self.paths
+    self.stage("cnn", [p.estimates()], lambda: store.read(p.observed).parameters[["karmn"]].to_csv(
+        p.estimates(), index=False), inputs=[p.synthetic, p.observed])
+
+
+def test_run_on_other_sets_into_the_same_folder_recomputes(tmp_path, monkeypatch):
+    """`run --demo`, `run --synthetic A --observed B`, `... --observed C`, `run --demo`, all into R:
+    each run's estimates are those of its own observed set, and the last one rebuilds the demo's sets."""
+    from carmenes_dtl.demo import write_demo
+
+    for name in ("autoencoders", "finetune", "encode"):
+        monkeypatch.setattr(pipeline.Runner, name, lambda self: None)
+    monkeypatch.setattr(pipeline.Runner, "cnns", _estimates_stage)
+    monkeypatch.setattr(pipeline.Runner, "summary", lambda self, truth: sorted(pd.read_csv(self.paths.estimates())["karmn"]))
+    out = tmp_path / "R"
+    assert pipeline.run(out, prof=SMALL, seed=1, progress=False) == sorted(pd.read_csv(out / "demo" / "truth.csv")["karmn"])
+    demo_bytes = {n: (out / n).read_bytes() for n in ("synthetic.h5", "observed.h5")}
+    a = prepare.prepare_synthetic(out / "demo" / "phoenix", tmp_path / "A.h5", [3.0], nodes=SMALL_NODES, progress=False)
+    sets = {}
+    for name, seed in (("B", 6), ("C", 8)):
+        write_demo(tmp_path / name, seed, 3, "strong", progress=False, phoenix=False)
+        sets[name] = prepare.prepare_observed(tmp_path / name / "carmenes", tmp_path / f"{name}.h5",
+                                              template=prepare.template_from_set(a), progress=False)[0]
+    user_bytes = {p: p.read_bytes() for p in (a, *sets.values())}
+    for name in ("B", "C"):
+        assert pipeline.run(out, demo=False, synthetic=a, observed=sets[name], prof=SMALL, seed=1,
+                            progress=False) == _stars(sets[name]), name
+    assert pipeline.run(out, prof=SMALL, seed=1, progress=False) == sorted(pd.read_csv(out / "demo" / "truth.csv")["karmn"])
+    for name, data in demo_bytes.items():
+        assert not (out / name).is_symlink() and (out / name).read_bytes() == data, name
+    assert all(p.read_bytes() == data for p, data in user_bytes.items())  # the user's files are left alone
+
+
+def test_gap_variant_follows_gap_stars_seed_and_window(tmp_path, capsys):
+    import dataclasses
+
+    from carmenes_dtl.config import Window
+
+    r = pipeline.Runner(tmp_path, SMALL, seed=1, progress=False)
+    r.demo("none")
+    r.prepare(r.paths.demo / "phoenix", r.paths.demo / "carmenes")
+    first = _stars(pipeline.gap_variant(r.paths, "strong", n_stars=2, seed=1))
+    capsys.readouterr()
+    assert _stars(pipeline.gap_variant(r.paths, "strong", n_stars=2, seed=1)) == first
+    assert capsys.readouterr().out.count("up to date") == 2
+    assert len(_stars(pipeline.gap_variant(r.paths, "strong", n_stars=3, seed=1))) == 3
+    other = _stars(pipeline.gap_variant(r.paths, "strong", n_stars=2, seed=2))
+    assert len(other) == 2 and set(other).isdisjoint(first)
+    assert _stars(pipeline.gap_variant(r.paths, "mild", n_stars=2, seed=2)) == other  # its own folder
+    window = Window(8805.0, 8830.0)
+    pipeline.Runner(tmp_path, dataclasses.replace(SMALL, window=window), seed=1, progress=False).prepare(
+        r.paths.demo / "phoenix", r.paths.demo / "carmenes")  # `run --window` into the same folder
+    for gap in ("strong", "mild"):
+        s = store.read(pipeline.gap_variant(r.paths, gap, n_stars=2, seed=2))
+        np.testing.assert_array_equal(s.wavelength, window.wavelength)
+        assert sorted(s.parameters["karmn"]) == other
+
+
 CHILD = """
 import sys, time
 from pathlib import Path
-from carmenes_dtl import pipeline, store
+from carmenes_dtl import demo, pipeline
 from carmenes_dtl.config import PROFILES
 
-out, demo, marker = map(Path, sys.argv[1:4])
-if marker.name != "none":  # stall after the first spectra are written, so the kill lands mid-stage
-    append = store.SpectrumWriter.append
-    def slow(self, *args):
-        append(self, *args)
+out, marker = map(Path, sys.argv[1:3])
+if marker.name != "none":  # stall once the CARMENES files are written, before truth.csv, so the kill lands mid-stage
+    write_carmenes = demo.write_carmenes
+    def slow(*args, **kwargs):
+        files = write_carmenes(*args, **kwargs)
         marker.touch()
         time.sleep(120)
-    store.SpectrumWriter.append = slow
-pipeline.Runner(out, PROFILES["tiny"], seed=1, progress=False).prepare(demo / "phoenix", demo / "carmenes")
+        return files
+    demo.write_carmenes = slow
+pipeline.Runner(out, PROFILES["tiny"], seed=1, progress=False).demo("paper")
 """
 
 
-def _child(out, demo, marker="none"):
-    return subprocess.Popen([sys.executable, "-c", CHILD, str(out), str(demo), str(marker)],
+def _child(out, marker="none"):
+    return subprocess.Popen([sys.executable, "-c", CHILD, str(out), str(marker)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_killed_stage_resumes_to_the_same_bytes(tmp_path, demo_survey):
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(f.relative_to(folder)): f.read_bytes() for f in sorted(folder.rglob("*")) if f.is_file()}
+
+
+def test_killed_stage_resumes_to_the_same_bytes(tmp_path):
+    """SIGKILL inside the demo stage, a folder of many files only the stage's staging protects."""
     marker = tmp_path / "writing"
-    child = _child(tmp_path / "killed", demo_survey, marker)
+    child = _child(tmp_path / "killed", marker)
     deadline = time.monotonic() + 120
     while not marker.exists():
         assert child.poll() is None, child.communicate()
-        assert time.monotonic() < deadline, "the stage never started writing"
+        assert time.monotonic() < deadline, "the stage never wrote its CARMENES files"
         time.sleep(0.05)
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
     killed = tmp_path / "killed"
-    assert not (killed / "synthetic.h5").exists() and list(killed.glob("synthetic.partial*"))
-    assert "prepare-synthetic" not in json.loads((killed / "stages.json").read_text())
+    assert not (killed / "demo").exists() and list((killed / "demo.partial" / "carmenes").glob("*.fits"))
+    assert "demo" not in json.loads((killed / "stages.json").read_text())
     for out in (killed, tmp_path / "whole"):
-        res = _child(out, demo_survey)
+        res = _child(out)
         assert res.wait() == 0, res.communicate()
     assert not list(killed.glob("*.partial*"))
-    for name in ("synthetic.h5", "observed.h5"):
-        assert (killed / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+    whole = _files(tmp_path / "whole" / "demo")
+    assert "truth.csv" in whole and len(whole) > 100
+    assert _files(killed / "demo") == whole
 
 
 def test_window_reaches_every_prepared_set(tmp_path, capsys):
     """`run --window`: the profile's window is replaced before the stages (demo warns, sets follow it)."""
-    import dataclasses
-
     from carmenes_dtl.config import Window
 
     window = Window(8805.0, 8830.0)

@@ -1,4 +1,5 @@
 """The preparation on a real `dask.distributed` cluster gives the threaded run's bytes."""
+import re
 import shutil
 
 import numpy as np
@@ -45,11 +46,16 @@ def test_local_cluster_matches_threads(demo_survey, phoenix_with_nans, tmp_path)
 
     syn, (obs, excluded) = synthetic("threads", "threads"), observed("threads", "threads")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster:
-        syn_c = synthetic("cluster", cluster.scheduler_address)
-        with distributed.Client(cluster) as client:
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        workers = set(client.scheduler_info()["workers"])
+        with distributed.get_task_stream(client) as synthetic_tasks:
+            syn_c = synthetic("cluster", cluster.scheduler_address)  # through the address
+        with distributed.get_task_stream(client) as observed_tasks:  # through the active Client
             obs_c, excluded_c = observed("cluster")
-            assert len(client.scheduler_info()["workers"]) == 2
+    # the work ran on the cluster's worker processes: one task per node, then one per file
+    assert len(workers) == 2
+    for tasks, n in ((synthetic_tasks.data, len(NODES)), (observed_tasks.data, 7)):
+        assert len(tasks) == n and {t["worker"] for t in tasks} <= workers and all(t["status"] == "OK" for t in tasks)
     assert len(syn) == 4 and syn.attrs["nan_pixels_filled"] == 7
     assert syn_c.flux.tobytes() == syn.flux.tobytes() and syn_c.attrs["nan_pixels_filled"] == 7
     assert len(obs) == 6 and list(excluded["file"]) == [str(carmenes / "broken-vis_A.fits")]
@@ -59,7 +65,13 @@ def test_local_cluster_matches_threads(demo_survey, phoenix_with_nans, tmp_path)
     assert obs_c.attrs["nan_pixels_filled"] == obs.attrs["nan_pixels_filled"]
 
 
-@pytest.mark.parametrize("bad", ["thread", "local", ""])
+@pytest.mark.parametrize("bad", ["thread", "local", "", "tcp://host", "a:b", "host :8786", "tcp://host:8786/x"])
 def test_unknown_scheduler_is_named(bad):
-    with pytest.raises(ValueError, match=f"got {bad!r}"):
+    with pytest.raises(ValueError, match=f"got {re.escape(repr(bad))}"):
         scheduling.check(bad)
+
+
+@pytest.mark.parametrize("good", [None, "threads", "processes", "tcp://127.0.0.1:8786", "sched.example.org:8786",
+                                  "tls://[::1]:8786"])
+def test_schedulers_and_addresses_pass(good):
+    assert scheduling.check(good) == good

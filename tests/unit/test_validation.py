@@ -45,6 +45,32 @@ def test_import_tidies_vizier_exports(exports, tmp_path):
         literature.import_csv_folder(exports, tmp_path / "lit", keys=["mar22"])
 
 
+BENCHMARK_CSV = """karmn,parameter,value,kind
+J00051+457,Teff,3700,interferometric
+J11110+304W,[M/H],0.1,fgk_companion
+"""
+
+
+def test_every_requested_catalogue_is_written_or_named_in_an_error(exports, tmp_path):
+    """No request is dropped: a missing CSV, a benchmark asked of VizieR, a kind absent from the CSV."""
+    with pytest.raises(FileNotFoundError, match=r"final_estimations\.csv: CSV for paper not found"):
+        literature.import_csv_folder(exports, tmp_path / "a", keys=["paper"])
+    with pytest.raises(FileNotFoundError, match=r"benchmark_stars\.csv: CSV for fgk_companions not found"):
+        literature.import_csv_folder(exports, tmp_path / "a", keys=["mar21", "fgk_companions"])
+    with pytest.raises(ValueError, match="fgk_companions, interferometric: the paper's benchmark compilation is not "
+                                         "on VizieR; use --from-csv FOLDER holding benchmark_stars.csv"):
+        literature.fetch_vizier(tmp_path / "a", vizier=object(), keys=["interferometric", "fgk_companions", "mar21"])
+    assert not (tmp_path / "a").exists()
+    (exports / "benchmark_stars.csv").write_text(BENCHMARK_CSV)
+    paths = literature.import_csv_folder(exports, tmp_path / "b", keys=["interferometric"])
+    assert [p.name for p in paths] == ["interferometric.ecsv"] and sorted(f.name for f in (tmp_path / "b").iterdir()) \
+        == ["interferometric.ecsv"]
+    assert literature.load("interferometric", tmp_path / "b").to_dict("list") == {"karmn": ["J00051+457"], "Teff": [3700.0]}
+    (exports / "benchmark_stars.csv").write_text(BENCHMARK_CSV.replace("fgk_companion", "interferometric"))
+    with pytest.raises(ValueError, match="benchmark_stars.csv: no row of kind 'fgk_companion' for fgk_companions"):
+        literature.import_csv_folder(exports, tmp_path / "c", keys=["fgk_companions"])
+
+
 def test_committed_snapshots_carry_provenance():
     for key in literature.ALL_KEYS:
         meta, table = literature.meta(key), literature.load(key)
