@@ -108,6 +108,17 @@ class LineModel:
             self._mol_cache[key] = prof
         return self._mol_cache[key]
 
+    def _band(self, teff: float, logg: float, mh: float) -> float:
+        band = np.exp(-(teff - 2800.0) / 420.0) * 10 ** (0.5 * mh) * (1 + 0.4 * (logg - 5.0))
+        return band * (1 + self.effects.molecular_scale) if self.effects is not None else band
+
+    def continuum(self, wave: np.ndarray, teff: float, logg: float, mh: float) -> np.ndarray:
+        """Line-free surface flux (erg/s/cm^2/cm): Planck, dimmed by the band's veil."""
+        planck = (2 * const.h * const.c ** 2 / (wave * u.AA) ** 5
+                  / np.expm1(const.h * const.c / (wave * u.AA * const.k_B * teff * u.K)))
+        surface = (np.pi * u.sr * planck / u.sr).to_value(u.erg / u.s / u.cm ** 2 / u.cm)
+        return surface * (1 - 0.25 * np.tanh(self._band(teff, logg, mh)))
+
     def flux(self, wave: np.ndarray, teff: float, logg: float, mh: float) -> np.ndarray:
         """Surface flux (erg/s/cm^2/cm) on `wave` (vacuum Å) for one star."""
         e = self.effects
@@ -122,14 +133,8 @@ class LineModel:
             gamma = damping * gam * 0.04 * 10 ** (0.4 * (logg - 5.0)) * (teff / 3500) ** 0.3
             near = np.abs(wave - w0) < 8
             tau[near] += 0.12 * strength * voigt_profile(wave[near] - w0, sigma, gamma)
-        band = np.exp(-(teff - 2800.0) / 420.0) * 10 ** (0.5 * mh) * (1 + 0.4 * (logg - 5.0))
-        if e is not None:
-            band *= 1 + e.molecular_scale
-        tau += band * self._molecular_profile(wave)
-        planck = (2 * const.h * const.c ** 2 / (wave * u.AA) ** 5
-                  / np.expm1(const.h * const.c / (wave * u.AA * const.k_B * teff * u.K)))
-        surface = (np.pi * u.sr * planck / u.sr).to_value(u.erg / u.s / u.cm ** 2 / u.cm)
-        return surface * np.exp(-tau) * (1 - 0.25 * np.tanh(band))
+        tau += self._band(teff, logg, mh) * self._molecular_profile(wave)
+        return self.continuum(wave, teff, logg, mh) * np.exp(-tau)
 
 
 def mock_phoenix_wavelength() -> np.ndarray:
@@ -220,8 +225,8 @@ def caracal_name(jd: float) -> str:
 def observed_star(star: pd.Series, model: LineModel, effects: GapEffects, rng: np.random.Generator):
     """Arrays of one CARACAL file (WAVE, SPEC, CONT, SIG) and its BERV."""
     grid = preprocess.log_grid(MOCK_RANGE[0] + 5, MOCK_RANGE[1] - 5)
-    rest = model.flux(grid, star.Teff, star.logg, star["[M/H]"])
-    rest = preprocess.broaden(rest, star.vsini) / preprocess.continuum(rest, segments=40)
+    params = (star.Teff, star.logg, star["[M/H]"])
+    rest = preprocess.broaden(model.flux(grid, *params) / model.continuum(grid, *params), star.vsini)
     berv = barycentric_correction(star.ra, star.dec, star.bjd)
     wave = carmenes_orders()
     drift = effects.wavelength_drift_kms * rng.normal() * ((wave - 8817.5) / 17.5).clip(-3, 3)
@@ -241,13 +246,13 @@ def observed_star(star: pd.Series, model: LineModel, effects: GapEffects, rng: n
     return wave, spec, cont, np.sqrt(expected), berv
 
 
-def write_carmenes(out: Path, stars: pd.DataFrame, gap: str, seed: int, progress: bool = True) -> list[Path]:
-    """One CARACAL-layout VIS file per star."""
+def write_carmenes(out: Path, stars: pd.DataFrame, gap: str, seed: int, progress: bool = True) -> pd.DataFrame:
+    """One CARACAL-layout VIS file per star; returns each star's file and the BERV applied (km/s)."""
     folder = Path(out) / "carmenes"
     folder.mkdir(parents=True, exist_ok=True)
     effects = gap_effects(gap)
     model = LineModel(effects)
-    paths = []
+    paths, bervs = [], []
     for i, star in tqdm(list(stars.iterrows()), desc="demo CARMENES", disable=not progress):
         rng = np.random.default_rng([seed, i])
         wave, spec, cont, sig, berv = observed_star(star, model, effects, rng)
@@ -266,7 +271,8 @@ def write_carmenes(out: Path, stars: pd.DataFrame, gap: str, seed: int, progress
         path = folder / caracal_name(star.bjd)
         fits.HDUList(hdus).writeto(path, overwrite=True)
         paths.append(path)
-    return paths
+        bervs.append(round(berv, 6))
+    return pd.DataFrame({"file": [f"carmenes/{p.name}" for p in paths], "berv": bervs}, index=stars.index)
 
 
 def write_demo(out: Path, seed: int = 42, n_stars: int | None = None, gap: str = "paper",
@@ -281,13 +287,30 @@ def write_demo(out: Path, seed: int = 42, n_stars: int | None = None, gap: str =
     stars = draw_stars(n_stars or spec.n_stars, rng)
     if phoenix:
         write_phoenix(out, spec, progress)
-    files = write_carmenes(out, stars, gap, seed, progress)
-    stars.insert(1, "file", [f"carmenes/{p.name}" for p in files])
+    written = write_carmenes(out, stars, gap, seed, progress)
+    stars.insert(1, "file", written["file"])
+    stars["berv"] = written["berv"]
     stars.to_csv(out / "truth.csv", index=False)
     (out / "README.txt").write_text(
         f"carmenes-dtl demo survey: seed={seed} gap={gap} size={size} stars={len(stars)}\n"
         "phoenix/  mock PHOENIX-ACES HiRes tree; carmenes/  CARACAL VIS files; truth.csv  true parameters\n")
     return out
+
+
+def rv_templates(window, teff=(3000.0, 3300.0, 3600.0, 3900.0, 4200.0), mh=(-0.5, 0.0, 0.5),
+                 vsini=(2.0, 8.0, 20.0)):
+    """RV templates from the demo's own synthetic model (``prepare-observed --template demo``)."""
+    from .prepare import Templates
+
+    wave = mock_phoenix_wavelength()
+    wave = wave[(wave > window.start - preprocess.MARGIN_A - 1) & (wave < window.stop + preprocess.MARGIN_A + 1)]
+    model, rows, flux = LineModel(), [], []
+    for t in teff:
+        for m in mh:
+            flux.append(preprocess.synthetic_to_window(wave, model.flux(wave, t, 5.0, m), vsini, window)[0])
+            rows += [(t, 5.0, m, v) for v in vsini]
+    return Templates(window.wavelength, np.concatenate(flux), pd.DataFrame(rows, columns=["teff", "logg", "mh", "vsini"]),
+                     "demo line model")
 
 
 def in_paper_ranges(df: pd.DataFrame) -> bool:

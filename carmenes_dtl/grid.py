@@ -97,8 +97,8 @@ def interpolation_error(archive: Archive, node: tuple[float, float, float], wind
     """Leave-one-node-out: max |Δ| of normalised spectra when `node` is rebuilt from its neighbours."""
     from .preprocess import synthetic_to_window
 
-    truth = synthetic_to_window(archive.wave, archive.interpolate(*node), [2.0], window)
-    loo = synthetic_to_window(archive.wave, archive.interpolate(*node, exclude=node), [2.0], window)
+    truth = synthetic_to_window(archive.wave, archive.interpolate(*node), [2.0], window)[0]
+    loo = synthetic_to_window(archive.wave, archive.interpolate(*node, exclude=node), [2.0], window)[0]
     return float(np.abs(truth - loo).max())
 
 
