@@ -156,25 +156,29 @@ SIZES = {
 }
 
 
-def write_phoenix(out: Path, size: SizeSpec, progress: bool = True) -> list[Path]:
-    """Mock HiRes tree: wavelength file and one flux file per archive node of `size`."""
+def write_phoenix_tree(out: Path, wave: np.ndarray, nodes, flux, progress: bool = True) -> list[Path]:
+    """HiRes layout under ``out/phoenix``: the wavelength file and one file per (teff, logg, mh)
+    node with ``flux(wave, teff, logg, mh)``."""
     root = Path(out) / "phoenix"
     (root / archives.PHOENIX_LIBRARY).mkdir(parents=True, exist_ok=True)
-    wave = mock_phoenix_wavelength()
     whdr = fits.Header({"BUNIT": "Angstrom", "COMMENT": "mock of WAVE_PHOENIX-ACES-AGSS-COND-2011 (vacuum)"})
     fits.PrimaryHDU(wave, whdr).writeto(root / archives.PHOENIX_WAVE_FILE, overwrite=True)
-    model = LineModel()
-    nodes = [(t, g, m) for m in size.mh for g in size.logg
-             for t in np.arange(size.teff[0], size.teff[1] + 1, archives.PHOENIX_STEPS["teff"])]
     paths = []
     for teff, logg, mh in tqdm(nodes, desc="demo PHOENIX", disable=not progress):
         path = root / archives.phoenix_relpath(teff, logg, mh)
         path.parent.mkdir(exist_ok=True)
         hdr = fits.Header({"PHXTEFF": teff, "PHXLOGG": logg, "PHXM_H": mh, "PHXALPHA": 0.0,
                            "BUNIT": "erg/s/cm^2/cm", "PHXEOS": "ACES", "ORIGIN": "carmenes-dtl demo"})
-        fits.PrimaryHDU(model.flux(wave, teff, logg, mh).astype(np.float32), hdr).writeto(path, overwrite=True)
+        fits.PrimaryHDU(flux(wave, teff, logg, mh).astype(np.float32), hdr).writeto(path, overwrite=True)
         paths.append(path)
     return paths
+
+
+def write_phoenix(out: Path, size: SizeSpec, progress: bool = True) -> list[Path]:
+    """Mock HiRes tree: wavelength file and one flux file per archive node of `size`."""
+    nodes = [(t, g, m) for m in size.mh for g in size.logg
+             for t in np.arange(size.teff[0], size.teff[1] + 1, archives.PHOENIX_STEPS["teff"])]
+    return write_phoenix_tree(out, mock_phoenix_wavelength(), nodes, LineModel().flux, progress)
 
 
 def karmn_id(ra: float, dec: float) -> str:
@@ -246,6 +250,27 @@ def observed_star(star: pd.Series, model: LineModel, effects: GapEffects, rng: n
     return wave, spec, cont, np.sqrt(expected), berv
 
 
+def write_vis(path: Path, karmn: str, wave, spec, sig, cont=None, ra=None, dec=None, bjd=None, berv=None) -> Path:
+    """A CARMENES VIS file: CARACAL layout (``SPEC, CONT, SIG, WAVE``; BJD, RA, DEC, BERV in the
+    header; observatory frame) or, with `cont` and `bjd` None, a co-added template
+    (``SPEC, SIG, WAVE``; barycentric)."""
+    hdr = fits.Header()
+    hdr["OBJECT"] = karmn
+    hdr["INSTRUME"] = "CARMENES"
+    if ra is not None:
+        hdr["RA"], hdr["DEC"] = ra, dec
+    if bjd is not None:
+        hdr["DATE-OBS"] = Time(bjd, format="jd", scale="tdb").utc.isot
+        hdr["HIERARCH CARACAL BJD"] = bjd - 2400000.0
+        hdr["HIERARCH CARACAL BERV"] = berv
+    hdr["ORIGIN"] = "carmenes-dtl demo"
+    arrays = [("SPEC", spec, "f4")] + ([("CONT", cont, "f4")] if cont is not None else []) + [
+        ("SIG", sig, "f4"), ("WAVE", wave, "f8")]
+    fits.HDUList([fits.PrimaryHDU(header=hdr)] + [fits.ImageHDU(d.astype(t), name=n) for n, d, t in arrays]
+                 ).writeto(path, overwrite=True)
+    return Path(path)
+
+
 def write_carmenes(out: Path, stars: pd.DataFrame, gap: str, seed: int, progress: bool = True) -> pd.DataFrame:
     """One CARACAL-layout VIS file per star; returns each star's file and the BERV applied (km/s)."""
     folder = Path(out) / "carmenes"
@@ -256,20 +281,8 @@ def write_carmenes(out: Path, stars: pd.DataFrame, gap: str, seed: int, progress
     for i, star in tqdm(list(stars.iterrows()), desc="demo CARMENES", disable=not progress):
         rng = np.random.default_rng([seed, i])
         wave, spec, cont, sig, berv = observed_star(star, model, effects, rng)
-        t = Time(star.bjd, format="jd", scale="tdb")
-        hdr = fits.Header()
-        hdr["OBJECT"] = star.karmn
-        hdr["INSTRUME"] = "CARMENES"
-        hdr["RA"], hdr["DEC"] = star.ra, star.dec
-        hdr["DATE-OBS"] = t.utc.isot
-        hdr["HIERARCH CARACAL BJD"] = star.bjd - 2400000.0
-        hdr["HIERARCH CARACAL BERV"] = berv
-        hdr["ORIGIN"] = "carmenes-dtl demo"
-        hdus = [fits.PrimaryHDU(header=hdr)]
-        for name, data, dtype in (("SPEC", spec, "f4"), ("CONT", cont, "f4"), ("SIG", sig, "f4"), ("WAVE", wave, "f8")):
-            hdus.append(fits.ImageHDU(data.astype(dtype), name=name))
         path = folder / caracal_name(star.bjd)
-        fits.HDUList(hdus).writeto(path, overwrite=True)
+        write_vis(path, star.karmn, wave, spec, sig, cont, star.ra, star.dec, star.bjd, berv)
         paths.append(path)
         bervs.append(round(berv, 6))
     return pd.DataFrame({"file": [f"carmenes/{p.name}" for p in paths], "berv": bervs}, index=stars.index)
@@ -303,6 +316,7 @@ def rv_templates(window, teff=(3000.0, 3300.0, 3600.0, 3900.0, 4200.0), mh=(-0.5
     from .prepare import Templates
 
     wave = mock_phoenix_wavelength()
+    preprocess.check_coverage(wave, window, "demo line model", preprocess.MARGIN_A + 1)
     wave = wave[(wave > window.start - preprocess.MARGIN_A - 1) & (wave < window.stop + preprocess.MARGIN_A + 1)]
     model, rows, flux = LineModel(), [], []
     for t in teff:

@@ -200,6 +200,7 @@ def prepare_observed(carmenes_dir: Path, out: Path, window: Window = Window(), t
     if template is None:
         raise ValueError("prepare-observed needs RV templates: give --template SYNTHETIC.h5 (a set made by "
                          "prepare-synthetic on the same --window), or --template demo for the demo survey")
+    template.check(window)
     files = archives.scan_carmenes(carmenes_dir)
 
     def one(path):

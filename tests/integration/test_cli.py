@@ -56,7 +56,10 @@ def test_prepare_commands_on_demo_layout(tmp_path):
     assert obs.attrs["window"]["start"] == 8800.0 and "package_version" in obs.attrs
     res = cli("prepare-observed", "--carmenes-dir", tmp_path / "d" / "carmenes", "--out", tmp_path / "o.h5",
               "--window", "9700,9735", check=False)
-    assert res.returncode == 2 and "no usable spectrum" in res.stderr
+    assert res.returncode == 2 and "needs RV templates: give --template" in res.stderr
+    res = cli("prepare-observed", "--carmenes-dir", tmp_path / "d" / "carmenes", "--out", tmp_path / "o.h5",
+              "--window", "9700,9735", "--template", "demo", check=False)
+    assert res.returncode == 2 and "demo line model: window 9700.0-9735.0 Å" in res.stderr
     res = cli("gap", tmp_path / "syn.h5", tmp_path / "obs.h5", "--out", tmp_path / "gap", check=False)
     # 6 synthetic vs 3 observed is too few for a 5-fold AUC: the error says so
     assert res.returncode != 0 or (tmp_path / "gap" / "gap.json").exists()
