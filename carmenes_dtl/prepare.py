@@ -21,10 +21,11 @@ from .rv import barycentric_correction
 
 
 #: How both sets are normalised (written to their attributes).
-NORMALISATION = ("flux / pseudo-continuum, clipped to [0, 1] (continuum = 1 for the sigmoid output): envelope "
-                 "of a noise-free reference (line through the 97th percentiles of 10 segments) scaled by a "
-                 "least-squares quadratic in flux/reference over the reference's top 30 % pixels; the "
-                 "reference is the spectrum itself (synthetic) or its best-matching synthetic (observed)")
+NORMALISATION = ("flux / pseudo-continuum, clipped to [0, 1] (continuum = 1 for the sigmoid output; clipped pixels "
+                 "counted): envelope of a noise-free reference (line through the top 3 % pixels of 10 segments) "
+                 "scaled by a least-squares line in flux/reference over the reference's top 30 % pixels per "
+                 "segment; the reference is the spectrum itself (synthetic) or its best-matching synthetic "
+                 "(observed)")
 
 
 def _batches(items: list, size: int):
@@ -81,11 +82,12 @@ class Templates:
 
     The first RV pass uses the spectrum nearest the middle of the set's parameter ranges
     (`mid`); the observed vector it gives picks the best-matching spectrum (`best`), which
-    serves the second pass and the normalisation.
+    serves the next pass and the normalisation, until the match repeats.
     """
 
     def __init__(self, wavelength: np.ndarray, flux: np.ndarray, parameters: pd.DataFrame, source: str):
         self.wavelength, self.flux, self.parameters, self.source = wavelength, flux, parameters, source
+        self._norm2 = np.einsum("ij,ij->i", flux, flux, dtype=np.float64)
 
     @classmethod
     def from_set(cls, path: Path) -> "Templates":
@@ -106,8 +108,9 @@ class Templates:
         return int(np.argmin((z ** 2).sum(axis=1).to_numpy() + 1e-3 * self.parameters["vsini"].to_numpy()))
 
     def best(self, vector: np.ndarray) -> int:
-        """Index of the spectrum with the least mean squared difference from `vector`."""
-        return int(np.argmin(((self.flux - vector[None, :]) ** 2).mean(axis=1)))
+        """Index of the spectrum with the least squared difference from `vector` (|f|^2 - 2 f.v:
+        no copy of the set per call)."""
+        return int(np.argmin(self._norm2 - 2 * (self.flux @ vector.astype(self.flux.dtype))))
 
     def describe(self, k: int) -> dict:
         return {c: float(self.parameters[c].iloc[k]) for c in ("teff", "logg", "mh", "vsini")}
@@ -153,8 +156,8 @@ def _merge(bary: dict, flux: dict, sigma: dict, rv: float, window: Window, path)
 
 
 def process_observed(spec: archives.CarmenesSpectrum, window: Window, templates: Templates) -> ObservedResult:
-    """Barycentric correction, RV (two passes against the synthetic set), order merging and
-    normalisation (against the best-matching synthetic spectrum) of one spectrum."""
+    """Barycentric correction, RV (against the mid-grid, then the best-matching synthetic spectrum),
+    order merging and normalisation (against the best-matching synthetic spectrum) of one spectrum."""
     reach = preprocess.MARGIN_A + 6.0  # window margin + room for |RV| up to ~150 km/s
     overlap = [o for o in range(spec.wave.shape[0])
                if spec.wave[o, 0] < window.stop + reach and spec.wave[o, -1] > window.start - reach]
