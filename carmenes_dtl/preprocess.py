@@ -74,11 +74,11 @@ def resample(wave_in: np.ndarray, flux_in: np.ndarray, wave_out: np.ndarray, sig
     x = wave_in[lo:hi]
     wide = np.diff(edges_out) >= np.interp(wave_out, wave_in, np.diff(edges_in))
 
-    def apply(y):
+    def apply(y):  # y: input values, or the identity (one column per input pixel) for the operator
         spline = CubicSpline(x, y, axis=0)
-        cum = spline.antiderivative()(edges_out)
-        mean = (cum[1:] - cum[:-1]) / np.diff(edges_out)[:, None] if y.ndim > 1 else np.diff(cum) / np.diff(edges_out)
-        return np.where(wide[:, None] if y.ndim > 1 else wide, mean, spline(wave_out))
+        shape = (-1,) + (1,) * (y.ndim - 1)
+        mean = np.diff(spline.antiderivative()(edges_out), axis=0) / np.diff(edges_out).reshape(shape)
+        return np.where(wide.reshape(shape), mean, spline(wave_out))
 
     flux = apply(np.asarray(flux_in, float)[lo:hi])
     if sigma_in is None:
