@@ -21,11 +21,11 @@ from .rv import barycentric_correction
 
 
 #: How both sets are normalised (written to their attributes).
-NORMALISATION = ("flux / pseudo-continuum, clipped to [0, 1] (continuum = 1 for the sigmoid output; clipped pixels "
-                 "counted): envelope of a noise-free reference (line through the top 3 % pixels of 10 segments) "
-                 "scaled by a least-squares line in flux/reference over the reference's top 30 % pixels per "
-                 "segment; the reference is the spectrum itself (synthetic) or its best-matching synthetic "
-                 "(observed)")
+NORMALISATION = ("flux / pseudo-continuum, clipped to [0, 1] (continuum = 1 for the sigmoid output; clipped "
+                 "pixels counted): envelope of a noise-free reference (line fitted to the top 3 % pixels of 10 "
+                 "segments, raised to touch them) scaled by a least-squares line in flux/reference over the "
+                 "reference's top 30 % pixels per segment; the reference is the spectrum itself (synthetic) "
+                 "or its best-matching synthetic (observed)")
 
 
 def _batches(items: list, size: int):

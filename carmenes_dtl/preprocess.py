@@ -158,10 +158,13 @@ def upper_pixels(values: np.ndarray, fraction: float, segments: int = 10) -> np.
 
 def envelope(flux: np.ndarray, fraction: float = 0.03) -> np.ndarray:
     """Upper envelope of a noise-free spectrum: a straight line fitted to the pixels in the
-    upper `fraction` of each of ten segments (on a line-free slope they are continuum)."""
+    upper `fraction` of each of ten segments (on a line-free slope they are continuum),
+    scaled to touch the highest of them, so that no pixel of the spectrum lies above it
+    by more than the scatter of those pixels about a straight line."""
     x = np.linspace(-1, 1, flux.size)
     top = upper_pixels(flux, fraction)
-    return np.polynomial.Polynomial.fit(x[top], flux[top], 1)(x)
+    line = np.polynomial.Polynomial.fit(x[top], flux[top], 1)(x)
+    return line * np.max(flux[top] / line[top])
 
 
 #: Pixels whose reference lies in this upper fraction (relative to its envelope, per segment)
