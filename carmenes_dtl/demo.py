@@ -311,7 +311,7 @@ def write_demo(out: Path, seed: int = 42, n_stars: int | None = None, gap: str =
 
 
 def rv_templates(window, teff=(3000.0, 3300.0, 3600.0, 3900.0, 4200.0), mh=(-0.5, 0.0, 0.5),
-                 vsini=(2.0, 8.0, 20.0)):
+                 vsini=(2.0, 6.0, 12.0, 20.0, 30.0)):
     """RV templates from the demo's own synthetic model (``prepare-observed --template demo``)."""
     from .prepare import Templates
 

@@ -119,3 +119,12 @@ def test_prepare_does_not_import_demo():
     tree = ast.parse(inspect.getsource(prepare))
     imported = {a.name for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
     assert "demo" not in imported and "LineModel" not in imported
+
+
+def test_demo_templates_for_the_demo_survey(rv_survey):
+    """`--template demo`: the demo's own model on a coarse grid also recovers the RVs."""
+    out, _, stars = rv_survey
+    templates = demo.rv_templates(Window())
+    for row in stars.iloc[:6].itertuples():
+        res = prepare.process_observed(archives.read_carmenes(out / row.file), Window(), templates)
+        assert abs(res.rv - row.rv) < (0.1 if row.vsini <= 10 else 0.5), (row.vsini, res.rv - row.rv)
