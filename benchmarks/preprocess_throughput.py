@@ -26,7 +26,7 @@ def pyastronomy_vectors(wave, flux, window):
     for v in VSINI_GRID:
         b = pyasl.fastRotBroad(lin, f, preprocess.LIMB_DARKENING, v)
         b = pyasl.instrBroadGaussFast(lin, b, CARMENES_VIS_R, edgeHandling="firstlast", maxsig=6)
-        out.append(preprocess.normalise(preprocess.resample(lin, b, window.wavelength)))
+        out.append(preprocess.normalise(preprocess.resample(lin, b, window.wavelength))[0])
     return np.array(out)
 
 
@@ -48,7 +48,7 @@ def main(demo_dir=None):
 
     def ours():
         spec = archives.read_phoenix(path, wave)
-        return preprocess.synthetic_to_window(wave, spec.flux, VSINI_GRID, window)
+        return preprocess.synthetic_to_window(wave, spec.flux, VSINI_GRID, window)[0]
 
     def baseline():
         spec = archives.read_phoenix(path, wave)

@@ -161,6 +161,7 @@ class CarmenesSpectrum:
     flux: np.ndarray  # SPEC / CONT
     sigma: np.ndarray  # SIG / CONT
     barycentric: bool
+    berv: float | None = None  # km/s, the pipeline's ``HIERARCH CARACAL BERV`` when present
 
 
 def read_carmenes(path: Path) -> CarmenesSpectrum:
@@ -182,6 +183,7 @@ def read_carmenes(path: Path) -> CarmenesSpectrum:
         arrays = {n: np.asarray(hdul[n].data, dtype=np.float64) for n in ("SPEC", "SIG", "WAVE")}
         cont = np.asarray(hdul["CONT"].data, np.float64) if "CONT" in names else np.ones_like(arrays["SPEC"])
         bjd = head.get("HIERARCH CARACAL BJD")
+        berv = head.get("HIERARCH CARACAL BERV")
         ra, dec = head.get("RA"), head.get("DEC")
     for n, a in arrays.items():
         if a.ndim != 2 or a.shape != arrays["SPEC"].shape:
@@ -194,7 +196,7 @@ def read_carmenes(path: Path) -> CarmenesSpectrum:
     with np.errstate(divide="ignore", invalid="ignore"):
         return CarmenesSpectrum(path, str(head["OBJECT"]).strip(), None if bjd is None else float(bjd) + 2400000.0,
                                 float(ra or 0.0), float(dec or 0.0), arrays["WAVE"], arrays["SPEC"] / cont,
-                                arrays["SIG"] / cont, barycentric)
+                                arrays["SIG"] / cont, barycentric, None if berv is None else float(berv))
 
 
 def scan_carmenes(root: Path) -> list[Path]:

@@ -86,7 +86,12 @@ def cmd_prepare_synthetic(a):
 def cmd_prepare_observed(a):
     from . import prepare
 
-    template = prepare.template_from_set(a.template) if a.template else None
+    if a.template == "demo":
+        from .demo import rv_templates
+
+        template = rv_templates(a.window)
+    else:
+        template = prepare.template_from_set(Path(a.template)) if a.template else None
     path, excluded = prepare.prepare_observed(a.carmenes_dir, a.out, a.window, template, strict=a.strict,
                                               progress=not a.quiet, scheduler=a.scheduler)
     print(f"wrote {path}; excluded {len(excluded)} file(s)")
@@ -189,7 +194,8 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("prepare-observed", parents=[quiet, win, dask], help="CARMENES VIS files -> observed set (HDF5)")
     s.add_argument("--carmenes-dir", type=Path, required=True)
     s.add_argument("--out", type=Path, required=True)
-    s.add_argument("--template", type=Path, help="synthetic set whose 3500 K spectrum is the RV template")
+    s.add_argument("--template", help="synthetic set (prepare-synthetic, same --window) giving the RV templates "
+                                      "and normalisation references; 'demo' for the demo survey's model")
     s.add_argument("--strict", action="store_true", help="stop at the first bad file instead of excluding it")
     s.set_defaults(func=cmd_prepare_observed)
 

@@ -108,6 +108,17 @@ class LineModel:
             self._mol_cache[key] = prof
         return self._mol_cache[key]
 
+    def _band(self, teff: float, logg: float, mh: float) -> float:
+        band = np.exp(-(teff - 2800.0) / 420.0) * 10 ** (0.5 * mh) * (1 + 0.4 * (logg - 5.0))
+        return band * (1 + self.effects.molecular_scale) if self.effects is not None else band
+
+    def continuum(self, wave: np.ndarray, teff: float, logg: float, mh: float) -> np.ndarray:
+        """Line-free surface flux (erg/s/cm^2/cm): Planck, dimmed by the band's veil."""
+        planck = (2 * const.h * const.c ** 2 / (wave * u.AA) ** 5
+                  / np.expm1(const.h * const.c / (wave * u.AA * const.k_B * teff * u.K)))
+        surface = (np.pi * u.sr * planck / u.sr).to_value(u.erg / u.s / u.cm ** 2 / u.cm)
+        return surface * (1 - 0.25 * np.tanh(self._band(teff, logg, mh)))
+
     def flux(self, wave: np.ndarray, teff: float, logg: float, mh: float) -> np.ndarray:
         """Surface flux (erg/s/cm^2/cm) on `wave` (vacuum Å) for one star."""
         e = self.effects
@@ -122,14 +133,8 @@ class LineModel:
             gamma = damping * gam * 0.04 * 10 ** (0.4 * (logg - 5.0)) * (teff / 3500) ** 0.3
             near = np.abs(wave - w0) < 8
             tau[near] += 0.12 * strength * voigt_profile(wave[near] - w0, sigma, gamma)
-        band = np.exp(-(teff - 2800.0) / 420.0) * 10 ** (0.5 * mh) * (1 + 0.4 * (logg - 5.0))
-        if e is not None:
-            band *= 1 + e.molecular_scale
-        tau += band * self._molecular_profile(wave)
-        planck = (2 * const.h * const.c ** 2 / (wave * u.AA) ** 5
-                  / np.expm1(const.h * const.c / (wave * u.AA * const.k_B * teff * u.K)))
-        surface = (np.pi * u.sr * planck / u.sr).to_value(u.erg / u.s / u.cm ** 2 / u.cm)
-        return surface * np.exp(-tau) * (1 - 0.25 * np.tanh(band))
+        tau += self._band(teff, logg, mh) * self._molecular_profile(wave)
+        return self.continuum(wave, teff, logg, mh) * np.exp(-tau)
 
 
 def mock_phoenix_wavelength() -> np.ndarray:
@@ -151,25 +156,29 @@ SIZES = {
 }
 
 
-def write_phoenix(out: Path, size: SizeSpec, progress: bool = True) -> list[Path]:
-    """Mock HiRes tree: wavelength file and one flux file per archive node of `size`."""
+def write_phoenix_tree(out: Path, wave: np.ndarray, nodes, flux, progress: bool = True) -> list[Path]:
+    """HiRes layout under ``out/phoenix``: the wavelength file and one file per (teff, logg, mh)
+    node with ``flux(wave, teff, logg, mh)``."""
     root = Path(out) / "phoenix"
     (root / archives.PHOENIX_LIBRARY).mkdir(parents=True, exist_ok=True)
-    wave = mock_phoenix_wavelength()
     whdr = fits.Header({"BUNIT": "Angstrom", "COMMENT": "mock of WAVE_PHOENIX-ACES-AGSS-COND-2011 (vacuum)"})
     fits.PrimaryHDU(wave, whdr).writeto(root / archives.PHOENIX_WAVE_FILE, overwrite=True)
-    model = LineModel()
-    nodes = [(t, g, m) for m in size.mh for g in size.logg
-             for t in np.arange(size.teff[0], size.teff[1] + 1, archives.PHOENIX_STEPS["teff"])]
     paths = []
     for teff, logg, mh in tqdm(nodes, desc="demo PHOENIX", disable=not progress):
         path = root / archives.phoenix_relpath(teff, logg, mh)
         path.parent.mkdir(exist_ok=True)
         hdr = fits.Header({"PHXTEFF": teff, "PHXLOGG": logg, "PHXM_H": mh, "PHXALPHA": 0.0,
                            "BUNIT": "erg/s/cm^2/cm", "PHXEOS": "ACES", "ORIGIN": "carmenes-dtl demo"})
-        fits.PrimaryHDU(model.flux(wave, teff, logg, mh).astype(np.float32), hdr).writeto(path, overwrite=True)
+        fits.PrimaryHDU(flux(wave, teff, logg, mh).astype(np.float32), hdr).writeto(path, overwrite=True)
         paths.append(path)
     return paths
+
+
+def write_phoenix(out: Path, size: SizeSpec, progress: bool = True) -> list[Path]:
+    """Mock HiRes tree: wavelength file and one flux file per archive node of `size`."""
+    nodes = [(t, g, m) for m in size.mh for g in size.logg
+             for t in np.arange(size.teff[0], size.teff[1] + 1, archives.PHOENIX_STEPS["teff"])]
+    return write_phoenix_tree(out, mock_phoenix_wavelength(), nodes, LineModel().flux, progress)
 
 
 def karmn_id(ra: float, dec: float) -> str:
@@ -220,8 +229,8 @@ def caracal_name(jd: float) -> str:
 def observed_star(star: pd.Series, model: LineModel, effects: GapEffects, rng: np.random.Generator):
     """Arrays of one CARACAL file (WAVE, SPEC, CONT, SIG) and its BERV."""
     grid = preprocess.log_grid(MOCK_RANGE[0] + 5, MOCK_RANGE[1] - 5)
-    rest = model.flux(grid, star.Teff, star.logg, star["[M/H]"])
-    rest = preprocess.broaden(rest, star.vsini) / preprocess.continuum(rest, segments=40)
+    params = (star.Teff, star.logg, star["[M/H]"])
+    rest = preprocess.broaden(model.flux(grid, *params) / model.continuum(grid, *params), star.vsini)
     berv = barycentric_correction(star.ra, star.dec, star.bjd)
     wave = carmenes_orders()
     drift = effects.wavelength_drift_kms * rng.normal() * ((wave - 8817.5) / 17.5).clip(-3, 3)
@@ -241,32 +250,42 @@ def observed_star(star: pd.Series, model: LineModel, effects: GapEffects, rng: n
     return wave, spec, cont, np.sqrt(expected), berv
 
 
-def write_carmenes(out: Path, stars: pd.DataFrame, gap: str, seed: int, progress: bool = True) -> list[Path]:
-    """One CARACAL-layout VIS file per star."""
+def write_vis(path: Path, karmn: str, wave, spec, sig, cont=None, ra=None, dec=None, bjd=None, berv=None) -> Path:
+    """A CARMENES VIS file: CARACAL layout (``SPEC, CONT, SIG, WAVE``; BJD, RA, DEC, BERV in the
+    header; observatory frame) or, with `cont` and `bjd` None, a co-added template
+    (``SPEC, SIG, WAVE``; barycentric)."""
+    hdr = fits.Header()
+    hdr["OBJECT"] = karmn
+    hdr["INSTRUME"] = "CARMENES"
+    if ra is not None:
+        hdr["RA"], hdr["DEC"] = ra, dec
+    if bjd is not None:
+        hdr["DATE-OBS"] = Time(bjd, format="jd", scale="tdb").utc.isot
+        hdr["HIERARCH CARACAL BJD"] = bjd - 2400000.0
+        hdr["HIERARCH CARACAL BERV"] = berv
+    hdr["ORIGIN"] = "carmenes-dtl demo"
+    arrays = [("SPEC", spec, "f4")] + ([("CONT", cont, "f4")] if cont is not None else []) + [
+        ("SIG", sig, "f4"), ("WAVE", wave, "f8")]
+    fits.HDUList([fits.PrimaryHDU(header=hdr)] + [fits.ImageHDU(d.astype(t), name=n) for n, d, t in arrays]
+                 ).writeto(path, overwrite=True)
+    return Path(path)
+
+
+def write_carmenes(out: Path, stars: pd.DataFrame, gap: str, seed: int, progress: bool = True) -> pd.DataFrame:
+    """One CARACAL-layout VIS file per star; returns each star's file and the BERV applied (km/s)."""
     folder = Path(out) / "carmenes"
     folder.mkdir(parents=True, exist_ok=True)
     effects = gap_effects(gap)
     model = LineModel(effects)
-    paths = []
+    paths, bervs = [], []
     for i, star in tqdm(list(stars.iterrows()), desc="demo CARMENES", disable=not progress):
         rng = np.random.default_rng([seed, i])
         wave, spec, cont, sig, berv = observed_star(star, model, effects, rng)
-        t = Time(star.bjd, format="jd", scale="tdb")
-        hdr = fits.Header()
-        hdr["OBJECT"] = star.karmn
-        hdr["INSTRUME"] = "CARMENES"
-        hdr["RA"], hdr["DEC"] = star.ra, star.dec
-        hdr["DATE-OBS"] = t.utc.isot
-        hdr["HIERARCH CARACAL BJD"] = star.bjd - 2400000.0
-        hdr["HIERARCH CARACAL BERV"] = berv
-        hdr["ORIGIN"] = "carmenes-dtl demo"
-        hdus = [fits.PrimaryHDU(header=hdr)]
-        for name, data, dtype in (("SPEC", spec, "f4"), ("CONT", cont, "f4"), ("SIG", sig, "f4"), ("WAVE", wave, "f8")):
-            hdus.append(fits.ImageHDU(data.astype(dtype), name=name))
         path = folder / caracal_name(star.bjd)
-        fits.HDUList(hdus).writeto(path, overwrite=True)
+        write_vis(path, star.karmn, wave, spec, sig, cont, star.ra, star.dec, star.bjd, berv)
         paths.append(path)
-    return paths
+        bervs.append(round(berv, 6))
+    return pd.DataFrame({"file": [f"carmenes/{p.name}" for p in paths], "berv": bervs}, index=stars.index)
 
 
 def write_demo(out: Path, seed: int = 42, n_stars: int | None = None, gap: str = "paper",
@@ -281,13 +300,31 @@ def write_demo(out: Path, seed: int = 42, n_stars: int | None = None, gap: str =
     stars = draw_stars(n_stars or spec.n_stars, rng)
     if phoenix:
         write_phoenix(out, spec, progress)
-    files = write_carmenes(out, stars, gap, seed, progress)
-    stars.insert(1, "file", [f"carmenes/{p.name}" for p in files])
+    written = write_carmenes(out, stars, gap, seed, progress)
+    stars.insert(1, "file", written["file"])
+    stars["berv"] = written["berv"]
     stars.to_csv(out / "truth.csv", index=False)
     (out / "README.txt").write_text(
         f"carmenes-dtl demo survey: seed={seed} gap={gap} size={size} stars={len(stars)}\n"
         "phoenix/  mock PHOENIX-ACES HiRes tree; carmenes/  CARACAL VIS files; truth.csv  true parameters\n")
     return out
+
+
+def rv_templates(window, teff=(3000.0, 3300.0, 3600.0, 3900.0, 4200.0), mh=(-0.5, 0.0, 0.5),
+                 vsini=(2.0, 6.0, 12.0, 20.0, 30.0)):
+    """RV templates from the demo's own synthetic model (``prepare-observed --template demo``)."""
+    from .prepare import Templates
+
+    wave = mock_phoenix_wavelength()
+    preprocess.check_coverage(wave, window, "demo line model", preprocess.MARGIN_A + 1)
+    wave = wave[(wave > window.start - preprocess.MARGIN_A - 1) & (wave < window.stop + preprocess.MARGIN_A + 1)]
+    model, rows, flux = LineModel(), [], []
+    for t in teff:
+        for m in mh:
+            flux.append(preprocess.synthetic_to_window(wave, model.flux(wave, t, 5.0, m), vsini, window)[0])
+            rows += [(t, 5.0, m, v) for v in vsini]
+    return Templates(window.wavelength, np.concatenate(flux), pd.DataFrame(rows, columns=["teff", "logg", "mh", "vsini"]),
+                     "demo line model")
 
 
 def in_paper_ranges(df: pd.DataFrame) -> bool:

@@ -125,11 +125,11 @@ def interpolation_error(archive: Archive, node: tuple[float, float, float], wind
     axes = [axis] if axis else [a for a in AXES if all(n in archive.files for n in neighbours(node, a))]
     if not axes:
         raise archives.ArchiveError(f"{archive.root}: node {node} has no pair of neighbours to rebuild it from")
-    truth = synthetic_to_window(archive.wave, np.exp(archive.flux(node)), [2.0], window)
+    truth = synthetic_to_window(archive.wave, np.exp(archive.flux(node)), [2.0], window)[0]
     errors = []
     for a in axes:
         rebuilt = archive.combine([(n, 0.5) for n in neighbours(node, a)])
-        errors.append(np.abs(synthetic_to_window(archive.wave, rebuilt, [2.0], window) - truth).max())
+        errors.append(np.abs(synthetic_to_window(archive.wave, rebuilt, [2.0], window)[0] - truth).max())
     return float(max(errors))
 
 

@@ -68,6 +68,17 @@ def residual(wave: np.ndarray, mean_residual: np.ndarray, title: str = "observed
     return fig
 
 
+def rv_residuals(table: pd.DataFrame, title: str = "measured - true RV"):
+    """RV residuals (km/s) against vsini, coloured by S/N (a `twin.survey` table)."""
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.axhline(0, color="0.6", lw=0.8)
+    points = ax.scatter(table["vsini"], table["drv"], c=table["snr"], cmap="viridis", s=18)
+    fig.colorbar(points, ax=ax, label="S/N")
+    ax.set(xlabel=LABELS["vsini"], ylabel=r"$\Delta$RV [km/s]", title=title)
+    fig.tight_layout()
+    return fig
+
+
 def histories(histories: dict, title: str = "training curves"):
     """Loss curves: `histories` maps a label to a Keras history dict (loss, val_loss)."""
     fig, ax = plt.subplots(figsize=(6, 3.5))

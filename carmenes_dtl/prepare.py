@@ -21,6 +21,14 @@ from .grid import Archive
 from .rv import barycentric_correction
 
 
+#: How both sets are normalised (written to their attributes).
+NORMALISATION = ("flux / pseudo-continuum, clipped to [0, 1] (continuum = 1 for the sigmoid output; clipped "
+                 "pixels counted): envelope of a noise-free reference (line fitted to the top 3 % pixels of 10 "
+                 "segments, raised to touch them) scaled by a least-squares line in flux/reference over the "
+                 "reference's top 30 % pixels per segment; the reference is the spectrum itself (synthetic) "
+                 "or its best-matching synthetic (observed)")
+
+
 def _batches(items: list, size: int):
     for i in range(0, len(items), size):
         yield items[i:i + size]
@@ -47,46 +55,77 @@ def prepare_synthetic(phoenix_dir: Path, out: Path, vsini, window: Window = Wind
                              index=pd.MultiIndex.from_frame(nodes[["teff", "logg", "mh"]]))
     vsini = sorted({v for vs in per_node for v in vs})
 
-    def one(node, vs):  # flux, and the NaN pixels filled in each archive file it used
-        flux = preprocess.synthetic_to_window(archive.wave, archive.interpolate(*node), vs, window)
-        return flux, {c: archive.nan_pixels(c) for c, _ in archive.corners(*node)}
+    def one(node, vs):  # flux, pixels clipped above 1, and the NaN pixels filled in each archive file it used
+        flux, n_clipped = preprocess.synthetic_to_window(archive.wave, archive.interpolate(*node), vs, window)
+        return flux, n_clipped, {c: archive.nan_pixels(c) for c, _ in archive.corners(*node)}
 
     writer = store.SpectrumWriter(out, window.wavelength, {
         "domain": "synthetic", "inputs": str(Path(phoenix_dir).resolve()), "window": asdict(window),
         "vsini": vsini, "resolution": CARMENES_VIS_R, "n_nodes": len(per_node),
-        "normalisation": "pseudo-continuum (line through 97th percentiles of 10 segments), then / max"})
+        "normalisation": NORMALISATION})
+    clipped = 0
     rows = [(tuple(float(v) for v in node), vs) for node, vs in per_node.items()]
     nans: dict = {}
     with scheduling.session(scheduler) as where, \
             tqdm(total=len(rows), desc="prepare-synthetic", unit="node", disable=not progress) as bar:
         for chunk in _batches(rows, batch):
             results = scheduling.compute([dask.delayed(one)(n, vs) for n, vs in chunk], where)
-            for (node, vs), (flux, used) in zip(chunk, results):
+            for (node, vs), (flux, n_clipped, used) in zip(chunk, results):
+                clipped += n_clipped
                 writer.append(flux, pd.DataFrame({"teff": node[0], "logg": node[1], "mh": node[2], "vsini": vs}))
                 nans.update(used)
             bar.update(len(chunk))
     writer.attrs["nan_pixels_filled"] = int(sum(nans.values()))
+    writer.attrs["n_clipped_above_1"] = clipped
     return writer.close()
 
 
-def default_template(window: Window) -> tuple[np.ndarray, np.ndarray]:
-    """RV template: the demo's line model (3500 K, 5.0, 0.0) at vsini 2 km/s, rest frame.
+#: RV passes at most: the mid-grid template, then best matches until the match repeats.
+MAX_TEMPLATE_PASSES = 4
 
-    For real spectra pass a template from a synthetic set (`template_from_set`).
+
+class Templates:
+    """Synthetic spectra of one set, as RV templates and normalisation references.
+
+    The first RV pass uses the spectrum nearest the middle of the set's parameter ranges
+    (`mid`); the observed vector it gives picks the best-matching spectrum (`best`), which
+    serves the next pass and the normalisation, until the match repeats.
     """
-    from .demo import LineModel
 
-    wave = preprocess.log_grid(window.start - 1, window.stop + 1)
-    flux = LineModel().flux(wave, 3500.0, 5.0, 0.0)
-    return wave, preprocess.broaden(flux / preprocess.continuum(flux), 2.0)
+    def __init__(self, wavelength: np.ndarray, flux: np.ndarray, parameters: pd.DataFrame, source: str):
+        self.wavelength, self.flux, self.parameters, self.source = wavelength, flux, parameters, source
+        self._norm2 = np.einsum("ij,ij->i", flux, flux, dtype=np.float64)
+
+    @classmethod
+    def from_set(cls, path: Path) -> "Templates":
+        s = store.read(path)
+        return cls(s.wavelength, s.flux, s.parameters, str(path))
+
+    def check(self, window: Window) -> None:
+        """Raise unless the templates are sampled on `window`'s grid."""
+        if self.wavelength.shape != window.wavelength.shape or not np.allclose(self.wavelength, window.wavelength):
+            raise ValueError(f"RV templates {self.source}: wavelengths {self.wavelength[0]:.2f}-"
+                             f"{self.wavelength[-1]:.2f} Å ({self.wavelength.size}) are not the window "
+                             f"{window.start}-{window.stop} Å ({window.n}); prepare the set on the same --window")
+
+    def mid(self) -> int:
+        """Index of the spectrum nearest the middle of the (teff, logg, mh) ranges, lowest vsini."""
+        p = self.parameters[["teff", "logg", "mh"]]
+        z = (p - (p.min() + p.max()) / 2) / (p.max() - p.min()).replace(0, 1)
+        return int(np.argmin((z ** 2).sum(axis=1).to_numpy() + 1e-3 * self.parameters["vsini"].to_numpy()))
+
+    def best(self, vector: np.ndarray) -> int:
+        """Index of the spectrum with the least squared difference from `vector` (|f|^2 - 2 f.v:
+        no copy of the set per call)."""
+        return int(np.argmin(self._norm2 - 2 * (self.flux @ vector.astype(self.flux.dtype))))
+
+    def describe(self, k: int) -> dict:
+        return {c: float(self.parameters[c].iloc[k]) for c in ("teff", "logg", "mh", "vsini")}
 
 
-def template_from_set(path: Path, teff: float = 3500.0, logg: float = 5.0, mh: float = 0.0):
-    """RV template from a synthetic set: its spectrum nearest (teff, logg, mh) at the lowest vsini."""
-    s = store.read(path)
-    p = s.parameters
-    d = ((p.teff - teff) / 100) ** 2 + ((p.logg - logg) / 0.5) ** 2 + ((p.mh - mh) / 0.5) ** 2 + p.vsini / 100
-    return s.wavelength, s.flux[int(np.argmin(d.to_numpy()))].astype(np.float64)
+def template_from_set(path: Path) -> Templates:
+    """RV templates and normalisation references from a synthetic set (`prepare-synthetic`)."""
+    return Templates.from_set(path)
 
 
 @dataclass
@@ -99,10 +138,33 @@ class ObservedResult:
     snr: float
     nan_pixels: int
     orders: list = field(default_factory=list)
+    berv_header: float = np.nan
+    clipped: int = 0
+    template: dict = field(default_factory=dict)
 
 
-def process_observed(spec: archives.CarmenesSpectrum, window: Window, template) -> ObservedResult:
-    """Barycentric correction, RV removal, order merging and normalisation of one spectrum."""
+def _merge(bary: dict, flux: dict, sigma: dict, rv: float, window: Window, path) -> tuple[np.ndarray, np.ndarray]:
+    """Orders shifted to the rest frame, resampled to the window and merged with inverse-variance
+    weights; returns the merged flux and its sigma."""
+    grid = window.wavelength
+    num, den = np.zeros(grid.size), np.zeros(grid.size)
+    for o in flux:
+        rest = bary[o] / preprocess.doppler_factor(rv)
+        inside = (grid - window.step / 2 > rest[0]) & (grid + window.step / 2 < rest[-1])
+        if not inside.any():
+            continue
+        f, s = preprocess.resample(rest, flux[o], grid[inside], sigma[o])
+        num[inside] += f / s ** 2
+        den[inside] += 1 / s ** 2
+    if (den == 0).any():
+        raise archives.ArchiveError(f"{path}: orders leave {int((den == 0).sum())} pixels of the window "
+                                    f"{window.start}-{window.stop} Å uncovered")
+    return num / den, 1 / np.sqrt(den)
+
+
+def process_observed(spec: archives.CarmenesSpectrum, window: Window, templates: Templates) -> ObservedResult:
+    """Barycentric correction, RV (against the mid-grid, then the best-matching synthetic spectrum),
+    order merging and normalisation (against the best-matching synthetic spectrum) of one spectrum."""
     reach = preprocess.MARGIN_A + 6.0  # window margin + room for |RV| up to ~150 km/s
     overlap = [o for o in range(spec.wave.shape[0])
                if spec.wave[o, 0] < window.stop + reach and spec.wave[o, -1] > window.start - reach]
@@ -121,27 +183,20 @@ def process_observed(spec: archives.CarmenesSpectrum, window: Window, template) 
             continue
         nans += n
         sigma[o] = archives.fill_nans(spec.sigma[o], f"{spec.path} order {o} SIG")[0]
-    best = max(flux, key=lambda o: np.sum((spec.wave[o] > window.start) & (spec.wave[o] < window.stop)))
     bary = {o: spec.wave[o] * preprocess.doppler_factor(berv) for o in flux}
-    rv = preprocess.cross_correlate_rv(bary[best], flux[best], *template)
-    grid = window.wavelength
-    num, den = np.zeros(grid.size), np.zeros(grid.size)
-    for o in flux:
-        rest = bary[o] / preprocess.doppler_factor(rv)
-        inside = (grid - window.step / 2 > rest[0]) & (grid + window.step / 2 < rest[-1])
-        if not inside.any():
-            continue
-        f = preprocess.resample(rest, flux[o], grid[inside])
-        var = np.interp(grid[inside], rest, sigma[o] ** 2)
-        num[inside] += f / var
-        den[inside] += 1 / var
-    if (den == 0).any():
-        raise archives.ArchiveError(f"{spec.path}: orders leave {int((den == 0).sum())} pixels of the window "
-                                    f"{window.start}-{window.stop} Å uncovered")
-    merged = num / den
-    snr = float(np.median(merged * np.sqrt(den)))
-    return ObservedResult(preprocess.normalise(merged), spec.karmn, str(spec.path), rv, berv, snr, nans,
-                          [int(o) for o in flux])
+    orders = ([bary[o] for o in flux], [flux[o] for o in flux])
+    templates.check(window)
+    k, tried = templates.mid(), []
+    while k not in tried and len(tried) < MAX_TEMPLATE_PASSES:  # mid-grid, then best match until it settles
+        tried.append(k)
+        rv = preprocess.cross_correlate_rv(*orders, templates.wavelength, templates.flux[k])
+        merged, merged_sigma = _merge(bary, flux, sigma, rv, window, spec.path)
+        vector, clipped = preprocess.normalise(merged, templates.flux[k])
+        k = templates.best(vector)
+    k = tried[-1]
+    snr = float(np.median(merged / merged_sigma))
+    return ObservedResult(vector, spec.karmn, str(spec.path), rv, berv, snr, nans, [int(o) for o in flux],
+                          np.nan if spec.berv is None else spec.berv, clipped, templates.describe(k))
 
 
 def prepare_observed(carmenes_dir: Path, out: Path, window: Window = Window(), template=None,
@@ -153,8 +208,11 @@ def prepare_observed(carmenes_dir: Path, out: Path, window: Window = Window(), t
     lower-S/N duplicates of a star); with `strict` the first bad file raises instead.
     `scheduler`: see `scheduling` (None: an active distributed Client, else threads).
     """
+    if template is None:
+        raise ValueError("prepare-observed needs RV templates: give --template SYNTHETIC.h5 (a set made by "
+                         "prepare-synthetic on the same --window), or --template demo for the demo survey")
+    template.check(window)
     files = archives.scan_carmenes(carmenes_dir)
-    template = template or default_template(window)
 
     def one(path):
         try:
@@ -191,7 +249,11 @@ def prepare_observed(carmenes_dir: Path, out: Path, window: Window = Window(), t
     attrs = {"domain": "observed", "inputs": str(Path(carmenes_dir).resolve()), "window": asdict(window),
              "n_files": len(files), "n_excluded": len(excluded),
              "excluded": excluded.to_dict("records"),
-             "rv_kms": [r.rv for r in kept], "berv_kms": [r.berv for r in kept], "snr": [r.snr for r in kept],
+             "rv_kms": [r.rv for r in kept], "berv_kms": [r.berv for r in kept],
+             "berv_header_kms": [r.berv_header for r in kept], "snr": [r.snr for r in kept],
+             "rv_template": [r.template for r in kept], "templates": template.source,
+             "clipped_above_1": [r.clipped for r in kept], "n_clipped_above_1": int(sum(r.clipped for r in kept)),
+             "normalisation": NORMALISATION,
              "files": [r.path for r in kept], "nan_pixels_filled": int(sum(r.nan_pixels for r in kept))}
     path = store.write(out, np.stack([r.flux for r in kept]), window.wavelength, params, attrs)
     return path, excluded

@@ -13,6 +13,7 @@ import numpy as np
 from astropy import constants as const
 from astropy import units as u
 from scipy import fft as sp_fft
+from scipy.interpolate import CubicSpline
 
 from .config import CARMENES_VIS_R, Window
 
@@ -48,21 +49,42 @@ def bin_edges(wave: np.ndarray) -> np.ndarray:
     return np.concatenate([[2 * wave[0] - mid[0]], mid, [2 * wave[-1] - mid[-1]]])
 
 
-def resample(wave_in: np.ndarray, flux_in: np.ndarray, wave_out: np.ndarray) -> np.ndarray:
-    """Flux-conserving resampling: the mean flux density of each output pixel.
+#: Input pixels kept beyond each end of the output range when building the spline (its
+#: cardinal weights fall by ~0.27 per pixel: 25 pixels reach 1e-14).
+SPLINE_MARGIN_PX = 25
 
-    Integrates the piecewise-constant input over the output pixel edges (cumulative
-    sum, interpolated at the edges). Ten vectorised lines; the `spectres` package does
-    the same with a Python loop per pixel. `wave_out` must lie inside `wave_in`.
+
+def resample(wave_in: np.ndarray, flux_in: np.ndarray, wave_out: np.ndarray, sigma_in: np.ndarray | None = None):
+    """Resample keeping line shapes; with `sigma_in` returns ``(flux, sigma)``.
+
+    A cubic spline through the input (`scipy.interpolate.CubicSpline`) is averaged over
+    each output pixel where output pixels are wider than the input's (flux conserving:
+    the spline's integral over the pixel) and evaluated at the pixel centre where they
+    are narrower (no staircase). The result is linear in the input, ``M @ flux``; `sigma`
+    is propagated through the same operator, ``sqrt(M**2 @ sigma**2)``, so the inverse-
+    variance merge of orders sees the noise each output pixel really carries.
     """
-    edges_in = bin_edges(wave_in)
-    edges_out = bin_edges(wave_out)
+    edges_in, edges_out = bin_edges(wave_in), bin_edges(wave_out)
     if edges_out[0] < edges_in[0] or edges_out[-1] > edges_in[-1]:
         raise ValueError(
             f"output range {wave_out[0]:.3f}-{wave_out[-1]:.3f} Å is outside the input "
             f"coverage {wave_in[0]:.3f}-{wave_in[-1]:.3f} Å")
-    cumulative = np.concatenate([[0.0], np.cumsum(flux_in * np.diff(edges_in))])
-    return np.diff(np.interp(edges_out, edges_in, cumulative)) / np.diff(edges_out)
+    lo = max(int(np.searchsorted(wave_in, edges_out[0])) - SPLINE_MARGIN_PX, 0)
+    hi = min(int(np.searchsorted(wave_in, edges_out[-1])) + SPLINE_MARGIN_PX, wave_in.size)
+    x = wave_in[lo:hi]
+    wide = np.diff(edges_out) >= np.interp(wave_out, wave_in, np.diff(edges_in))
+
+    def apply(y):  # y: input values, or the identity (one column per input pixel) for the operator
+        spline = CubicSpline(x, y, axis=0)
+        shape = (-1,) + (1,) * (y.ndim - 1)
+        mean = np.diff(spline.antiderivative()(edges_out), axis=0) / np.diff(edges_out).reshape(shape)
+        return np.where(wide.reshape(shape), mean, spline(wave_out))
+
+    flux = apply(np.asarray(flux_in, float)[lo:hi])
+    if sigma_in is None:
+        return flux
+    operator = apply(np.eye(hi - lo))
+    return flux, np.sqrt(operator ** 2 @ np.asarray(sigma_in, float)[lo:hi] ** 2)
 
 
 def _supersampled(profile, half_width: float, dv: float, sub: int = 20) -> np.ndarray:
@@ -125,36 +147,73 @@ def broaden_many(flux: np.ndarray, vsini, resolution: float | None = CARMENES_VI
     return out[:, pad:pad + flux.size]
 
 
-def continuum(flux: np.ndarray, segments: int = 10, quantile: float = 0.97) -> np.ndarray:
-    """Pseudo-continuum: a straight line through the upper `quantile` of each of `segments`
-    equal segments (a remainder of fewer than `segments` pixels at the red end is ignored)."""
-    width = flux.size // segments
-    blocks = flux[: width * segments].reshape(segments, width)
-    xs = (np.arange(segments) + 0.5) * width - 0.5
-    ys = np.quantile(blocks, quantile, axis=1)
-    return np.polyval(np.polyfit(xs, ys, 1), np.arange(flux.size))
+def upper_pixels(values: np.ndarray, fraction: float, segments: int = 10) -> np.ndarray:
+    """Mask of the pixels in the upper `fraction` of each of `segments` equal segments."""
+    mask = np.zeros(values.size, bool)
+    for block in np.array_split(np.arange(values.size), segments):
+        v = values[block]
+        mask[block] = v >= np.quantile(v, 1 - fraction) - 1e-9 * np.abs(v).max()
+    return mask
 
 
-def normalise(flux: np.ndarray) -> np.ndarray:
-    """Map a spectrum to [0, 1]: divide by the pseudo-continuum, then by the maximum.
+def envelope(flux: np.ndarray, fraction: float = 0.03) -> np.ndarray:
+    """Upper envelope of a noise-free spectrum: a straight line fitted to the pixels in the
+    upper `fraction` of each of ten segments (on a line-free slope they are continuum),
+    scaled to touch the highest of them, so that no pixel of the spectrum lies above it
+    by more than the scatter of those pixels about a straight line."""
+    x = np.linspace(-1, 1, flux.size)
+    top = upper_pixels(flux, fraction)
+    line = np.polynomial.Polynomial.fit(x[top], flux[top], 1)(x)
+    return line * np.max(flux[top] / line[top])
 
-    The same function serves synthetic and observed spectra; values are clipped to
-    [0, 1] so that a sigmoid output can reproduce them.
+
+#: Pixels whose reference lies in this upper fraction (relative to its envelope, per segment)
+#: anchor the continuum of the flux; a straight line scales the reference's envelope to it.
+CONTINUUM_FRACTION = 0.3
+
+
+def continuum(flux: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+    """Pseudo-continuum of `flux`: the upper envelope of a noise-free `reference` (default: the
+    flux itself), scaled by a least-squares straight-line fit of ``flux / reference`` over
+    the pixels where the reference is nearest its envelope.
+
+    The fit is linear in the flux, so noise does not bias it (no quantile or maximum of
+    noisy values), and the pixels it uses are chosen from the noise-free reference, so
+    their choice does not depend on the noise either. For a synthetic spectrum (its own
+    reference) it is the envelope; for an observed one, pass its best-matching synthetic
+    spectrum, and both domains share one definition of the continuum.
+    """
+    ref = flux if reference is None else np.asarray(reference, float)
+    base = envelope(ref)
+    anchor = upper_pixels(ref / base, CONTINUUM_FRACTION)
+    x = np.linspace(-1, 1, flux.size)
+    return base * np.polynomial.Polynomial.fit(x[anchor], flux[anchor] / ref[anchor], 1)(x)
+
+
+def normalise(flux: np.ndarray, reference: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """Continuum-normalised flux clipped to [0, 1], and the number of pixels clipped above 1.
+
+    Convention: the pseudo-continuum (`continuum`) maps to 1, because the autoencoders'
+    sigmoid output spans (0, 1). Noise lifts observed pixels above 1; they are clipped and
+    counted (the count goes to the set's attributes). The same function serves both
+    domains; observed spectra pass their best-matching synthetic spectrum as `reference`.
     """
     if not np.all(np.isfinite(flux)):
         raise ValueError("cannot normalise a spectrum with NaN or infinite values")
-    ratio = flux / continuum(flux)
-    return np.clip(ratio / ratio.max(), 0.0, 1.0).astype(np.float32)
+    ratio = (flux / continuum(flux, reference)).astype(np.float32)
+    return np.clip(ratio, 0.0, 1.0), int(np.sum(ratio > 1.0))
 
 
 def synthetic_to_window(wave: np.ndarray, flux: np.ndarray, vsini: list[float] | tuple[float, ...],
                         window: Window = Window(), resolution: float | None = CARMENES_VIS_R,
-                        dv_kms: float = DV_KMS) -> np.ndarray:
-    """One rest-frame model spectrum -> (len(vsini), window.n) normalised vectors."""
+                        dv_kms: float = DV_KMS) -> tuple[np.ndarray, int]:
+    """One rest-frame model spectrum -> (len(vsini), window.n) normalised vectors, and the
+    number of pixels clipped above 1 (see `normalise`)."""
     check_coverage(wave, window, "synthetic spectrum")
     grid = log_grid(window.start - MARGIN_A, window.stop + MARGIN_A, dv_kms)
     broadened = broaden_many(resample(wave, flux, grid), vsini, resolution, dv_kms)
-    return np.stack([normalise(resample(grid, b, window.wavelength)) for b in broadened])
+    vectors, clipped = zip(*(normalise(resample(grid, b, window.wavelength)) for b in broadened))
+    return np.stack(vectors), int(sum(clipped))
 
 
 def check_coverage(wave: np.ndarray, window: Window, what: str, margin: float = MARGIN_A) -> None:
@@ -165,25 +224,33 @@ def check_coverage(wave: np.ndarray, window: Window, what: str, margin: float = 
             f"the data coverage {wave[0]:.2f}-{wave[-1]:.2f} Å")
 
 
-def cross_correlate_rv(wave: np.ndarray, flux: np.ndarray, template_wave: np.ndarray,
-                       template_flux: np.ndarray, vmax_kms: float = 150.0,
-                       step_kms: float = 0.25) -> float:
+def cross_correlate_rv(wave, flux, template_wave: np.ndarray, template_flux: np.ndarray,
+                       vmax_kms: float = 150.0, step_kms: float = 0.25) -> float:
     """Radial velocity (km/s) of `flux` against a rest-frame template.
 
-    The CCF of the line depths (1 - normalised flux) is computed on a velocity grid
-    and its peak refined with a parabola through the three highest points.
+    The CCF of the line depths (1 - normalised flux) is computed on a velocity grid, the
+    spectrum read at the shifted template wavelengths through a cubic spline (as in
+    `resample`), and its peak refined with a parabola through the three highest points.
+    `wave` and `flux` may be lists (echelle orders): the CCFs of the orders that cover the
+    template at every velocity tried are summed.
     """
+    orders = [(wave, flux)] if np.ndim(wave[0]) == 0 else list(zip(wave, flux))
+    lo, hi = template_wave[0] * doppler_factor(-vmax_kms), template_wave[-1] * doppler_factor(vmax_kms)
+    orders = [(w, f) for w, f in orders if w[0] <= lo and w[-1] >= hi]
+    if not orders:
+        raise ValueError(f"no spectrum order covers {lo:.2f}-{hi:.2f} Å (the template at +/-{vmax_kms} km/s)")
     velocities = np.arange(-vmax_kms, vmax_kms + step_kms / 2, step_kms)
     t = 1 - template_flux / np.median(template_flux)
     t = t - t.mean()
-    ccf = np.empty(velocities.size)
-    for i, v in enumerate(velocities):
-        shifted = np.interp(template_wave * doppler_factor(v), wave, flux, left=np.nan, right=np.nan)
-        s = 1 - shifted / np.nanmedian(shifted)
-        ok = np.isfinite(s)
-        ccf[i] = np.dot(t[ok], s[ok] - s[ok].mean()) if ok.sum() > 10 else -np.inf
+    ccf = np.zeros(velocities.size)
+    for w, f in orders:
+        spline = CubicSpline(w, f)
+        for i, v in enumerate(velocities):
+            shifted = spline(template_wave * doppler_factor(v))
+            s = 1 - shifted / np.median(shifted)
+            ccf[i] += np.dot(t, s - s.mean())
     k = int(np.argmax(ccf))
-    if k == 0 or k == velocities.size - 1 or not np.isfinite(ccf[k - 1:k + 2]).all():
+    if k == 0 or k == velocities.size - 1:
         raise ValueError(f"cross-correlation peak at the edge of +/-{vmax_kms} km/s: no RV found")
     y0, y1, y2 = ccf[k - 1:k + 2]
     return float(velocities[k] + 0.5 * step_kms * (y0 - y2) / (y0 - 2 * y1 + y2))

@@ -56,7 +56,10 @@ def test_prepare_commands_on_demo_layout(tmp_path):
     assert obs.attrs["window"]["start"] == 8800.0 and "package_version" in obs.attrs
     res = cli("prepare-observed", "--carmenes-dir", tmp_path / "d" / "carmenes", "--out", tmp_path / "o.h5",
               "--window", "9700,9735", check=False)
-    assert res.returncode == 2 and "no usable spectrum" in res.stderr
+    assert res.returncode == 2 and "needs RV templates: give --template" in res.stderr
+    res = cli("prepare-observed", "--carmenes-dir", tmp_path / "d" / "carmenes", "--out", tmp_path / "o.h5",
+              "--window", "9700,9735", "--template", "demo", check=False)
+    assert res.returncode == 2 and "demo line model: window 9700.0-9735.0 Å" in res.stderr
     res = cli("gap", tmp_path / "syn.h5", tmp_path / "obs.h5", "--out", tmp_path / "gap", check=False)
     assert res.returncode == 2 and res.stderr == ("carmenes-dtl gap: error: the domain AUC's 5-fold cross-validation "
                                                   "needs at least 5 spectra per set, got 6 synthetic and 3 observed\n")
