@@ -41,6 +41,7 @@ def test_local_cluster_matches_threads(demo_survey, phoenix_with_nans, tmp_path)
 
     def observed(name, scheduler=None):
         path, excluded = prepare.prepare_observed(carmenes, tmp_path / f"{name}_obs.h5", progress=False,
+                                                  template=prepare.template_from_set(tmp_path / "threads_syn.h5"),
                                                   scheduler=scheduler)
         return store.read(path), excluded
 
