@@ -181,6 +181,23 @@ def test_grid_search_ranks_every_point(spectra):
     assert rows[2]["cv_mse"] > 5 * rows[1]["cv_mse"]
 
 
+def test_search_fit_reusing_the_last_model_equals_a_fresh_build(spectra):
+    """A second fold of the same grid point reuses the model (reset, not rebuilt): its
+    history and weights are those of a fresh `train` on that fold."""
+    syn, _, _ = spectra
+    s = AESettings(latent_dim=4, search_epochs=3, batch_size=32, learning_rate=1e-2)
+    reuse = {}
+    ae.train(syn[:80], 32, 1e-7, s, seed=2, search=True, reuse=reuse)
+    model, hist = ae.train(syn[80:], 32, 1e-7, s, seed=2, search=True, reuse=reuse)
+    assert model is reuse["model"]
+    fresh, expected = ae.train(syn[80:], 32, 1e-7, s, seed=2, search=True)
+    np.testing.assert_allclose(hist["loss"], expected["loss"], rtol=1e-6)
+    for a, b in zip(model.get_weights(), fresh.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    other, _ = ae.train(syn[80:], 32, 1e-6, s, seed=2, search=True, reuse=reuse)
+    assert other is not model and reuse["model"] is other
+
+
 def test_cnn_ensemble_learns_and_is_deterministic(spectra):
     syn, _, params = spectra
     x = syn[:, ::10]
