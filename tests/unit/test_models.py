@@ -337,7 +337,7 @@ def _fresh_cnn():
 def test_compiled_fit_equals_keras_fit_and_its_early_stopping(patience):
     """Same batches (unshuffled, 300 rows in batches of 64: the last one partial): the losses,
     the early-stopping epoch and the restored weights of `keras.Model.fit` with
-    `EarlyStopping(restore_best_weights=True)` (patience 2: stops after epoch 4, restores epoch 2)."""
+    `EarlyStopping(restore_best_weights=True)` (patience 2: it stops early and restores the best epoch)."""
     from carmenes_dtl import training
     from carmenes_dtl.autoencoder import callbacks
 
@@ -347,7 +347,8 @@ def test_compiled_fit_equals_keras_fit_and_its_early_stopping(patience):
                        callbacks=callbacks(patience, False)).history
     model = _fresh_cnn()
     got = training.fit(model, x, y, (x, y_val), 12, 64, patience, seed=0, shuffle=False)
-    assert len(got["loss"]) == len(expected["loss"]) == (12 if patience is None else 4)
+    assert len(got["loss"]) == len(expected["loss"])
+    assert (len(got["loss"]) < 12) == (patience is not None)
     for k in ("loss", "val_loss"):
         np.testing.assert_allclose(got[k], expected[k], rtol=1e-5)
     for a, b in zip(model.get_weights(), ref.get_weights()):
