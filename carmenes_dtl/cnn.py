@@ -196,7 +196,7 @@ class Ensemble:
         xs = (self.x_scaler.transform(x) if self.x_scaler else x)[..., None]
         out = {}
         for params, model in self.models:
-            pred = np.asarray(model.predict(xs, batch_size=256, verbose=0)).reshape(len(x), len(params), -1)
+            pred = training.predict(model, xs, batch_size=256).reshape(len(x), len(params), -1)
             out.update({p: pred[:, i, :].T * self.y_std[p] + self.y_mean[p] for i, p in enumerate(params)})
         return out
 

@@ -59,6 +59,30 @@ def fit(model: keras.Model, x: np.ndarray, y: np.ndarray, validation: tuple | No
     return _fit_jax(net, model.optimizer, model.loss, x, y, validation, order, batch_size, patience, progress, desc)
 
 
+def predict(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """``model.predict(x, batch_size=batch_size)``. On JAX, every batch is padded to `batch_size`
+    rows and runs one jitted forward shared by all models of the same architecture: no new
+    compilation for each model and each partial last batch, as `model.predict` does."""
+    if keras.backend.backend() != "jax":
+        return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+    import jax
+
+    key = json.dumps(["predict", _architecture(model), x.shape[1:], batch_size], default=str)
+    if key not in _COMPILED:
+        _COMPILED[key] = jax.jit(lambda tv, ntv, xb: model.stateless_call(tv, ntv, xb)[0])
+    state = ([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables])
+    n = len(x)
+    padded = np.concatenate([x, np.zeros((-n % batch_size, *x.shape[1:]), x.dtype)])
+    out = [np.asarray(_COMPILED[key](*state, padded[i:i + batch_size])) for i in range(0, len(padded), batch_size)]
+    return np.concatenate(out)[:n]
+
+
+def _architecture(model: keras.Model) -> list:
+    """Layer classes and configurations without names: equal for models built alike."""
+    return [(type(layer).__name__, {k: v for k, v in layer.get_config().items() if k != "name"})
+            for layer in model.layers]
+
+
 def batch_orders(seed, n: int, epochs: int) -> np.ndarray:
     """(epochs, n) row orders: one `permutation` of ``numpy.random.default_rng(seed)`` per epoch."""
     rng = np.random.default_rng(seed)
@@ -71,9 +95,8 @@ def _fit_jax(net, opt, loss, x, y, validation, order, batch_size, patience, prog
     if not opt.built:
         opt.build(net.trainable_variables)
     validate = validation is not None
-    key = json.dumps([[(type(layer).__name__, {k: v for k, v in layer.get_config().items() if k != "name"})
-                       for layer in net.layers], keras.optimizers.serialize(opt), str(loss), x.shape[1:],
-                      y.shape[1:], batch_size, patience, validate, progress], default=str)
+    key = json.dumps([_architecture(net), keras.optimizers.serialize(opt), str(loss), x.shape[1:], y.shape[1:],
+                      batch_size, patience, validate, progress], default=str)
     if key not in _COMPILED:
         _COMPILED[key] = jax.jit(_program(net, opt, loss, batch_size, patience, validate, progress))
     variables = (net.trainable_variables, net.non_trainable_variables, opt.variables)

@@ -377,3 +377,15 @@ def test_compiled_fit_shuffles_with_its_seed_like_keras_fit_on_reordered_rows():
     assert "val_loss" not in got
     for a, b in zip(model.get_weights(), ref.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_predict_equals_keras_predict_for_models_of_one_architecture():
+    """Two models built alike share one compiled forward; each gives its own `model.predict`."""
+    from carmenes_dtl import training
+
+    x = np.random.default_rng(5).normal(size=(300, 40, 1)).astype("float32")
+    for seed in (1, 2):
+        keras.utils.set_random_seed(seed)
+        model = cnn.build_cnn(40, (8, 4, 4), pool=2, members=3)
+        np.testing.assert_allclose(training.predict(model, x, batch_size=128), model.predict(x, verbose=0),
+                                   rtol=1e-5, atol=1e-6)
