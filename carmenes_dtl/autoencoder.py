@@ -158,22 +158,44 @@ def validation_slice(x: np.ndarray, patience: int | None, seed: int) -> tuple[np
 
 
 def train(flux: np.ndarray, n_in: int, l1: float, s: AESettings, seed: int, progress: bool = False,
-          search: bool = False) -> tuple[keras.Model, dict]:
+          search: bool = False, reuse: dict | None = None) -> tuple[keras.Model, dict]:
     """Build and fit one autoencoder on `flux` (a training part); returns the model and its loss history.
 
     ``search=True`` is a grid-search fit: `s.search_epochs`, plain MSE unless
     ``s.search_loss == "contractive"``, no early stopping. Otherwise `s.epochs`, with early
-    stopping on a `validation_slice` of `flux` when `s.patience` is set.
+    stopping on a `validation_slice` of `flux` when `s.patience` is set. `reuse` (a dict
+    kept by the caller) holds the last model built; a fit with the same settings and seed
+    resets it to its initial weights and optimizer state instead of building and compiling
+    a new one (the folds of a grid point).
     """
     keras.utils.set_random_seed(seed)
     lam = 0.0 if search and s.search_loss == "mse" else s.contractive_lambda
-    model = build_autoencoder(flux.shape[1], n_in, l1, s.latent_dim, lam, s.penalty, s.learning_rate, s.l1_layers)
+    args = (flux.shape[1], n_in, l1, s.latent_dim, lam, s.penalty, s.learning_rate, s.l1_layers)
+    reset = reuse is not None and reuse.get("key") == (args, seed)
+    model = build_autoencoder(*args) if reuse is None else _reset_or_build(reuse, args, seed)
     patience = None if search else s.patience
     fit, val = validation_slice(flux, patience, seed)
+    if reset:  # Keras' first fit of a new model draws one shuffle to peek at a batch: same batch orders
+        np.random.permutation(len(fit))
     hist = model.fit(fit, fit, validation_data=val, epochs=s.search_epochs if search else s.epochs,
                      batch_size=s.batch_size, shuffle=True, verbose=0,
                      callbacks=callbacks(patience, progress, f"AE n_in={n_in}"))
     return model, history(hist)
+
+
+def _reset_or_build(reuse: dict, args: tuple, seed: int) -> keras.Model:
+    """`build_autoencoder(*args)` as built after ``set_random_seed(seed)``: the model in `reuse`
+    reset to its initial state when it was built with the same `args` and `seed`, else a new one."""
+    if reuse.get("key") != (args, seed):
+        reuse.clear()
+        model = build_autoencoder(*args)
+        model.optimizer.build(model.trainable_variables)
+        state = [ops.convert_to_numpy(v) for v in model.variables + model.optimizer.variables]
+        reuse.update(key=(args, seed), model=model, state=state)
+    model = reuse["model"]
+    for var, value in zip(model.variables + model.optimizer.variables, reuse["state"]):
+        var.assign(value)
+    return model
 
 
 class AutoencoderEstimator(BaseEstimator):
@@ -182,9 +204,13 @@ class AutoencoderEstimator(BaseEstimator):
     def __init__(self, n_in: int = 2048, l1: float = 1e-7, settings: AESettings | None = None, seed: int = 0):
         self.n_in, self.l1, self.settings, self.seed = n_in, l1, settings, seed
 
+    #: The last model fitted: GridSearchCV fits the folds of a grid point one after another,
+    #: and they reuse its compiled train step (`train`'s `reuse`). Cleared by `grid_search`.
+    reuse: dict = {}
+
     def fit(self, X, y=None):
         self.model_, self.history_ = train(X, self.n_in, self.l1, self.settings or AESettings(), self.seed,
-                                           search=True)
+                                           search=True, reuse=AutoencoderEstimator.reuse)
         return self
 
     def score(self, X, y=None):
@@ -197,7 +223,10 @@ def grid_search(flux: np.ndarray, s: AESettings, seed: int = 0) -> list[dict]:
     search = GridSearchCV(AutoencoderEstimator(settings=s, seed=seed),
                           {"n_in": list(s.n_in_grid), "l1": list(s.l1_grid)},
                           cv=KFold(s.cv_folds), refit=False, n_jobs=1)
-    search.fit(flux)
+    try:
+        search.fit(flux)
+    finally:
+        AutoencoderEstimator.reuse.clear()
     res = search.cv_results_
     rows = [{"n_in": int(p["n_in"]), "l1": float(p["l1"]), "cv_mse": -float(m), "cv_mse_std": float(sd)}
             for p, m, sd in zip(res["params"], res["mean_test_score"], res["std_test_score"])]

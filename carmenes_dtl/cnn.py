@@ -19,7 +19,7 @@ from sklearn.model_selection import StratifiedShuffleSplit
 from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
-from .autoencoder import callbacks, history
+from . import training
 from .config import OPTIONS, PAPER_RANGES, PARAMETERS, PUBLISHED_NAMES, CNNSettings, estimate_columns, stage_seed
 
 #: Fraction of the synthetic (Teff, logg, [M/H]) nodes kept out of CNN training for checks.
@@ -192,7 +192,7 @@ class Ensemble:
         xs = (self.x_scaler.transform(x) if self.x_scaler else x)[..., None]
         out = {}
         for params, model in self.models:
-            pred = np.asarray(model.predict(xs, batch_size=256, verbose=0)).reshape(len(x), len(params), -1)
+            pred = training.predict(model, xs, batch_size=256).reshape(len(x), len(params), -1)
             out.update({p: pred[:, i, :].T * self.y_std[p] + self.y_mean[p] for i, p in enumerate(params)})
         return out
 
@@ -225,10 +225,10 @@ def train_ensemble(x: np.ndarray, y: np.ndarray, s: CNNSettings, seed: int, pool
             for k, (tr, te) in enumerate(member_splits[p]):
                 y_train[tr, i * s.n_per_model + k], y_test[te, i * s.n_per_model + k] = yp[tr], yp[te]
         model = build_cnn(x.shape[1], widths, s.learning_rate, pool, y_train.shape[1], s.padding)
-        fit = model.fit(xs, y_train, validation_data=(xs, y_test), epochs=s.epochs, batch_size=s.batch_size,
-                        verbose=0, callbacks=callbacks(s.patience, progress, "CNN ensemble"))
+        hists.append(training.fit(model, xs, y_train, (xs, y_test), s.epochs, s.batch_size, s.patience,
+                                  (seed, len(models)), start="bin8" if pool else None, progress=progress,
+                                  desc="CNN ensemble"))
         models.append((tuple(params), model))
-        hists.append(history(fit))
     n = min(len(h["loss"]) for h in hists)  # graphs stopped early may differ in length
     hist = {k: [float(sum(h[k][e] for h in hists)) for e in range(n)] for k in hists[0]}
     ensemble = Ensemble(scaler, mean, std, models, {}, hist)

@@ -181,6 +181,23 @@ def test_grid_search_ranks_every_point(spectra):
     assert rows[2]["cv_mse"] > 5 * rows[1]["cv_mse"]
 
 
+def test_search_fit_reusing_the_last_model_equals_a_fresh_build(spectra):
+    """A second fold of the same grid point reuses the model (reset, not rebuilt): its
+    history and weights are those of a fresh `train` on that fold."""
+    syn, _, _ = spectra
+    s = AESettings(latent_dim=4, search_epochs=3, batch_size=32, learning_rate=1e-2)
+    reuse = {}
+    ae.train(syn[:80], 32, 1e-7, s, seed=2, search=True, reuse=reuse)
+    model, hist = ae.train(syn[80:], 32, 1e-7, s, seed=2, search=True, reuse=reuse)
+    assert model is reuse["model"]
+    fresh, expected = ae.train(syn[80:], 32, 1e-7, s, seed=2, search=True)
+    np.testing.assert_allclose(hist["loss"], expected["loss"], rtol=1e-6)
+    for a, b in zip(model.get_weights(), fresh.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    other, _ = ae.train(syn[80:], 32, 1e-6, s, seed=2, search=True, reuse=reuse)
+    assert other is not model and reuse["model"] is other
+
+
 def test_cnn_ensemble_learns_and_is_deterministic(spectra):
     syn, _, params = spectra
     x = syn[:, ::10]
@@ -298,3 +315,77 @@ def test_uncertainties_cover_held_out_truth_at_about_the_nominal_rate():
     inside = (y[700:, 0] >= med - lo) & (y[700:, 0] <= med + hi)
     half = 3 * np.sqrt(0.68 * 0.32 / 400)
     assert 0.68 - half < inside.mean() < 0.68 + half, inside.mean()
+
+
+def _small_cnn_problem():
+    """300 rows, 6 members; each member's targets on its own ~70 %, its validation rows the rest,
+    with targets unrelated to x: the validation loss rises after two epochs."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 32, 1)).astype("float32")
+    truth = x[:, :6, 0] * 2 + 1
+    held = rng.random((300, 6)) < 0.3
+    noise = rng.normal(size=(300, 6))
+    return x, np.where(held, np.nan, truth).astype("float32"), np.where(held, noise, np.nan).astype("float32")
+
+
+def _fresh_cnn():
+    keras.utils.set_random_seed(3)
+    return cnn.build_cnn(32, (16, 8, 8), 3e-3, members=6)
+
+
+@pytest.mark.parametrize("patience", [None, 2])
+def test_compiled_fit_equals_keras_fit_and_its_early_stopping(patience):
+    """Same batches (unshuffled, 300 rows in batches of 64: the last one partial): the losses,
+    the early-stopping epoch and the restored weights of `keras.Model.fit` with
+    `EarlyStopping(restore_best_weights=True)` (patience 2: it stops early and restores the best epoch)."""
+    from carmenes_dtl import training
+    from carmenes_dtl.autoencoder import callbacks
+
+    x, y, y_val = _small_cnn_problem()
+    ref = _fresh_cnn()
+    expected = ref.fit(x, y, validation_data=(x, y_val), epochs=12, batch_size=64, shuffle=False, verbose=0,
+                       callbacks=callbacks(patience, False)).history
+    model = _fresh_cnn()
+    got = training.fit(model, x, y, (x, y_val), 12, 64, patience, seed=0, shuffle=False)
+    assert len(got["loss"]) == len(expected["loss"])
+    assert (len(got["loss"]) < 12) == (patience is not None)
+    for k in ("loss", "val_loss"):
+        np.testing.assert_allclose(got[k], expected[k], rtol=1e-5)
+    for a, b in zip(model.get_weights(), ref.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="other backends run model.fit, shuffled by Keras")
+def test_compiled_fit_shuffles_with_its_seed_like_keras_fit_on_reordered_rows():
+    """Epoch e of `training.fit` = one Keras epoch on the rows in `batch_orders(seed)[e]` order;
+    applying the pooling layer once (``start``) changes nothing."""
+    from carmenes_dtl import training
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(150, 64, 1)).astype("float32")
+    y = np.repeat(x[:, :8, 0].mean(axis=1, keepdims=True), 2, axis=1)
+    keras.utils.set_random_seed(4)
+    ref = cnn.build_cnn(64, (8, 4, 4), 3e-3, pool=2, members=2)
+    model = keras.models.clone_model(ref)
+    model.set_weights(ref.get_weights())
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=cnn.masked_mse)
+    expected = []
+    for order in training.batch_orders(7, len(x), 3):
+        expected += ref.fit(x[order], y[order], epochs=1, batch_size=32, shuffle=False, verbose=0).history["loss"]
+    got = training.fit(model, x, y, None, 3, 32, None, seed=7, start="bin8")
+    np.testing.assert_allclose(got["loss"], expected, rtol=1e-5)
+    assert "val_loss" not in got
+    for a, b in zip(model.get_weights(), ref.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_predict_equals_keras_predict_for_models_of_one_architecture():
+    """Two models built alike share one compiled forward; each gives its own `model.predict`."""
+    from carmenes_dtl import training
+
+    x = np.random.default_rng(5).normal(size=(300, 40, 1)).astype("float32")
+    for seed in (1, 2):
+        keras.utils.set_random_seed(seed)
+        model = cnn.build_cnn(40, (8, 4, 4), pool=2, members=3)
+        np.testing.assert_allclose(training.predict(model, x, batch_size=128), model.predict(x, verbose=0),
+                                   rtol=1e-5, atol=1e-6)

@@ -1,0 +1,200 @@
+"""`model.fit` as one compiled call (JAX backend); `model.fit` itself on the other backends.
+
+Keras' `fit` returns to Python after every batch (JAX: one dispatch, one host copy of the
+batch, one metrics update) and runs its callbacks after every epoch. For the small CNN
+ensembles of the method that overhead is most of the time (`benchmarks/cnn_stage.py`).
+`fit` here traces the model's own stateless train step (`model.stateless_call`, the
+optimizer's `stateless_apply`) into one XLA program: a `lax.while_loop` over epochs, a
+`lax.scan` over each epoch's shuffled batches (the last, partial batch as in Keras), the
+validation pass and the `keras.callbacks.EarlyStopping(restore_best_weights=True)`
+decision, all on the device. The data are copied to the device once. The only differences
+from `model.fit` are the shuffling stream (a seeded NumPy generator instead of Keras'
+global one) and float round-off.
+"""
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+
+from .autoencoder import callbacks, history
+
+#: Compiled runs by model architecture, optimizer, loss and loop settings: ensembles of the
+#: same shape (several autoencoders, input spaces) share one compilation.
+_COMPILED: dict[str, object] = {}
+
+
+def fit(model: keras.Model, x: np.ndarray, y: np.ndarray, validation: tuple | None, epochs: int, batch_size: int,
+        patience: int | None, seed, shuffle: bool = True, start: str | None = None, progress: bool = False,
+        desc: str = "epochs") -> dict[str, list[float]]:
+    """Train the compiled `model` as ``model.fit(x, y, validation_data=validation, epochs=epochs,
+    batch_size=batch_size, shuffle=True, callbacks=callbacks(patience))`` and return its history
+    (``loss``, and ``val_loss`` with `validation`) as plain floats.
+
+    `seed` (anything `numpy.random.default_rng` takes) draws the epochs' batch orders
+    (`batch_orders`); ``shuffle=False`` keeps the rows in order, as Keras does.
+    `start` names a layer whose input needs no trainable weights (``bin8`` of the direct
+    CNN): the layers before it are applied once to the whole data set instead of to every
+    batch. Early stopping watches ``val_loss`` with Keras' rules (the first epoch always
+    improves; stop once `patience` epochs passed without a strictly lower value; restore
+    the best epoch's weights at the end).
+    """
+    if keras.backend.backend() != "jax":
+        fitted = model.fit(x, y, validation_data=validation, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
+                           verbose=0, callbacks=callbacks(patience, progress, desc))
+        return history(fitted)
+    net = model
+    if start is not None:
+        head = keras.Model(model.inputs, model.get_layer(start).input)
+        if head.weights:
+            raise ValueError(f"layers before {start!r} have weights; they cannot be applied once")
+        net = keras.Model(model.get_layer(start).input, model.outputs)
+        same = validation is not None and validation[0] is x
+        x = np.asarray(head.predict(x, batch_size=1024, verbose=0))
+        if validation is not None:
+            validation = (x if same else np.asarray(head.predict(validation[0], batch_size=1024, verbose=0)),
+                          validation[1])
+    order = batch_orders(seed, len(x), epochs) if shuffle else np.tile(np.arange(len(x), dtype=np.int32), (epochs, 1))
+    return _fit_jax(net, model.optimizer, model.loss, x, y, validation, order, batch_size, patience, progress, desc)
+
+
+def predict(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """``model.predict(x, batch_size=batch_size)``. On JAX, every batch is padded to `batch_size`
+    rows and runs one jitted forward shared by all models of the same architecture: no new
+    compilation for each model and each partial last batch, as `model.predict` does."""
+    if keras.backend.backend() != "jax":
+        return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+    import jax
+
+    key = json.dumps(["predict", _architecture(model), x.shape[1:], batch_size], default=str)
+    if key not in _COMPILED:
+        _COMPILED[key] = jax.jit(lambda tv, ntv, xb: model.stateless_call(tv, ntv, xb)[0])
+    state = ([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables])
+    n = len(x)
+    padded = np.concatenate([x, np.zeros((-n % batch_size, *x.shape[1:]), x.dtype)])
+    out = [np.asarray(_COMPILED[key](*state, padded[i:i + batch_size])) for i in range(0, len(padded), batch_size)]
+    return np.concatenate(out)[:n]
+
+
+def _architecture(model: keras.Model) -> list:
+    """Layer classes and configurations without names: equal for models built alike."""
+    return [(type(layer).__name__, {k: v for k, v in layer.get_config().items() if k != "name"})
+            for layer in model.layers]
+
+
+def batch_orders(seed, n: int, epochs: int) -> np.ndarray:
+    """(epochs, n) row orders: one `permutation` of ``numpy.random.default_rng(seed)`` per epoch."""
+    rng = np.random.default_rng(seed)
+    return np.stack([rng.permutation(n) for _ in range(epochs)]).astype(np.int32)
+
+
+def _fit_jax(net, opt, loss, x, y, validation, order, batch_size, patience, progress, desc):
+    import jax
+
+    if not opt.built:
+        opt.build(net.trainable_variables)
+    validate = validation is not None
+    key = json.dumps([_architecture(net), keras.optimizers.serialize(opt), str(loss), x.shape[1:], y.shape[1:],
+                      batch_size, patience, validate, progress], default=str)
+    if key not in _COMPILED:
+        _COMPILED[key] = jax.jit(_program(net, opt, loss, batch_size, patience, validate, progress))
+    variables = (net.trainable_variables, net.non_trainable_variables, opt.variables)
+    xv, yv = validation if validate else (x[:0], y[:0])
+    if progress:
+        from tqdm.auto import tqdm
+
+        _BAR[0] = tqdm(total=len(order), desc=desc, leave=False)
+    try:
+        *values, losses, val_losses, n_run = _COMPILED[key](*([v.value for v in vs] for vs in variables),
+                                                             x, y, xv, yv, order)
+    finally:
+        if _BAR[0] is not None:
+            _BAR[0].close()
+            _BAR[0] = None
+    for vs, vals in zip(variables, values):
+        for var, value in zip(vs, vals):
+            var.assign(value)
+    n_run = int(n_run)
+    out = {"loss": [float(v) for v in np.asarray(losses)[:n_run]]}
+    if validate:
+        out["val_loss"] = [float(v) for v in np.asarray(val_losses)[:n_run]]
+    return out
+
+
+#: The open progress bar of the run in flight (updated from the device by `jax.debug.callback`).
+_BAR: list = [None]
+
+
+def _tick(_epoch) -> None:
+    if _BAR[0] is not None:
+        _BAR[0].update(1)
+
+
+def _program(net, opt, loss, batch_size: int, patience: int | None, validate: bool, progress: bool):
+    """The whole training run of `net` (optimizer `opt`, `loss`) as a pure function of its
+    variables, data and batch orders."""
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    loss_fn = keras.losses.get(loss)
+    stopping = validate and patience is not None
+
+    def total_loss(tv, ntv, xb, yb, training):
+        pred, ntv, extra = net.stateless_call(tv, ntv, xb, training=training, return_losses=True)
+        value = jnp.mean(loss_fn(yb, pred))
+        return (value + sum(extra) if extra else value), ntv
+
+    grad = jax.value_and_grad(total_loss, has_aux=True)
+
+    def mean_over_batches(f, carry, xs):
+        """Keras' epoch mean: `f` on full batches of `xs` and on the partial rest, weighted by rows."""
+        n = len(jax.tree.leaves(xs)[0])
+        full = n // batch_size
+        carry, losses = lax.scan(f, carry, jax.tree.map(
+            lambda a: a[:full * batch_size].reshape(full, batch_size, *a.shape[1:]), xs))
+        total = losses.sum() * batch_size
+        if n > full * batch_size:
+            carry, rest = f(carry, jax.tree.map(lambda a: a[full * batch_size:], xs))
+            total = total + rest * (n - full * batch_size)
+        return carry, total / n
+
+    def run(tv, ntv, ov, x, y, xv, yv, order):
+        def train_step(carry, idx):
+            tv, ntv, ov = carry
+            (value, ntv), g = grad(tv, ntv, x[idx], y[idx], True)
+            tv, ov = opt.stateless_apply(ov, g, tv)
+            return (tv, ntv, ov), value
+
+        def val_step(carry, batch):
+            return carry, total_loss(*carry, *batch, False)[0]
+
+        def epoch(state):
+            e, tv, ntv, ov, best, best_val, wait, _, hist, val_hist = state
+            (tv, ntv, ov), value = mean_over_batches(train_step, (tv, ntv, ov), order[e])
+            hist = hist.at[e].set(value)
+            stop = jnp.bool_(False)
+            if validate:
+                _, val = mean_over_batches(val_step, (tv, ntv), (xv, yv))
+                val_hist = val_hist.at[e].set(val)
+            if stopping:  # keras.callbacks.EarlyStopping.on_epoch_end, min_delta 0, no baseline
+                better = (e == 0) | (val < best_val)
+                best = jax.tree.map(lambda b, c: jnp.where(better, c, b), best, (tv, ntv))
+                best_val = jnp.where(better, val, best_val)
+                wait = jnp.where(better, 0, wait + 1)
+                stop = ~better & (wait >= patience) & (e > 0)
+            if progress:
+                jax.debug.callback(_tick, e)
+            return e + 1, tv, ntv, ov, best, best_val, wait, stop, hist, val_hist
+
+        epochs = order.shape[0]
+        nan = jnp.full((epochs,), jnp.nan, jnp.float32)
+        state = (jnp.int32(0), tv, ntv, ov, (tv, ntv), jnp.float32(jnp.inf), jnp.int32(0), jnp.bool_(False), nan, nan)
+        e, tv, ntv, ov, best, _, _, _, hist, val_hist = lax.while_loop(
+            lambda s: (s[0] < epochs) & ~s[7], epoch, state)
+        if stopping:  # on_train_end: the best epoch's weights
+            tv, ntv = best
+        return tv, ntv, ov, hist, val_hist, e
+
+    return run
