@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -31,23 +30,32 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def inference_copy(model):
+    """`model` with its weights and no optimizer: a third of the size on disk (no Adam moments)."""
+    import keras
+
+    return keras.Model(model.inputs, model.outputs, name=model.name)  # same layers, not compiled
+
+
 def save(folder: Path, ensembles: dict, autoencoders: list[tuple[Path, Path]], info: dict) -> Path:
     """Write the bundle into `folder`: `ensembles` {space: [cnn.Ensemble per autoencoder]},
     `autoencoders` [(before, after fine-tuning) .keras paths], `info` (window, profile, ...)."""
     import keras
 
+    from .autoencoder import load
+
     folder = Path(folder)
     folder.mkdir(parents=True)
     for i, pair in enumerate(autoencoders):
         for src, name in zip(pair, (f"ae_{i}.keras", f"ae_{i}_ft.keras")):
-            shutil.copyfile(src, folder / name)
+            inference_copy(load(src)).save(folder / name)
     spaces = {}
     for space, group in ensembles.items():
         tag, entries = SPACE_NAMES[space], []
         for i, ens in enumerate(group):
             models = []
             for g, (params, model) in enumerate(ens.models):
-                model.save(folder / f"cnn_{tag}_{i}_{g}.keras")
+                inference_copy(model).save(folder / f"cnn_{tag}_{i}_{g}.keras")
                 models.append({"parameters": list(params), "file": f"cnn_{tag}_{i}_{g}.keras"})
             np.savez(folder / f"residuals_{tag}_{i}.npz",
                      **{f"{p}_{k}": r for p, rs in ens.residuals.items() for k, r in enumerate(rs)})
