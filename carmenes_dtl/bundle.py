@@ -21,6 +21,8 @@ from .config import PARAMETERS, Window
 
 #: Version of the layout above; `load` refuses any other.
 FORMAT = 1
+#: What `predict` reads from a manifest besides its format.
+MANIFEST_KEYS = ("files", "window", "profile", "n_models", "ensembles")
 #: Names of the CNN input spaces in file names (`cnn.SPACES`: latents before/after fine-tuning, spectra).
 SPACE_NAMES = {"pre": "pre", "ft": "ft", None: "spectra"}
 
@@ -85,16 +87,33 @@ def read_manifest(folder: Path) -> dict:
         manifest = json.loads(path.read_text())
         fmt = manifest["format"]
     except (ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{path}: corrupt bundle manifest ({err})") from None
+        raise ValueError(f"{path}: corrupt bundle manifest ({type(err).__name__}: {err})") from None
     if fmt != FORMAT:
         raise ValueError(f"{path}: bundle format {fmt!r} (written by carmenes-dtl "
                          f"{manifest.get('package_version', '?')}); carmenes-dtl {__version__} reads format {FORMAT}")
+    missing = [k for k in MANIFEST_KEYS if k not in manifest]
+    if missing:
+        raise ValueError(f"{path}: corrupt bundle manifest (no {', '.join(missing)})")
     for name, digest in manifest["files"].items():
         if not (folder / name).is_file():
             raise FileNotFoundError(f"{folder / name}: missing from the model bundle")
         if _sha256(folder / name) != digest:
             raise ValueError(f"{folder / name}: corrupt (its SHA-256 differs from the manifest's)")
     return manifest
+
+
+def load_model(path: Path, manifest: dict):
+    """A model of the bundle; a one-line ValueError naming it when this Keras cannot open it."""
+    import keras
+
+    from .autoencoder import load
+
+    try:
+        return load(path)
+    except Exception as err:  # Keras raises many types for files of other versions
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ValueError(f"{path}: Keras {keras.__version__} cannot open this model (saved with Keras "
+                         f"{manifest.get('keras', '?')}): {type(err).__name__}: {first}") from None
 
 
 def window(manifest: dict) -> Window:
@@ -105,7 +124,6 @@ def load_ensembles(folder: Path, manifest: dict, space: str | None) -> list:
     """The `cnn.Ensemble`s of input space `space` ("pre", "ft" or None for the spectra)."""
     from sklearn.preprocessing import StandardScaler
 
-    from .autoencoder import load
     from .cnn import Ensemble
 
     out = []
@@ -118,7 +136,7 @@ def load_ensembles(folder: Path, manifest: dict, space: str | None) -> list:
         with np.load(folder / entry["residuals"]) as npz:
             n = sum(1 for k in npz.files if k.startswith(f"{PARAMETERS[0]}_"))
             residuals = {p: [npz[f"{p}_{k}"] for k in range(n)] for p in PARAMETERS}
-        models = [(tuple(m["parameters"]), load(folder / m["file"])) for m in entry["models"]]
+        models = [(tuple(m["parameters"]), load_model(folder / m["file"], manifest)) for m in entry["models"]]
         # float64 as trained (numpy 2 would compute float32 predictions * a Python float in float32)
         y_mean, y_std = ({p: np.float64(v) for p, v in entry[k].items()} for k in ("y_mean", "y_std"))
         out.append(Ensemble(scaler, y_mean, y_std, models, residuals))
@@ -152,7 +170,7 @@ def predict(folder: Path, observed: Path, variant: str = "method"):
     obs = store.read(observed)
     space, tag = VARIANTS[variant]
     latents = {} if tag is None else {
-        f"obs_{tag}_{i}": autoencoder.encode(autoencoder.load(folder / f"ae_{i}{'_ft' if tag == 'ft' else ''}.keras"),
+        f"obs_{tag}_{i}": autoencoder.encode(load_model(folder / f"ae_{i}{'_ft' if tag == 'ft' else ''}.keras", manifest),
                                              obs.flux) for i in range(manifest["n_models"])}
     return estimate_variant({space: load_ensembles(folder, manifest, space)}, latents, obs, variant,
                             manifest["profile"]["cnn"]["uncertainty"])

@@ -1,4 +1,5 @@
 """The command line end to end on a tiny demo run (profile `tiny`), and the TensorFlow backend."""
+import hashlib
 import json
 import os
 import shutil
@@ -150,8 +151,6 @@ def test_saved_models_open_after_only_importing_the_package(tiny_run):
 
 def test_predict_reproduces_the_run_estimates(tiny_run, tmp_path):
     """`predict` on the run's own observed set writes its estimates and flags byte for byte, every variant."""
-    import hashlib
-
     from carmenes_dtl import bundle
 
     out, _ = tiny_run
@@ -238,14 +237,19 @@ def bad_inputs(tiny_run, tmp_path_factory):
     other = store.read(out / "observed.h5")  # the demo stars, as if prepared on the window 9700-9735 Å
     store.write(d / "obs9700.h5", other.flux, other.wavelength + 900, other.parameters,
                 {"window": {"start": 9700.0, "stop": 9735.0, "step": 0.01}})
-    for name in ("v2", "corrupt"):
+    for name in ("v2", "corrupt", "unreadable", "broken"):
         shutil.copytree(out / "model", d / name)
-    manifest = json.loads((d / "v2" / "manifest.json").read_text())
+    manifest = json.loads((out / "model" / "manifest.json").read_text())
     (d / "v2" / "manifest.json").write_text(json.dumps({**manifest, "format": 2, "package_version": "9.0"}))
-    with open(d / "corrupt" / "cnn_pre_0_0.keras", "r+b") as f:
-        f.truncate(1000)
+    (d / "broken" / "manifest.json").write_text(json.dumps(manifest)[:-100])
+    for name in ("corrupt", "unreadable"):
+        with open(d / name / "cnn_pre_0_0.keras", "r+b") as f:
+            f.truncate(1000)
+    files = {**manifest["files"],  # an altered model whose digest was updated: it passes the check, Keras refuses it
+             "cnn_pre_0_0.keras": hashlib.sha256((d / "unreadable" / "cnn_pre_0_0.keras").read_bytes()).hexdigest()}
+    (d / "unreadable" / "manifest.json").write_text(json.dumps({**manifest, "files": files}))
     return {"MODEL": out / "model", "OBS9700": d / "obs9700.h5", "V2": d / "v2", "CORRUPT": d / "corrupt",
-            "NOMODEL": out / "models", "BAD": d / "bad.h5", "SYN": out / "synthetic.h5", "OBS": out / "observed.h5", "SYN100": d / "syn100.h5",
+            "UNREADABLE": d / "unreadable", "BROKEN": d / "broken", "NOMODEL": out / "models", "BAD": d / "bad.h5", "SYN": out / "synthetic.h5", "OBS": out / "observed.h5", "SYN100": d / "syn100.h5",
             "OBS100": d / "obs100.h5", "AE": out / "models" / "ae_0.keras", "PHX": out / "demo" / "phoenix",
             "FAR": d / "far.csv", "OUT": d / "out"}
 
@@ -280,6 +284,10 @@ CLI_ERRORS = [
      r"v2/manifest\.json: bundle format 2 \(written by carmenes-dtl 9\.0\); carmenes-dtl .* reads format 1$"),
     (["predict", "--model", "CORRUPT", "--observed", "OBS", "--out", "OUT"],
      r"corrupt/cnn_pre_0_0\.keras: corrupt \(its SHA-256 differs from the manifest's\)"),
+    (["predict", "--model", "UNREADABLE", "--observed", "OBS", "--out", "OUT"],
+     r"unreadable/cnn_pre_0_0\.keras: Keras 3\.\S+ cannot open this model \(saved with Keras 3\.\S+\): \w+"),
+    (["predict", "--model", "BROKEN", "--observed", "OBS", "--out", "OUT"],
+     r"broken/manifest\.json: corrupt bundle manifest \(JSONDecodeError: "),
     (["predict", "--model", "NOMODEL", "--observed", "OBS", "--out", "OUT"],
      r"models: not a model bundle \(no manifest\.json\); `carmenes-dtl run` writes one in RUN/model"),
     (["predict", "--model", "MODEL", "--observed", "SYN", "--out", "OUT"],
