@@ -19,7 +19,7 @@ import numpy as np
 from . import __version__
 from .config import PARAMETERS, Window
 
-#: Version of the layout above; `load` refuses any other.
+#: Version of the layout above; `read_manifest` refuses any other.
 FORMAT = 1
 #: What `predict` reads from a manifest besides its format.
 MANIFEST_KEYS = ("files", "window", "profile", "n_models", "ensembles")
