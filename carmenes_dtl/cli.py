@@ -147,6 +147,18 @@ def cmd_run(a):
             print(f"  {variant:14s} " + "  ".join(f"{k} MAE={v['mae']:.3g}" for k, v in errs.items()))
 
 
+def cmd_predict(a):
+    from . import bundle
+
+    est, flags = bundle.predict(a.model, a.observed, a.variant)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    est.to_csv(a.out, index=False)
+    flagged = a.out.with_name(f"{a.out.stem}_flags{a.out.suffix}")
+    flags.to_csv(flagged, index=False)
+    n_out = int(flags.drop(columns="karmn").any(axis=1).sum())
+    print(f"estimates of {len(est)} star(s) ({a.variant}): {a.out}; {n_out} outside the training grid: {flagged}")
+
+
 def cmd_fetch_literature(a):
     from . import literature
 
@@ -232,6 +244,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--window", type=_window, help="start,stop in Å (default: the profile's, 8800,8835)")
     s.add_argument("--out", type=Path, required=True)
     s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("predict", help="estimate the stars of an observed set with a finished run's model")
+    s.add_argument("--model", type=Path, required=True, help="model bundle folder (RUN/model)")
+    s.add_argument("--observed", type=Path, required=True, help="observed set (prepare-observed) on the model's window")
+    s.add_argument("--out", type=Path, required=True, help="estimates CSV; flags go to <stem>_flags.csv beside it")
+    s.add_argument("--variant", default="method", help="method (default, the paper's), finetuned_both, no_finetune "
+                                                        "or direct: whose CNNs estimate")
+    s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("fetch-literature", help="literature snapshot from VizieR or a folder of VizieR CSVs")
     s.add_argument("--from-csv", type=Path, help="folder of VizieR CSV exports (offline)")

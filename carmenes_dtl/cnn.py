@@ -296,7 +296,8 @@ def train_variants(syn, obs, latents, n_models: int, s: CNNSettings, seed: int, 
     `holdout_mask`) and predict the observed half. Variants that train on the same space
     (`SPACES`) share its ensembles, seeded from the run's SeedSequence per space and
     autoencoder. The held-out table has both uncertainty methods (column ``uncertainty``).
-    Returns ``{"estimates": {variant: (est, flags)}, "holdout": DataFrame, "histories": {space: [...]}}``.
+    Returns ``{"estimates": {variant: (est, flags)}, "holdout": DataFrame, "ensembles": {space: [Ensemble]},
+    "histories": {space: [...]}}``.
     """
     from .transfer import VARIANTS, latent_pair
 
@@ -312,9 +313,22 @@ def train_variants(syn, obs, latents, n_models: int, s: CNNSettings, seed: int, 
             ensembles[space] = [train_ensemble(x[~held], labels[~held], s, sd, pool=0 if space else 8, progress=progress)
                                 for sd, (x, _) in zip(seeds, pairs)]
         ens = ensembles[space]
-        out[variant] = estimate(ens, [o for _, o in pairs], obs.parameters["karmn"], s.uncertainty)
+        out[variant] = estimate_variant(ensembles, latents, obs, variant, s.uncertainty)
         for unc in ("members", "residuals"):
             hest, _ = estimate(ens, [x[held] for x, _ in pairs], np.flatnonzero(held), unc)
             holdout.append(hest.assign(variant=variant, uncertainty=unc).join(truth))
-    return {"estimates": out, "holdout": pd.concat(holdout, ignore_index=True),
+    return {"estimates": out, "holdout": pd.concat(holdout, ignore_index=True), "ensembles": ensembles,
             "histories": {space or "spectra": [e.history for e in ens] for space, ens in ensembles.items()}}
+
+
+def estimate_variant(ensembles: dict, latents, obs, variant: str, uncertainty: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`variant`'s estimates and flags for the observed set `obs`: the ensembles of its synthetic
+    space (`ensembles[space]`, one per autoencoder) applied to the observed latents of its
+    encoder (``latents["obs_<tag>_<i>"]``) or, for ``direct``, to the spectra. `run` and
+    `predict` both estimate through here."""
+    from .transfer import VARIANTS
+
+    space, tag = VARIANTS[variant]
+    ens = ensembles[space]
+    inputs = [obs.flux] if tag is None else [latents[f"obs_{tag}_{i}"] for i in range(len(ens))]
+    return estimate(ens, inputs, obs.parameters["karmn"], uncertainty)

@@ -26,7 +26,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from . import __version__, autoencoder, cnn, grid, prepare, store, transfer
+from . import __version__, autoencoder, bundle, cnn, grid, prepare, store, transfer
 from .config import PUBLISHED_NAMES, Profile, Window, profile, stage_seed
 from .store import partial
 from .transfer import DESCRIPTIONS as VARIANTS
@@ -54,6 +54,7 @@ class RunPaths:
     latents = property(lambda self: self._at("latents.npz"))
     cnn = property(lambda self: self._at("cnn.json"))
     holdout = property(lambda self: self._at("holdout.csv"))
+    bundle = property(lambda self: self._at("model"))
     run = property(lambda self: self.out / "run.json")
     stages = property(lambda self: self.out / "stages.json")
 
@@ -286,10 +287,17 @@ class Runner:
                 flags.to_csv(p.flags(variant), index=False)
             res["holdout"].to_csv(p.holdout, index=False)
             p.cnn.write_text(json.dumps(res["histories"]))
+            bundle.save(p.bundle, res["ensembles"], aes, {
+                "window": asdict(self.prof.window), "profile": self.prof.to_dict(), "seed": self.seed,
+                "variants": VARIANTS, "synthetic_sha256": self.identity(p.synthetic),
+                "observed_sha256": self.identity(p.observed)})
 
-        self.stage("cnn", [p.estimates(v) for v in VARIANTS] + [p.flags(v) for v in VARIANTS] + [p.holdout, p.cnn],
-                   run, extra=[asdict(self.prof.cnn), self.prof.ae.n_models, cnn.HOLDOUT_FRACTION, keras.backend.backend()],
-                   inputs=[p.synthetic, p.observed, p.latents])
+        aes = [(p.ae(i), p.ae(i, True)) for i in range(self.prof.ae.n_models)]
+        self.stage("cnn", [p.estimates(v) for v in VARIANTS] + [p.flags(v) for v in VARIANTS]
+                   + [p.holdout, p.cnn, p.bundle], run,
+                   extra=[asdict(self.prof.cnn), self.prof.ae.n_models, cnn.HOLDOUT_FRACTION, bundle.FORMAT,
+                          keras.backend.backend()],
+                   inputs=[p.synthetic, p.observed, p.latents, *(f for pair in aes for f in pair)])
 
     def summary(self, truth_csv: Path | None) -> dict:
         """run.json: settings, seeds, versions, timings and, with a truth table, the errors."""

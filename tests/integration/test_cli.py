@@ -1,6 +1,8 @@
 """The command line end to end on a tiny demo run (profile `tiny`), and the TensorFlow backend."""
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -131,17 +133,45 @@ def test_run_resumes_finished_stages(tiny_run):
 
 
 def test_saved_models_open_after_only_importing_the_package(tiny_run):
-    """`keras.models.load_model` on every saved model, in a fresh interpreter, after `import carmenes_dtl`."""
+    """`keras.models.load_model` on every saved model (run and bundle), in a fresh interpreter,
+    after `import carmenes_dtl`: the autoencoders and the CNN ensembles of every input space."""
     out, _ = tiny_run
-    models = sorted((out / "models").glob("*.keras"))
-    assert [m.name for m in models] == ["ae_0.keras", "ae_0_ft.keras"]
+    models = sorted((out / "models").glob("*.keras")) + sorted((out / "model").glob("*.keras"))
+    assert [m.name for m in models] == ["ae_0.keras", "ae_0_ft.keras", "ae_0.keras", "ae_0_ft.keras",
+                                        "cnn_ft_0_0.keras", "cnn_pre_0_0.keras", "cnn_spectra_0_0.keras"]
     code = ("import sys, carmenes_dtl, keras\n"
             "for path in sys.argv[1:]:\n"
             "    model = keras.models.load_model(path)\n"
-            "    print(path, model.count_params(), [type(l).__name__ for l in model.layers if l.name == 'bottleneck'])\n")
+            "    print(model.count_params(), sorted({type(l).__name__ for l in model.layers} - {'InputLayer'}))\n")
     res = subprocess.run([sys.executable, "-c", code, *map(str, models)], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert res.stdout.count("['ContractiveDense']") == 2
+    lines = res.stdout.splitlines()
+    assert all("'ContractiveDense'" in line for line in lines[:4])
+    assert lines[0].split()[0] == lines[2].split()[0]  # the bundle's copy holds the same weights
+    assert all("'MemberConv1D', 'MemberDense'" in line for line in lines[4:])
+    assert "'BinPool'" in lines[6] and "'BinPool'" not in lines[4] + lines[5]  # the direct CNN bins the spectra
+
+
+def test_predict_reproduces_the_run_estimates(tiny_run, tmp_path):
+    """`predict` on the run's own observed set writes its estimates and flags byte for byte, every variant."""
+    from carmenes_dtl import bundle
+
+    out, _ = tiny_run
+    res = cli("predict", "--model", out / "model", "--observed", out / "observed.h5", "--out", tmp_path / "est.csv")
+    assert res.stdout.startswith(f"estimates of 16 star(s) (method): {tmp_path / 'est.csv'}")
+    assert (tmp_path / "est.csv").read_bytes() == (out / "estimates.csv").read_bytes()
+    assert (tmp_path / "est_flags.csv").read_bytes() == (out / "flags.csv").read_bytes()
+    for variant in ("finetuned_both", "no_finetune", "direct"):
+        est, flags = bundle.predict(out / "model", out / "observed.h5", variant)
+        assert est.to_csv(index=False) == (out / f"estimates_{variant}.csv").read_text(), variant
+        assert flags.to_csv(index=False) == (out / f"flags_{variant}.csv").read_text(), variant
+    manifest = json.loads((out / "model" / "manifest.json").read_text())
+    synthetic = hashlib.sha256((out / "synthetic.h5").read_bytes()).hexdigest()
+    assert manifest["synthetic_sha256"] == synthetic and manifest["format"] == bundle.FORMAT
+    assert manifest["window"] == {"start": 8800.0, "stop": 8835.0, "step": 0.01}
+    assert manifest["profile"]["name"] == "tiny" and manifest["seed"] == 3 and manifest["backend"] == "jax"
+    assert {"keras", "numpy", "package_version"} <= set(manifest)
+    assert sorted(manifest["files"]) == sorted(f.name for f in (out / "model").iterdir() if f.name != "manifest.json")
 
 
 def test_every_custom_keras_object_is_registered_by_the_package():
@@ -228,8 +258,24 @@ def bad_inputs(tiny_run, tmp_path_factory):
     store.write(d / "syn100.h5", flux, wave, pd.DataFrame({"teff": [3000.0] * 6, "logg": 5.0, "mh": 0.0, "vsini": 2.0}))
     store.write(d / "obs100.h5", flux, wave, pd.DataFrame({"karmn": [f"J0000{i}+000" for i in range(6)]}))
     pd.DataFrame({"teff": [5200.0], "logg": [5.0], "mh": [0.0]}).to_csv(d / "far.csv", index=False)
+    other = store.read(out / "observed.h5")  # the demo stars, as if prepared on the window 9700-9735 Å
+    store.write(d / "obs9700.h5", other.flux, other.wavelength + 900, other.parameters,
+                {"window": {"start": 9700.0, "stop": 9735.0, "step": 0.01}})
+    for name in ("v2", "corrupt", "unreadable", "broken"):
+        shutil.copytree(out / "model", d / name)
+    manifest = json.loads((out / "model" / "manifest.json").read_text())
+    (d / "v2" / "manifest.json").write_text(json.dumps({**manifest, "format": 2, "package_version": "9.0"}))
+    (d / "broken" / "manifest.json").write_text(json.dumps(manifest)[:-100])
+    for name in ("corrupt", "unreadable"):
+        with open(d / name / "cnn_pre_0_0.keras", "r+b") as f:
+            f.truncate(1000)
+    files = {**manifest["files"],  # an altered model whose digest was updated: it passes the check, Keras refuses it
+             "cnn_pre_0_0.keras": hashlib.sha256((d / "unreadable" / "cnn_pre_0_0.keras").read_bytes()).hexdigest()}
+    (d / "unreadable" / "manifest.json").write_text(json.dumps({**manifest, "files": files}))
     pd.DataFrame({"teff": [3300.0], "log_g": [5.0]}).to_csv(d / "nocols.csv", index=False)
-    return {"BAD": d / "bad.h5", "SYN": out / "synthetic.h5", "OBS": out / "observed.h5", "SYN100": d / "syn100.h5",
+    return {"MODEL": out / "model", "OBS9700": d / "obs9700.h5", "V2": d / "v2", "CORRUPT": d / "corrupt",
+            "UNREADABLE": d / "unreadable", "BROKEN": d / "broken", "NOMODEL": out / "models", 
+            "BAD": d / "bad.h5", "SYN": out / "synthetic.h5", "OBS": out / "observed.h5", "SYN100": d / "syn100.h5",
             "OBS100": d / "obs100.h5", "AE": out / "models" / "ae_0.keras", "PHX": out / "demo" / "phoenix",
             "FAR": d / "far.csv", "NOCOLS": d / "nocols.csv", "OUT": d / "out", "DIR": d}
 
@@ -265,6 +311,23 @@ CLI_ERRORS = [
      r"bad/?\d*/final_estimations\.csv: CSV for paper not found"),
     (["gap", "SYN100", "OBS100", "--latent", "AE", "--out", "OUT"],
      r"ae_0\.keras: the model takes spectra of 3501 pixels, the sets have 100"),
+    (["predict", "--model", "MODEL", "--observed", "OBS9700", "--out", "OUT"],
+     r"obs9700\.h5: wavelength grid 9700\.00-9735\.00 Å \(3501 pixels\) is not the window 8800-8835 Å "
+     r"\(3501 pixels\) of the model .*model$"),
+    (["predict", "--model", "V2", "--observed", "OBS", "--out", "OUT"],
+     r"v2/manifest\.json: bundle format 2 \(written by carmenes-dtl 9\.0\); carmenes-dtl .* reads format 1$"),
+    (["predict", "--model", "CORRUPT", "--observed", "OBS", "--out", "OUT"],
+     r"corrupt/cnn_pre_0_0\.keras: corrupt \(its SHA-256 differs from the manifest's\)"),
+    (["predict", "--model", "UNREADABLE", "--observed", "OBS", "--out", "OUT"],
+     r"unreadable/cnn_pre_0_0\.keras: Keras 3\.\S+ cannot open this model \(saved with Keras 3\.\S+\): \w+"),
+    (["predict", "--model", "BROKEN", "--observed", "OBS", "--out", "OUT"],
+     r"broken/manifest\.json: corrupt bundle manifest \(JSONDecodeError: "),
+    (["predict", "--model", "NOMODEL", "--observed", "OBS", "--out", "OUT"],
+     r"models: not a model bundle \(no manifest\.json\); `carmenes-dtl run` writes one in RUN/model"),
+    (["predict", "--model", "MODEL", "--observed", "SYN", "--out", "OUT"],
+     r"synthetic\.h5: not an observed set \(no karmn column\)"),
+    (["predict", "--model", "MODEL", "--observed", "OBS", "--out", "OUT", "--variant", "best"],
+     r"unknown variant 'best'; choose one of \['method', 'finetuned_both', 'no_finetune', 'direct'\]"),
 ]
 
 

@@ -1,0 +1,176 @@
+"""The model bundle a run leaves in ``RUN/model/``: everything `predict` needs to estimate new stars.
+
+Layout: ``manifest.json`` (format version, package and library versions, window, profile,
+seed, SHA-256 of the training and fine-tuning sets and of every file of the bundle, and per
+CNN input space its ensembles' scalers and target normalisation), the autoencoders before
+and after fine-tuning (``ae_<i>.keras``, ``ae_<i>_ft.keras``), one ``.keras`` graph per
+ensemble and CNN width (``cnn_<space>_<i>_<g>.keras``) and the members' held-out residuals
+(``residuals_<space>_<i>.npz``, for ``uncertainty="residuals"``). No pickle.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .config import PARAMETERS, Window
+
+#: Version of the layout above; `read_manifest` refuses any other.
+FORMAT = 1
+#: What `predict` reads from a manifest besides its format.
+MANIFEST_KEYS = ("files", "window", "profile", "n_models", "ensembles")
+#: Names of the CNN input spaces in file names (`cnn.SPACES`: latents before/after fine-tuning, spectra).
+SPACE_NAMES = {"pre": "pre", "ft": "ft", None: "spectra"}
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def inference_copy(model):
+    """`model` with its weights and no optimizer: a third of the size on disk (no Adam moments)."""
+    import keras
+
+    return keras.Model(model.inputs, model.outputs, name=model.name)  # same layers, not compiled
+
+
+def save(folder: Path, ensembles: dict, autoencoders: list[tuple[Path, Path]], info: dict) -> Path:
+    """Write the bundle into `folder`: `ensembles` {space: [cnn.Ensemble per autoencoder]},
+    `autoencoders` [(before, after fine-tuning) .keras paths], `info` (window, profile, ...)."""
+    import keras
+
+    from .autoencoder import load
+
+    folder = Path(folder)
+    folder.mkdir(parents=True)
+    for i, pair in enumerate(autoencoders):
+        for src, name in zip(pair, (f"ae_{i}.keras", f"ae_{i}_ft.keras")):
+            inference_copy(load(src)).save(folder / name)
+    spaces = {}
+    for space, group in ensembles.items():
+        tag, entries = SPACE_NAMES[space], []
+        for i, ens in enumerate(group):
+            models = []
+            for g, (params, model) in enumerate(ens.models):
+                inference_copy(model).save(folder / f"cnn_{tag}_{i}_{g}.keras")
+                models.append({"parameters": list(params), "file": f"cnn_{tag}_{i}_{g}.keras"})
+            np.savez(folder / f"residuals_{tag}_{i}.npz",
+                     **{f"{p}_{k}": r for p, rs in ens.residuals.items() for k, r in enumerate(rs)})
+            scaler = None if ens.x_scaler is None else {"mean": ens.x_scaler.mean_.tolist(),
+                                                        "scale": ens.x_scaler.scale_.tolist()}
+            entries.append({"models": models, "x_scaler": scaler, "residuals": f"residuals_{tag}_{i}.npz",
+                            "y_mean": {p: float(v) for p, v in ens.y_mean.items()},
+                            "y_std": {p: float(v) for p, v in ens.y_std.items()}})
+        spaces[tag] = entries
+    manifest = {"format": FORMAT, "package_version": __version__, "keras": keras.__version__,
+                "backend": keras.backend.backend(), "numpy": np.__version__, "python": platform.python_version(),
+                **info, "n_models": len(autoencoders), "ensembles": spaces,
+                "files": {f.name: _sha256(f) for f in sorted(folder.iterdir())}}
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return folder
+
+
+def read_manifest(folder: Path) -> dict:
+    """The manifest of the bundle in `folder`; a one-line error naming the file when it is
+    missing, unreadable, of another format, or when a file it lists is missing or changed."""
+    folder = Path(folder)
+    path = folder / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder}: not a model bundle (no manifest.json); `carmenes-dtl run` "
+                                f"writes one in RUN/model")
+    try:
+        manifest = json.loads(path.read_text())
+        fmt = manifest["format"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: corrupt bundle manifest ({type(err).__name__}: {err})") from None
+    if fmt != FORMAT:
+        raise ValueError(f"{path}: bundle format {fmt!r} (written by carmenes-dtl "
+                         f"{manifest.get('package_version', '?')}); carmenes-dtl {__version__} reads format {FORMAT}")
+    missing = [k for k in MANIFEST_KEYS if k not in manifest]
+    if missing:
+        raise ValueError(f"{path}: corrupt bundle manifest (no {', '.join(missing)})")
+    for name, digest in manifest["files"].items():
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"{folder / name}: missing from the model bundle")
+        if _sha256(folder / name) != digest:
+            raise ValueError(f"{folder / name}: corrupt (its SHA-256 differs from the manifest's)")
+    return manifest
+
+
+def load_model(path: Path, manifest: dict):
+    """A model of the bundle; a one-line ValueError naming it when this Keras cannot open it."""
+    import keras
+
+    from .autoencoder import load
+
+    try:
+        return load(path)
+    except Exception as err:  # Keras raises many types for files of other versions
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ValueError(f"{path}: Keras {keras.__version__} cannot open this model (saved with Keras "
+                         f"{manifest.get('keras', '?')}): {type(err).__name__}: {first}") from None
+
+
+def window(manifest: dict) -> Window:
+    return Window(**manifest["window"])
+
+
+def load_ensembles(folder: Path, manifest: dict, space: str | None) -> list:
+    """The `cnn.Ensemble`s of input space `space` ("pre", "ft" or None for the spectra)."""
+    from sklearn.preprocessing import StandardScaler
+
+    from .cnn import Ensemble
+
+    out = []
+    for entry in manifest["ensembles"][SPACE_NAMES[space]]:
+        scaler = None
+        if entry["x_scaler"] is not None:
+            scaler = StandardScaler()
+            scaler.mean_, scaler.scale_ = (np.asarray(entry["x_scaler"][k]) for k in ("mean", "scale"))
+            scaler.n_features_in_ = scaler.mean_.size
+        with np.load(folder / entry["residuals"]) as npz:
+            n = sum(1 for k in npz.files if k.startswith(f"{PARAMETERS[0]}_"))
+            residuals = {p: [npz[f"{p}_{k}"] for k in range(n)] for p in PARAMETERS}
+        models = [(tuple(m["parameters"]), load_model(folder / m["file"], manifest)) for m in entry["models"]]
+        # float64 as trained (numpy 2 would compute float32 predictions * a Python float in float32)
+        y_mean, y_std = ({p: np.float64(v) for p, v in entry[k].items()} for k in ("y_mean", "y_std"))
+        out.append(Ensemble(scaler, y_mean, y_std, models, residuals))
+    return out
+
+
+def check_observed(observed: Path, manifest: dict, folder: Path) -> None:
+    """A one-line ValueError naming `observed` unless it is an observed set on the bundle's window."""
+    from . import store
+
+    desc, win = store.describe(observed), window(manifest)
+    if "karmn" not in desc["columns"]:
+        raise ValueError(f"{observed}: not an observed set (no karmn column); was it made by prepare-observed?")
+    wave = desc["wavelength"]
+    if not (wave.size == win.n and np.allclose(wave, win.wavelength)):
+        raise ValueError(f"{observed}: wavelength grid {wave[0]:.2f}-{wave[-1]:.2f} Å ({wave.size} pixels) is not "
+                         f"the window {win.start:g}-{win.stop:g} Å ({win.n} pixels) of the model {folder}")
+
+
+def predict(folder: Path, observed: Path, variant: str = "method"):
+    """(estimates, flags) of the stars in `observed` with the bundle in `folder`, as `run` makes them."""
+    from . import autoencoder, store
+    from .cnn import estimate_variant
+    from .transfer import VARIANTS
+
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose one of {list(VARIANTS)}")
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    check_observed(observed, manifest, folder)
+    obs = store.read(observed)
+    space, tag = VARIANTS[variant]
+    latents = {} if tag is None else {
+        f"obs_{tag}_{i}": autoencoder.encode(load_model(folder / f"ae_{i}{'_ft' if tag == 'ft' else ''}.keras", manifest),
+                                             obs.flux) for i in range(manifest["n_models"])}
+    return estimate_variant({space: load_ensembles(folder, manifest, space)}, latents, obs, variant,
+                            manifest["profile"]["cnn"]["uncertainty"])
