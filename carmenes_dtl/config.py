@@ -214,6 +214,13 @@ def published_settings() -> list[dict]:
     return json.loads(files("carmenes_dtl").joinpath("published_method.json").read_text())["settings"]
 
 
+def implementation_deviations() -> list[dict]:
+    """How the code differs from the authors' beyond the settings: what, published, here, source, why."""
+    from importlib.resources import files
+
+    return json.loads(files("carmenes_dtl").joinpath("published_method.json").read_text())["implementation"]
+
+
 def setting(prof: Profile, name: str):
     """The value of a dotted setting name of `published_method.json` in `prof`, JSON-like.
 
