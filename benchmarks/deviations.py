@@ -38,8 +38,9 @@ OUT_VARIANTS = OUT.with_name("measured_variants.csv")
 #: latent variants scored per seed (their CNNs train on syn_pre or syn_ft)
 LATENT_VARIANTS = ("method", "no_finetune", "finetuned_both")
 #: option -> (published value, improvement); "uncertainty" needs no retraining.
-CNN_OPTIONS = {"targets": ("raw", "standardised"), "inputs": ("raw", "standardised"),
-               "split": ("shared", "per_member"), "strata": ("values", "deciles"), "patience": (None, 6),
+#: in the order they are measured (a --partial file holds every step finished so far)
+CNN_OPTIONS = {"inputs": ("raw", "standardised"), "targets": ("raw", "standardised"), "patience": (None, 6),
+               "split": ("shared", "per_member"), "strata": ("values", "deciles"),
                "uncertainty": ("members", "residuals")}
 
 
@@ -83,14 +84,16 @@ def method_scores(run: Path, s, seed: int, uncertainties: tuple[str, ...], n_ae:
     return out[variants[0]] if len(variants) == 1 else out
 
 
-def measure(run: Path, seeds: list[int], n_ae: int, relu_run: Path | None) -> tuple[list[dict], list[dict]]:
+def measure(run: Path, seeds: list[int], n_ae: int, relu_run: Path | None, done=lambda rows, variant_rows: None
+            ) -> tuple[list[dict], list[dict]]:
     """Every option of `CNN_OPTIONS` (and the penalty, with `relu_run`) at both values, and
-    the `LATENT_VARIANTS`, per seed: (option rows, variant rows)."""
+    the `LATENT_VARIANTS`, per seed: (option rows, variant rows); `done` sees them after each step."""
     base = PROFILES["quick"].cnn
     rows, variant_rows = [], []
 
     def add(option, choice, value, seed, scored):
         rows.extend({"option": option, "choice": choice, "value": str(value), "seed": seed, **r} for r in scored)
+        done(rows, variant_rows)
 
     for seed in seeds:
         by_variant = method_scores(run, base, seed, ("members", "residuals"), n_ae, LATENT_VARIANTS)
@@ -148,10 +151,14 @@ def main():
     else:
         if a.make_relu_run:
             make_relu_run(a.run, a.relu_run)
-        rows, variant_rows = (pd.DataFrame(r) for r in measure(a.run, a.seeds, a.autoencoders, a.relu_run))
         commands = [" ".join(sys.argv[1:])]
+
+        def done(rows, variant_rows):
+            if a.partial:
+                pd.to_pickle((pd.DataFrame(rows), pd.DataFrame(variant_rows), commands[0]), a.partial)
+
+        rows, variant_rows = (pd.DataFrame(r) for r in measure(a.run, a.seeds, a.autoencoders, a.relu_run, done))
         if a.partial:
-            pd.to_pickle((rows, variant_rows, commands[0]), a.partial)
             return
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     header = ("".join(f"# command: python benchmarks/deviations.py {c}\n" for c in commands) +
