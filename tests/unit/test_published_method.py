@@ -136,8 +136,25 @@ def test_each_variant_trains_and_predicts_on_its_pairing(monkeypatch):
 def test_measured_deviations_cover_every_improvement_at_both_choices():
     table = config.measured_deviations()
     assert set(table.index.get_level_values("option")) == {"penalty", "patience", "inputs", "targets", "split",
-                                                            "uncertainty"}
-    assert table[["published mean", "improvement mean"]].notna().all().all()
-    assert (table["seeds"] >= 2).all()
+                                                            "strata", "uncertainty"}
+    assert table[["published mean", "improvement mean", "95% low", "95% high"]].notna().all().all()
+    assert (table["seeds"] >= 3).all()
+    assert (table["95% low"] <= table["loss difference"]).all() and (table["loss difference"] <= table["95% high"]).all()
     by_option = table.xs("holdout_coverage", level="metric")
     assert (by_option.loc["uncertainty", "published value"] == "members").all()
+
+
+def test_measured_variants_have_intervals_and_pair_with_method():
+    table = config.measured_variants()
+    assert set(table.index.get_level_values("variant")) == {"method", "no_finetune", "finetuned_both"}
+    assert (table["mean 95% low"] <= table["mean"]).all() and (table["mean"] <= table["mean 95% high"]).all()
+    other = table.drop(index="method", level="variant")
+    assert (other["vs method: seeds"] >= 3).all()
+    # method and no_finetune are the same CNNs on the held-out nodes
+    assert (other.xs(("no_finetune", "holdout_mae"))["vs method: verdict"] == "identical").all()
+
+
+def test_t_interval_by_hand():
+    """Values 1, 2, 3: mean 2, s = 1, s/sqrt(3) = 0.57735, t(0.975, 2 dof) = 4.302653: 2 +- 2.484138."""
+    mean, low, high = config.t_interval([1.0, 2.0, 3.0])
+    assert (mean, low, high) == pytest.approx((2.0, 2 - 2.484138, 2 + 2.484138), abs=1e-6)
