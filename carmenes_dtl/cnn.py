@@ -333,7 +333,7 @@ def train_variants(syn, obs, latents, n_models: int, s: CNNSettings, seed: int, 
     held = holdout_mask(syn.parameters, stage_seed(seed, "holdout"), s.holdout_fraction)
     labels = syn.labels
     truth = pd.DataFrame(labels[held], columns=[PUBLISHED_NAMES[k] for k in PARAMETERS]).add_prefix("true_")
-    ensembles, out, holdout = {}, {}, []
+    ensembles, out, holdout, held_est = {}, {}, [], {}
     for variant, (space, _) in tqdm(VARIANTS.items(), desc="CNN variants", disable=not progress):
         pairs = ([(syn.flux, obs.flux)] if space is None else
                  [latent_pair(latents, variant, i) for i in range(n_models)])
@@ -344,7 +344,8 @@ def train_variants(syn, obs, latents, n_models: int, s: CNNSettings, seed: int, 
         ens = ensembles[space]
         out[variant] = estimate(ens, [o for _, o in pairs], obs.parameters["karmn"], s.uncertainty)
         for unc in ("members", "residuals") if held.any() else ():
-            hest, _ = estimate(ens, [x[held] for x, _ in pairs], np.flatnonzero(held), unc)
-            holdout.append(hest.assign(variant=variant, uncertainty=unc).join(truth))
+            if (space, unc) not in held_est:  # variants of one space share their CNNs and synthetic inputs
+                held_est[space, unc] = estimate(ens, [x[held] for x, _ in pairs], np.flatnonzero(held), unc)[0]
+            holdout.append(held_est[space, unc].assign(variant=variant, uncertainty=unc).join(truth))
     return {"estimates": out, "holdout": pd.concat(holdout, ignore_index=True) if holdout else truth,
             "histories": {space or "spectra": [e.history for e in ens] for space, ens in ensembles.items()}}
