@@ -158,3 +158,11 @@ def test_t_interval_by_hand():
     """Values 1, 2, 3: mean 2, s = 1, s/sqrt(3) = 0.57735, t(0.975, 2 dof) = 4.302653: 2 +- 2.484138."""
     mean, low, high = config.t_interval([1.0, 2.0, 3.0])
     assert (mean, low, high) == pytest.approx((2.0, 2 - 2.484138, 2 + 2.484138), abs=1e-6)
+
+
+def test_affine_residual_is_zero_for_an_affine_map_and_near_one_without_relation():
+    rng = np.random.default_rng(0)
+    before = rng.normal(size=(2000, 4))
+    assert transfer.affine_residual(before, before @ rng.normal(size=(4, 3)) + 5.0) < 1e-12
+    # independent: only (4 + 1) of 2000 degrees of freedom are fitted, 1 - 5/2000 = 0.9975 expected
+    assert transfer.affine_residual(before, rng.normal(size=(2000, 3))) > 0.98
