@@ -182,7 +182,7 @@ def splits(y: np.ndarray, s: CNNSettings, seed: int) -> list[tuple[np.ndarray, n
 
 
 def median_residuals(pred: np.ndarray, y: np.ndarray, member_splits) -> np.ndarray:
-    """Ensemble median minus truth on every row held out by at least one member.
+    """Ensemble median minus truth on every row held out by at least one member, in row order.
 
     A row's median is over the members that held it out (all of them with a shared split).
     These residuals already contain the members' spread, so `summarise` adds them to the
