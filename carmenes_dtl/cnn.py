@@ -347,5 +347,6 @@ def train_variants(syn, obs, latents, n_models: int, s: CNNSettings, seed: int, 
             if (space, unc) not in held_est:  # variants of one space share their CNNs and synthetic inputs
                 held_est[space, unc] = estimate(ens, [x[held] for x, _ in pairs], np.flatnonzero(held), unc)[0]
             holdout.append(held_est[space, unc].assign(variant=variant, uncertainty=unc).join(truth))
-    return {"estimates": out, "holdout": pd.concat(holdout, ignore_index=True) if holdout else truth,
+    empty = pd.DataFrame(columns=[*estimate_columns(), "variant", "uncertainty", *truth.columns])
+    return {"estimates": out, "holdout": pd.concat(holdout, ignore_index=True) if holdout else empty,
             "histories": {space or "spectra": [e.history for e in ens] for space, ens in ensembles.items()}}
