@@ -295,7 +295,7 @@ def _measured(name: str):
     import pandas as pd
 
     with files("carmenes_dtl").joinpath(name).open() as f:
-        return pd.read_csv(f, comment="#")
+        return pd.read_csv(f, comment="#", keep_default_na=False)  # the value "None" stays a string
 
 
 def measured_deviations(metrics: tuple[str, ...] = ("holdout_mae", "holdout_coverage", "demo_mae", "demo_bias")):
