@@ -33,7 +33,8 @@ class ContractiveDense(keras.layers.Dense):
     ||J||²_F = Σ_j 1[z_j > 0] Σ_i W_ij², with the weights of the current step.
     ``penalty="sigmoid_frozen"`` reproduces the original Keras code: derivative h(1 - h)
     (a sigmoid's, although the layer is ReLU) and a copy of W frozen when the model is
-    built, so the penalty never sees the trained weights.
+    built, so the penalty does not follow W while it trains; `refreeze` copies the current
+    W in again (fine-tuning does, so its penalty starts from the trained weights).
     """
 
     def __init__(self, units, lam: float = 1e-4, penalty: str = "sigmoid_frozen", **kwargs):

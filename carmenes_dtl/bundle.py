@@ -59,8 +59,7 @@ def save(folder: Path, ensembles: dict, autoencoders: list[tuple[Path, Path]], i
             for g, (params, model) in enumerate(ens.models):
                 inference_copy(model).save(folder / f"cnn_{tag}_{i}_{g}.keras")
                 models.append({"parameters": list(params), "file": f"cnn_{tag}_{i}_{g}.keras"})
-            np.savez(folder / f"residuals_{tag}_{i}.npz",
-                     **{f"{p}_{k}": r for p, rs in ens.residuals.items() for k, r in enumerate(rs)})
+            np.savez(folder / f"residuals_{tag}_{i}.npz", **ens.residuals)
             scaler = None if ens.x_scaler is None else {"mean": ens.x_scaler.mean_.tolist(),
                                                         "scale": ens.x_scaler.scale_.tolist()}
             entries.append({"models": models, "x_scaler": scaler, "residuals": f"residuals_{tag}_{i}.npz",
@@ -134,8 +133,7 @@ def load_ensembles(folder: Path, manifest: dict, space: str | None) -> list:
             scaler.mean_, scaler.scale_ = (np.asarray(entry["x_scaler"][k]) for k in ("mean", "scale"))
             scaler.n_features_in_ = scaler.mean_.size
         with np.load(folder / entry["residuals"]) as npz:
-            n = sum(1 for k in npz.files if k.startswith(f"{PARAMETERS[0]}_"))
-            residuals = {p: [npz[f"{p}_{k}"] for k in range(n)] for p in PARAMETERS}
+            residuals = {p: npz[p] for p in PARAMETERS}
         models = [(tuple(m["parameters"]), load_model(folder / m["file"], manifest)) for m in entry["models"]]
         # float64 as trained (numpy 2 would compute float32 predictions * a Python float in float32)
         y_mean, y_std = ({p: np.float64(v) for p, v in entry[k].items()} for k in ("y_mean", "y_std"))

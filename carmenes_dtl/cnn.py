@@ -5,7 +5,8 @@ splits: one split shared by the ensemble (published) or one per member. A star's
 the median of all the members' predictions (all autoencoders). Its uncertainties are, with
 ``uncertainty="members"`` (published default), the 16th/84th percentiles of those
 predictions: ``e_X = median - P16``, ``E_X = P84 - median``; with ``"residuals"``, those of
-the members' predictions spread by each member's own held-out residuals.
+the star's median plus the residuals of the ensemble median on the held-out rows (with
+several autoencoders, their ensembles' residuals pooled).
 """
 from __future__ import annotations
 
@@ -20,11 +21,8 @@ from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
 from . import training
+from .autoencoder import validation_slice
 from .config import OPTIONS, PAPER_RANGES, PARAMETERS, PUBLISHED_NAMES, CNNSettings, estimate_columns, stage_seed
-
-#: Fraction of the synthetic (Teff, logg, [M/H]) nodes kept out of CNN training for checks.
-HOLDOUT_FRACTION = 0.1
-
 
 @keras.saving.register_keras_serializable(package="carmenes_dtl")
 def masked_mse(y_true, y_pred):
@@ -155,21 +153,48 @@ def build_cnn(n_inputs: int, widths: tuple[int, int, int] = (64, 32, 64), learni
     return model
 
 
-def strata(y: np.ndarray, bins: int = 10) -> np.ndarray:
-    """Quantile bins of a target, for stratified splitting."""
-    edges = np.unique(np.quantile(y, np.linspace(0, 1, bins + 1)[1:-1]))
-    return np.digitize(y, edges)
+def strata(y: np.ndarray, how: str = "values", bins: int = 10) -> np.ndarray:
+    """Class labels of a target for stratified splitting.
+
+    ``"values"`` (the authors' code, `cnn_training.py:55`): each distinct grid value is a
+    class; StratifiedShuffleSplit needs at least 2 rows per class, so a value held by a
+    single row joins the class of the nearest value with more. ``"deciles"``: quantile bins.
+    """
+    if how == "deciles":
+        edges = np.unique(np.quantile(y, np.linspace(0, 1, bins + 1)[1:-1]))
+        return np.digitize(y, edges)
+    values, labels, counts = np.unique(y, return_inverse=True, return_counts=True)
+    ok = np.flatnonzero(counts >= 2)
+    if len(ok) == 0:
+        return np.zeros(len(y), int)
+    nearest = ok[np.abs(values[:, None] - values[ok][None, :]).argmin(axis=1)]
+    return nearest[labels.ravel()]
 
 
 def splits(y: np.ndarray, s: CNNSettings, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(train, test) indices for each of the `n_per_model` members, stratified on deciles of `y`.
+    """(train, test) indices for each of the `n_per_model` members, stratified on `strata(y, s.strata)`.
 
     ``split="shared"``: one StratifiedShuffleSplit used by every member (the authors'
     code); ``"per_member"``: `n_per_model` different ones.
     """
     n = 1 if s.split == "shared" else s.n_per_model
-    drawn = list(StratifiedShuffleSplit(n, test_size=s.test_size, random_state=seed).split(y, strata(y)))
+    drawn = list(StratifiedShuffleSplit(n, test_size=s.test_size, random_state=seed).split(y, strata(y, s.strata)))
     return drawn * s.n_per_model if s.split == "shared" else drawn
+
+
+def median_residuals(pred: np.ndarray, y: np.ndarray, member_splits) -> np.ndarray:
+    """Ensemble median minus truth on every row held out by at least one member, in row order.
+
+    A row's median is over the members that held it out (all of them with a shared split).
+    These residuals already contain the members' spread, so `summarise` adds them to the
+    star's median, not to each member's prediction.
+    """
+    held = np.zeros(pred.shape, bool)
+    for k, (_, te) in enumerate(member_splits):
+        held[k, te] = True
+    rows = np.flatnonzero(held.any(axis=0))
+    med = np.nanmedian(np.where(held[:, rows], pred[:, rows], np.nan), axis=0)
+    return med - y[rows]
 
 
 @dataclass
@@ -184,7 +209,7 @@ class Ensemble:
     y_mean: dict
     y_std: dict
     models: list  # [(parameters, keras.Model)]
-    residuals: dict  # parameter -> per member: prediction - truth on its held-out split
+    residuals: dict  # parameter -> ensemble median - truth on the held-out rows (`median_residuals`)
     history: dict = field(default_factory=dict)
 
     def member_predictions(self, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -202,8 +227,9 @@ def train_ensemble(x: np.ndarray, y: np.ndarray, s: CNNSettings, seed: int, pool
     """`n_per_model` CNNs per parameter (columns of `y`) on stratified 70/30 splits (`splits`).
 
     Parameters with the same widths train together in one graph (`build_cnn(members=...)`):
-    a member's loss sees only its training rows and its validation loss only its held-out
-    rows; with ``s.patience`` early stopping watches their sum.
+    a member's loss sees only its training rows. With ``s.patience``, early stopping watches
+    the summed loss on a `validation_slice` of each member's training rows, never on its
+    held-out rows, which give the ``residuals`` uncertainties.
     """
     scaler = StandardScaler().fit(x) if s.inputs == "standardised" else None
     xs = (scaler.transform(x) if scaler else x)[..., None]
@@ -219,13 +245,16 @@ def train_ensemble(x: np.ndarray, y: np.ndarray, s: CNNSettings, seed: int, pool
     keras.utils.set_random_seed(seed)
     for widths, params in groups.items():
         y_train = np.full((len(y), len(params) * s.n_per_model), np.nan, np.float32)
-        y_test = y_train.copy()
+        y_val = y_train.copy()
         for i, p in enumerate(params):
             yp = (y[:, parameters.index(p)] - mean[p]) / std[p]
-            for k, (tr, te) in enumerate(member_splits[p]):
-                y_train[tr, i * s.n_per_model + k], y_test[te, i * s.n_per_model + k] = yp[tr], yp[te]
+            for k, (tr, _) in enumerate(member_splits[p]):
+                fit_rows, val = validation_slice(tr, s.patience, seed + k)
+                y_train[fit_rows, i * s.n_per_model + k] = yp[fit_rows]
+                if val:
+                    y_val[val[0], i * s.n_per_model + k] = yp[val[0]]
         model = build_cnn(x.shape[1], widths, s.learning_rate, pool, y_train.shape[1], s.padding)
-        hists.append(training.fit(model, xs, y_train, (xs, y_test), s.epochs, s.batch_size, s.patience,
+        hists.append(training.fit(model, xs, y_train, (xs, y_val) if s.patience else None, s.epochs, s.batch_size, s.patience,
                                   (seed, len(models)), start="bin8" if pool else None, progress=progress,
                                   desc="CNN ensemble"))
         models.append((tuple(params), model))
@@ -233,24 +262,24 @@ def train_ensemble(x: np.ndarray, y: np.ndarray, s: CNNSettings, seed: int, pool
     hist = {k: [float(sum(h[k][e] for h in hists)) for e in range(n)] for k in hists[0]}
     ensemble = Ensemble(scaler, mean, std, models, {}, hist)
     pred = ensemble.member_predictions(x)
-    ensemble.residuals = {p: [pred[p][k, te] - y[te, parameters.index(p)] for k, (_, te) in enumerate(member_splits[p])]
+    ensemble.residuals = {p: median_residuals(pred[p], y[:, parameters.index(p)], member_splits[p])
                           for p in parameters}
     return ensemble
 
 
-def summarise(predictions: np.ndarray, residuals: list[np.ndarray] | None = None) -> np.ndarray:
+def summarise(predictions: np.ndarray, residuals: np.ndarray | None = None) -> np.ndarray:
     """(n_stars, 3): median, lower and upper uncertainty of the members' predictions (n_members, n_stars).
 
     Without `residuals` (``uncertainty="members"``): lower = median - P16 and upper =
     P84 - median of the predictions. With them (``"residuals"``): the predictive
-    distribution of a star is the union over members k of ``prediction_k + residuals_k``,
-    re-centred on the median of the members' predictions.
+    distribution of a star is its median plus the ensemble's held-out residuals
+    (`median_residuals`), re-centred on the median.
     """
     med = np.median(predictions, axis=0)
     if residuals is None:
         draws = predictions.T
     else:
-        draws = np.concatenate([p[:, None] + r[None, :] for p, r in zip(predictions, residuals)], axis=1)
+        draws = med[:, None] + np.asarray(residuals)[None, :]
         draws = draws - (np.median(draws, axis=1) - med)[:, None]
     p16, p84 = np.percentile(draws, [16, 84], axis=1)
     return np.column_stack([med, np.clip(med - p16, 0, None), np.clip(p84 - med, 0, None)])
@@ -269,7 +298,7 @@ def estimate(ensembles: list[Ensemble], inputs: list[np.ndarray], karmn,
     flags = {"karmn": list(karmn)}
     member_preds = [e.member_predictions(x) for e, x in zip(ensembles, inputs)]
     for p in PARAMETERS:
-        resid = [r for e in ensembles for r in e.residuals[p]] if uncertainty == "residuals" else None
+        resid = np.concatenate([e.residuals[p] for e in ensembles]) if uncertainty == "residuals" else None
         stats = summarise(np.concatenate([mp[p] for mp in member_preds]), resid)
         name = PUBLISHED_NAMES[p]
         out[name], out[f"e_{name}"], out[f"E_{name}"] = stats.T
@@ -278,10 +307,11 @@ def estimate(ensembles: list[Ensemble], inputs: list[np.ndarray], karmn,
     return pd.DataFrame(out)[estimate_columns()], pd.DataFrame(flags)
 
 
-def holdout_mask(params: pd.DataFrame, seed: int) -> np.ndarray:
-    """Whole (Teff, logg, [M/H]) nodes, all their vsini, kept out of CNN training for honest checks."""
+def holdout_mask(params: pd.DataFrame, seed: int, fraction: float) -> np.ndarray:
+    """A `fraction` of the (Teff, logg, [M/H]) nodes, all their vsini, kept out of CNN training
+    for honest checks (``CNNSettings.holdout_fraction``; 0 in the authors' code)."""
     nodes = params[["teff", "logg", "mh"]].drop_duplicates()
-    held = nodes.sample(frac=HOLDOUT_FRACTION, random_state=seed)
+    held = nodes.sample(frac=fraction, random_state=seed)
     return params.merge(held.assign(_h=True), how="left", on=["teff", "logg", "mh"])["_h"].eq(True).to_numpy()
 
 
@@ -301,10 +331,10 @@ def train_variants(syn, obs, latents, n_models: int, s: CNNSettings, seed: int, 
     """
     from .transfer import VARIANTS, latent_pair
 
-    held = holdout_mask(syn.parameters, stage_seed(seed, "holdout"))
+    held = holdout_mask(syn.parameters, stage_seed(seed, "holdout"), s.holdout_fraction)
     labels = syn.labels
     truth = pd.DataFrame(labels[held], columns=[PUBLISHED_NAMES[k] for k in PARAMETERS]).add_prefix("true_")
-    ensembles, out, holdout = {}, {}, []
+    ensembles, out, holdout, held_est = {}, {}, [], {}
     for variant, (space, _) in tqdm(VARIANTS.items(), desc="CNN variants", disable=not progress):
         pairs = ([(syn.flux, obs.flux)] if space is None else
                  [latent_pair(latents, variant, i) for i in range(n_models)])
@@ -314,10 +344,13 @@ def train_variants(syn, obs, latents, n_models: int, s: CNNSettings, seed: int, 
                                 for sd, (x, _) in zip(seeds, pairs)]
         ens = ensembles[space]
         out[variant] = estimate_variant(ensembles, latents, obs, variant, s.uncertainty)
-        for unc in ("members", "residuals"):
-            hest, _ = estimate(ens, [x[held] for x, _ in pairs], np.flatnonzero(held), unc)
-            holdout.append(hest.assign(variant=variant, uncertainty=unc).join(truth))
-    return {"estimates": out, "holdout": pd.concat(holdout, ignore_index=True), "ensembles": ensembles,
+        for unc in ("members", "residuals") if held.any() else ():
+            if (space, unc) not in held_est:  # variants of one space share their CNNs and synthetic inputs
+                held_est[space, unc] = estimate(ens, [x[held] for x, _ in pairs], np.flatnonzero(held), unc)[0]
+            holdout.append(held_est[space, unc].assign(variant=variant, uncertainty=unc).join(truth))
+    empty = pd.DataFrame(columns=[*estimate_columns(), "variant", "uncertainty", *truth.columns])
+    return {"estimates": out, "holdout": pd.concat(holdout, ignore_index=True) if holdout else empty,
+            "ensembles": ensembles,
             "histories": {space or "spectra": [e.history for e in ens] for space, ens in ensembles.items()}}
 
 

@@ -108,8 +108,10 @@ class CNNSettings:
     inputs: str = "raw"  # or "standardised": latents scaled to zero mean, unit variance
     targets: str = "raw"  # or "standardised"
     split: str = "shared"  # one split per autoencoder and parameter; or "per_member"
+    strata: str = "values"  # classes of the stratified split: the grid values; or "deciles"
     test_size: float = 0.3
-    patience: int | None = None  # early stopping on the held-out part of the split
+    holdout_fraction: float = 0.0  # synthetic nodes kept out of CNN training for checks
+    patience: int | None = None  # early stopping on a validation slice of the training part
     uncertainty: str = "members"  # percentiles of member predictions; or "residuals"
 
     def __post_init__(self):
@@ -125,7 +127,8 @@ class CNNSettings:
 #: The values each named option accepts (the first is the published one).
 OPTIONS = {"penalty": ("sigmoid_frozen", "relu"), "search_loss": ("mse", "contractive"),
            "padding": ("same", "valid"), "inputs": ("raw", "standardised"), "targets": ("raw", "standardised"),
-           "split": ("shared", "per_member"), "uncertainty": ("members", "residuals")}
+           "split": ("shared", "per_member"), "strata": ("values", "deciles"),
+           "uncertainty": ("members", "residuals")}
 
 
 def check_options(settings) -> None:
@@ -159,7 +162,7 @@ PROFILES = {
         AESettings(n_in_grid=(256, 384), l1_grid=(8e-8, 1.2e-7), learning_rate=1e-3, epochs=60, cv_folds=2,
                    n_models=2, finetune_epochs=40, patience=15),
         CNNSettings(epochs=25, learning_rate=3e-3, batch_size=128, widths=tuple((p, 64, 32, 32) for p in PARAMETERS),
-                    inputs="standardised", targets="standardised", patience=6),
+                    inputs="standardised", targets="standardised", patience=6, holdout_fraction=0.1),
         demo_size="quick",
         vsini=(1.5, 3, 6, 10, 20, 30),
         n_nodes=160,
@@ -170,13 +173,14 @@ PROFILES = {
                    n_models=1, finetune_epochs=4, patience=4),
         CNNSettings(n_per_model=3, epochs=4, learning_rate=3e-3, batch_size=64,
                     widths=tuple((p, 64, 32, 16) for p in PARAMETERS), inputs="standardised", targets="standardised",
-                    patience=4),
+                    patience=4, holdout_fraction=0.1),
         demo_size="quick",
         vsini=(2, 10),
         n_nodes=40,
         n_stars=16,
     ),
-    "paper": Profile("paper", AESettings(), CNNSettings(), demo_size="full"),
+    #: the authors' settings except the held-out nodes, kept for honest coverage checks
+    "paper": Profile("paper", AESettings(), CNNSettings(holdout_fraction=0.1), demo_size="full"),
 }
 
 
@@ -210,6 +214,13 @@ def published_settings() -> list[dict]:
     return json.loads(files("carmenes_dtl").joinpath("published_method.json").read_text())["settings"]
 
 
+def implementation_deviations() -> list[dict]:
+    """How the code differs from the authors' beyond the settings: what, published, here, source, why."""
+    from importlib.resources import files
+
+    return json.loads(files("carmenes_dtl").joinpath("published_method.json").read_text())["implementation"]
+
+
 def setting(prof: Profile, name: str):
     """The value of a dotted setting name of `published_method.json` in `prof`, JSON-like.
 
@@ -234,24 +245,95 @@ def deviations(names: tuple[str, ...] = ("paper", "quick")) -> list[dict]:
     return rows
 
 
-def measured_deviations(metrics: tuple[str, ...] = ("holdout_mae", "holdout_coverage", "demo_mae", "demo_bias")):
-    """Each improvement beside the published choice: mean (and std over seeds) per option,
-    parameter and metric, from ``measured_deviations.csv`` (made by ``benchmarks/deviations.py``)."""
+def t_interval(values) -> tuple[float, float, float]:
+    """(mean, low, high): the mean of `values` and its two-sided 95 % Student t interval."""
+    from scipy import stats
+
+    v = np.asarray(values, float)
+    half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else np.nan
+    return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
+
+
+def _verdict(low: float, high: float, names: tuple[str, str]) -> str:
+    """Which of two choices a paired interval of (second - first) losses favours, if any."""
+    if low == high == 0:
+        return "identical"
+    if high < 0:
+        return f"{names[1]} better"
+    if low > 0:
+        return f"{names[0]} better"
+    return "not resolved"
+
+
+def _loss(metric: str, x):
+    """Smaller is better: MAE, |bias|, |coverage - 0.68|."""
+    return abs(x - 0.68) if metric.endswith("coverage") else abs(x)
+
+
+def _paired(table, keys: list[str], pair: str, first: str, second: str, names: tuple[str, str]):
+    """Per `keys`: mean of each choice of column `pair`, and the paired (second - first)
+    difference of the loss over seeds with its 95 % t interval and verdict."""
+    import pandas as pd
+
+    rows = []
+    for key, g in table.groupby(keys, sort=False):
+        wide = g.pivot_table(index="seed", columns=pair, values="number")
+        if first not in wide or second not in wide:
+            continue
+        wide = wide[[first, second]].dropna()
+        metric = dict(zip(keys, key))["metric"]
+        mean, low, high = t_interval(_loss(metric, wide[second]) - _loss(metric, wide[first]))
+        rows.append({**dict(zip(keys, key)), f"{names[0]} mean": wide[first].mean(),
+                     f"{names[1]} mean": wide[second].mean(), "loss difference": mean, "95% low": low,
+                     "95% high": high, "verdict": _verdict(low, high, names), "seeds": len(wide)})
+    return pd.DataFrame(rows).set_index(keys)
+
+
+def _measured(name: str):
     from importlib.resources import files
 
     import pandas as pd
 
-    with files("carmenes_dtl").joinpath("measured_deviations.csv").open() as f:
-        table = pd.read_csv(f, comment="#")
+    with files("carmenes_dtl").joinpath(name).open() as f:
+        return pd.read_csv(f, comment="#", keep_default_na=False)  # the value "None" stays a string
+
+
+def measured_deviations(metrics: tuple[str, ...] = ("holdout_mae", "holdout_coverage", "demo_mae", "demo_bias")):
+    """Each improvement beside the published choice over CNN seeds, per option, metric and
+    parameter: both means and the paired difference of the loss (improvement - published;
+    MAE, |bias| or |coverage - 0.68|, so negative favours the improvement) with its 95 % t
+    interval, from ``measured_deviations.csv`` (made by ``benchmarks/deviations.py``)."""
+    table = _measured("measured_deviations.csv")
     table = table[table["metric"].isin(metrics)]
-    stats = table.groupby(["option", "metric", "parameter", "choice"], sort=False)["number"].agg(["mean", "std"])
-    wide = stats.unstack("choice")
-    wide.columns = [f"{choice} {stat}" for stat, choice in wide.columns]
+    out = _paired(table, ["option", "metric", "parameter"], "choice", "published", "improvement",
+                  ("published", "improvement"))
     values = table.groupby(["option", "choice"])["value"].first().unstack("choice")
-    wide = wide.join(values.rename(columns=lambda c: f"{c} value"), on="option")
-    cols = ["published value", "published mean", "published std", "improvement value", "improvement mean",
-            "improvement std"]
-    return wide[cols].assign(seeds=table.groupby(["option", "metric", "parameter"])["seed"].nunique())
+    out = out.join(values.rename(columns=lambda c: f"{c} value"), on="option")
+    return out[["published value", "published mean", "improvement value", "improvement mean", "loss difference",
+                "95% low", "95% high", "verdict", "seeds"]]
+
+
+def measured_variants(metrics: tuple[str, ...] = ("holdout_mae", "demo_mae", "demo_bias")):
+    """The latent variants over CNN seeds (``measured_variants.csv``, `benchmarks/deviations.py`):
+    per variant, metric and parameter the mean with its 95 % t interval, and the paired
+    difference of the loss against `method` (negative favours the variant)."""
+    import pandas as pd
+
+    table = _measured("measured_variants.csv")
+    table = table[table["metric"].isin(metrics)]
+    keys = ["variant", "metric", "parameter"]
+    means = pd.DataFrame([{**dict(zip(keys, k)), **dict(zip(("mean", "mean 95% low", "mean 95% high"),
+                                                            t_interval(g["number"])))}
+                          for k, g in table.groupby(keys, sort=False)]).set_index(keys)
+    paired = []
+    for variant in table["variant"].unique():
+        if variant == "method":
+            continue
+        both = table[table["variant"].isin(["method", variant])]
+        d = _paired(both, ["metric", "parameter"], "variant", "method", variant, ("method", variant))
+        paired.append(d[["loss difference", "95% low", "95% high", "verdict", "seeds"]].assign(variant=variant))
+    paired = pd.concat(paired).reset_index().set_index(keys)
+    return means.join(paired.rename(columns=lambda c: f"vs method: {c}"))
 
 
 def cache_dir() -> Path:

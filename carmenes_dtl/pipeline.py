@@ -29,7 +29,7 @@ import pandas as pd
 from . import __version__, autoencoder, bundle, cnn, grid, prepare, store, transfer
 from .config import PUBLISHED_NAMES, Profile, Window, profile, stage_seed
 from .store import partial
-from .transfer import DESCRIPTIONS as VARIANTS
+from .transfer import DESCRIPTIONS
 
 
 @dataclass
@@ -92,8 +92,8 @@ def _remove(path: Path) -> None:
 
 
 def _suffix(variant: str) -> str:
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; choose one of {list(VARIANTS)}")
+    if variant not in DESCRIPTIONS:
+        raise ValueError(f"unknown variant {variant!r}; choose one of {list(DESCRIPTIONS)}")
     return "" if variant == "method" else f"_{variant}"
 
 
@@ -289,13 +289,13 @@ class Runner:
             p.cnn.write_text(json.dumps(res["histories"]))
             bundle.save(p.bundle, res["ensembles"], aes, {
                 "window": asdict(self.prof.window), "profile": self.prof.to_dict(), "seed": self.seed,
-                "variants": VARIANTS, "synthetic_sha256": self.identity(p.synthetic),
+                "variants": DESCRIPTIONS, "synthetic_sha256": self.identity(p.synthetic),
                 "observed_sha256": self.identity(p.observed)})
 
         aes = [(p.ae(i), p.ae(i, True)) for i in range(self.prof.ae.n_models)]
-        self.stage("cnn", [p.estimates(v) for v in VARIANTS] + [p.flags(v) for v in VARIANTS]
+        self.stage("cnn", [p.estimates(v) for v in DESCRIPTIONS] + [p.flags(v) for v in DESCRIPTIONS]
                    + [p.holdout, p.cnn, p.bundle], run,
-                   extra=[asdict(self.prof.cnn), self.prof.ae.n_models, cnn.HOLDOUT_FRACTION, bundle.FORMAT,
+                   extra=[asdict(self.prof.cnn), self.prof.ae.n_models, bundle.FORMAT,
                           keras.backend.backend()],
                    inputs=[p.synthetic, p.observed, p.latents, *(f for pair in aes for f in pair)])
 
@@ -304,14 +304,14 @@ class Runner:
         info = {
             "package_version": __version__, "keras": keras.__version__, "backend": keras.backend.backend(),
             "python": platform.python_version(), "profile": self.prof.to_dict(), "seed": self.seed,
-            "n_nodes": self.prof.n_nodes, "variants": VARIANTS,
+            "n_nodes": self.prof.n_nodes, "variants": DESCRIPTIONS,
             "synthetic": str(self.paths.synthetic), "observed": str(self.paths.observed),
         }
         obs = store.read(self.paths.observed)
         info["observed_excluded"] = obs.attrs.get("excluded", [])
         if truth_csv is not None and Path(truth_csv).exists():
             truth = pd.read_csv(truth_csv)
-            info["errors_vs_truth"] = {v: errors(pd.read_csv(self.paths.estimates(v)), truth) for v in VARIANTS}
+            info["errors_vs_truth"] = {v: errors(pd.read_csv(self.paths.estimates(v)), truth) for v in DESCRIPTIONS}
         holdout = pd.read_csv(self.paths.holdout)
         info["holdout_coverage"] = {u: {v: coverage(g) for v, g in h.groupby("variant", sort=False)}
                                     for u, h in holdout.groupby("uncertainty")}

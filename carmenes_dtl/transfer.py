@@ -46,6 +46,18 @@ def latent_pair(latents: Mapping[str, np.ndarray], variant: str, i: int) -> tupl
     return latents[f"syn_{syn_tag}_{i}"], latents[f"obs_{obs_tag}_{i}"]
 
 
+def affine_residual(before: np.ndarray, after: np.ndarray) -> float:
+    """Fraction of the variance of `after` left by the least-squares affine map from `before`.
+
+    0: `after` is an affine function of `before` (a CNN retrained on it can absorb the
+    change); about 1: no affine relation at all.
+    """
+    design = np.column_stack([before, np.ones(len(before))]).astype(float)
+    coef, *_ = np.linalg.lstsq(design, after.astype(float), rcond=None)
+    resid = after - design @ coef
+    return float(resid.var(axis=0).sum() / after.var(axis=0).sum())
+
+
 def frozen_layers(n_frozen: int) -> list[str]:
     """Names of the first `n_frozen` encoder layers."""
     return [f"enc_{i}" for i in range(1, n_frozen + 1)]

@@ -209,7 +209,8 @@ def test_cnn_ensemble_learns_and_is_deterministic(spectra):
     np.testing.assert_allclose(p1["teff"], p2["teff"], rtol=1e-5)
     assert p1["teff"].shape == (3, len(x))
     assert np.mean(np.abs(np.median(p1["teff"], 0) - params[:, 0])) < 0.5 * np.std(params[:, 0])
-    assert [len(r) for r in e1.residuals["mh"]] == [48, 48, 48]
+    held_by_any = set().union(*(set(te) for _, te in cnn.splits(y[:, 1], s, 5)))
+    assert e1.residuals["mh"].shape == (len(held_by_any),)  # one residual per row some member held out
 
 
 def test_summarise_percentile_definition():
@@ -218,12 +219,25 @@ def test_summarise_percentile_definition():
     Residuals (one member predicting 10): -10 -6 -2 -1 0 0 1 1 2 3 4, draws 0 4 8 9 10 10 11
     11 12 13 14: P16 = 4 + 0.6 x 4 = 6.4, P84 = 12 + 0.4 x 1 = 12.4, so e = 3.6, E = 2.4.
     Members 0..8, 20, 40: median 5, P16 = 1.6, P84 = 8 + 0.4 x 12 = 12.8: e = 3.4, E = 7.8.
+    Members 8, 10, 30 (median 10) with residuals -2 0 1 2 4 (median 1): draws 8 10 11 12 14,
+    re-centred on 10: 7 9 10 11 13; ranks 0.64 and 3.36: P16 = 8.28, P84 = 11.72, e = E = 1.72
+    (the members' spread, 8 to 30, is not added: the residuals already hold it).
     """
     resid = np.array([-10.0, -6, -2, -1, 0, 0, 1, 1, 2, 3, 4])
-    med, lo, hi = cnn.summarise(np.array([[10.0]]), [resid])[0]
+    med, lo, hi = cnn.summarise(np.array([[10.0]]), resid)[0]
     assert (med, lo, hi) == pytest.approx((10.0, 3.6, 2.4))
     members = np.array([0.0, 1, 2, 3, 4, 5, 6, 7, 8, 20, 40])[:, None]
     assert tuple(cnn.summarise(members)[0]) == pytest.approx((5.0, 3.4, 7.8))
+    spread = np.array([8.0, 10, 30])[:, None]
+    assert tuple(cnn.summarise(spread, np.array([-2.0, 0, 1, 2, 4]))[0]) == pytest.approx((10.0, 1.72, 1.72))
+
+
+def test_published_strata_are_the_grid_values():
+    """cnn_training.py:55 stratifies on the target values; a value of one row joins its nearest class."""
+    y = np.array([1.0, 1, 2.8, 3, 3, 5])
+    labels = cnn.strata(y)
+    assert labels[0] == labels[1] and len({*labels[2:]}) == 1 and labels[0] != labels[2]
+    assert len(set(cnn.strata(np.arange(100.0), "deciles"))) == 10
 
 
 def test_member_layers_match_keras_conv_and_dense():
@@ -280,9 +294,9 @@ def test_ensemble_members_share_their_split_and_widths_group_graphs(spectra):
     assert [p for p, _ in e.models] == [("teff",), ("mh",)]
     assert e.models[1][1].get_layer("tuned").units == 4
     pred = e.member_predictions(x)
-    _, te = cnn.splits(y[:, 1], s, 5)[0]
-    for k in range(3):  # residuals are each member's predictions on the one shared held-out split
-        np.testing.assert_allclose(e.residuals["mh"][k], pred["mh"][k, te] - y[te, 1], rtol=1e-6)
+    te = np.sort(cnn.splits(y[:, 1], s, 5)[0][1])  # residuals come in row order
+    # residuals: the ensemble median on the one shared held-out split, minus the truth
+    np.testing.assert_allclose(e.residuals["mh"], np.median(pred["mh"][:, te], axis=0) - y[te, 1], rtol=1e-5)
 
 
 def test_raw_targets_keep_physical_units():
@@ -295,19 +309,19 @@ def test_raw_targets_keep_physical_units():
         CNNSettings(targets="scaled")
 
 
-def test_uncertainties_cover_held_out_truth_at_about_the_nominal_rate():
+@pytest.mark.parametrize("sigma", [0.3, 1.0])
+def test_uncertainties_cover_held_out_truth_at_about_the_nominal_rate(sigma):
     """[median - e, median + E] (residual spread) should contain 68 % of truths the ensemble never saw.
 
     With n = 400 held-out points the binomial standard error of a 0.68 rate is
-    sqrt(0.68 x 0.32 / 400) = 0.023; the window is 0.68 +- 3 of them. The noise (sigma 1)
-    dominates the members' own errors here: the method adds the members' spread to their
-    held-out residuals, which already contain it, so it over-covers when the model error is
-    large (0.75 at sigma 0.3 with this setup).
+    sqrt(0.68 x 0.32 / 400) = 0.023; the window is 0.68 +- 3 of them. At sigma 0.3 the
+    members' own errors matter: adding the members' spread to residuals that already
+    contain it (the old method) over-covered there (0.75).
     """
     rng = np.random.default_rng(4)
     x = rng.normal(size=(1100, 8)).astype("float32")
-    y = (x[:, :1] * 2 + np.sin(x[:, 1:2]) + rng.normal(0, 1.0, (1100, 1))).astype("float32")
-    s = CNNSettings(n_per_model=5, epochs=40, learning_rate=3e-3, batch_size=64, split="per_member", patience=8, **FAST)
+    y = (x[:, :1] * 2 + np.sin(x[:, 1:2]) + rng.normal(0, sigma, (1100, 1))).astype("float32")
+    s = CNNSettings(n_per_model=5, epochs=40, learning_rate=3e-3, batch_size=64, patience=8, **FAST)
     ens = cnn.train_ensemble(x[:700], y[:700], s, seed=1, parameters=("teff",))
     stats = cnn.summarise(ens.member_predictions(x[700:])["teff"], ens.residuals["teff"])
     med, lo, hi = stats.T

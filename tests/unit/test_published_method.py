@@ -11,15 +11,18 @@ from carmenes_dtl.config import PROFILES, AESettings, CNNSettings
 
 
 def test_paper_profile_equals_published_settings_field_by_field():
+    """Equal to the published value, or to a `paper` value recorded beside it with its reason."""
     entries = config.published_settings()
     paper = PROFILES["paper"]
     for e in entries:
         ours = config.setting(paper, e["field"])
-        if isinstance(e["value"], list) and e["value"] and isinstance(e["value"][0], float):
-            np.testing.assert_allclose(ours, e["value"], rtol=1e-12, err_msg=e["field"])
+        expected = e.get("paper", e["value"])
+        if isinstance(expected, list) and expected and isinstance(expected[0], float):
+            np.testing.assert_allclose(ours, expected, rtol=1e-12, err_msg=e["field"])
         else:
-            assert ours == e["value"], e["field"]
+            assert ours == expected, e["field"]
         assert e["source"], e["field"]
+        assert "paper" not in e or e["why"], e["field"]
     named = {e["field"] for e in entries}
     for prefix, cls in (("ae", AESettings), ("cnn", CNNSettings)):
         for f in dataclasses.fields(cls):
@@ -51,7 +54,16 @@ def test_deviations_table_explains_every_difference():
     differing = [r for r in rows if r["quick"] != r["published"]]
     assert {"ae.epochs", "cnn.epochs", "cnn.targets"} <= {r["setting"] for r in differing}
     assert all(r["why"] for r in differing), [r["setting"] for r in differing if not r["why"]]
-    assert all(r["paper"] == r["published"] or isinstance(r["paper"], list) for r in rows)
+    recorded = {e["field"] for e in config.published_settings() if "paper" in e}
+    assert recorded == {"cnn.holdout_fraction"}
+    assert all(r["paper"] == r["published"] or r["setting"] in recorded for r in rows)
+
+
+def test_implementation_deviations_are_recorded():
+    """The fixed random_state 42 and the joint-graph training differ from the authors' code beyond any setting."""
+    rows = {r["what"]: r for r in config.implementation_deviations()}
+    assert {"random_state", "CNN training graph"} <= set(rows)
+    assert all(r["published"] and r["here"] and r["source"] and r["why"] for r in rows.values())
 
 
 def test_bad_option_values_are_named():
@@ -92,10 +104,11 @@ def test_each_variant_trains_and_predicts_on_its_pairing(monkeypatch):
            for code, (d, t) in enumerate((("syn", "pre"), ("syn", "ft"), ("obs", "pre"), ("obs", "ft")))}
     syn = _SpectrumSet(0.1 * rng.random((40, 16)) + 10, nodes)
     obs = _SpectrumSet(0.1 * rng.random((5, 16)) + 20, pd.DataFrame({"karmn": list("abcde")}))
-    trained, applied = [], {}
+    trained, applied, rows = [], {}, []
 
     def fake_train(x, y, s, seed, pool=0, progress=False):
         trained.append((float(np.round(x.mean())), pool, seed))
+        rows.append(len(x))
         return SimpleNamespace(name=f"ens{len(trained) - 1}", history={})
 
     def fake_estimate(ensembles, inputs, karmn, uncertainty):
@@ -107,20 +120,50 @@ def test_each_variant_trains_and_predicts_on_its_pairing(monkeypatch):
 
     monkeypatch.setattr(cnn, "train_ensemble", fake_train)
     monkeypatch.setattr(cnn, "estimate", fake_estimate)
-    res = cnn.train_variants(syn, obs, lat, 1, CNNSettings(), seed=42)
+    res = cnn.train_variants(syn, obs, lat, 1, CNNSettings(holdout_fraction=0.1), seed=42)
     assert [(m, p) for m, p, _ in trained] == [(0.0, 0), (1.0, 0), (10.0, 8)]  # syn_pre, syn_ft, spectra
     assert applied == {"ens0": [3.0, 2.0], "ens1": [3.0], "ens2": [20.0]}  # method obs_ft, no_finetune obs_pre
     assert list(res["estimates"]) == list(transfer.VARIANTS)
     assert set(res["holdout"].groupby(["variant", "uncertainty"]).groups) == \
         {(v, u) for v in transfer.VARIANTS for u in ("members", "residuals")}
     assert len({seed for *_, seed in trained}) == 3
+    assert rows == [36] * 3  # 2 of the 20 nodes (4 rows) held out
+    trained.clear(), rows.clear()
+    assert cnn.train_variants(syn, obs, lat, 1, CNNSettings(), seed=42)["holdout"].empty
+    assert rows == [40] * 3  # published: the CNNs see every synthetic spectrum
 
 
-def test_measured_deviations_cover_every_improvement_at_both_choices():
+def test_measured_deviations_have_both_choices_paired_over_seeds():
     table = config.measured_deviations()
-    assert set(table.index.get_level_values("option")) == {"penalty", "patience", "inputs", "targets", "split",
-                                                            "uncertainty"}
-    assert table[["published mean", "improvement mean"]].notna().all().all()
-    assert (table["seeds"] >= 2).all()
+    measured = set(table.index.get_level_values("option"))
+    assert "uncertainty" in measured
+    assert measured <= {"penalty", "patience", "inputs", "targets", "split", "strata", "uncertainty"}
+    assert table[["published mean", "improvement mean", "95% low", "95% high"]].notna().all().all()
+    assert (table["seeds"] >= 3).all()
+    assert (table["95% low"] <= table["loss difference"]).all() and (table["loss difference"] <= table["95% high"]).all()
     by_option = table.xs("holdout_coverage", level="metric")
     assert (by_option.loc["uncertainty", "published value"] == "members").all()
+
+
+def test_measured_variants_have_intervals_and_pair_with_method():
+    table = config.measured_variants()
+    assert set(table.index.get_level_values("variant")) == {"method", "no_finetune", "finetuned_both"}
+    assert (table["mean 95% low"] <= table["mean"]).all() and (table["mean"] <= table["mean 95% high"]).all()
+    other = table.drop(index="method", level="variant")
+    assert (other["vs method: seeds"] >= 3).all()
+    # method and no_finetune are the same CNNs on the held-out nodes
+    assert (other.sort_index().xs(("no_finetune", "holdout_mae"))["vs method: verdict"] == "identical").all()
+
+
+def test_t_interval_by_hand():
+    """Values 1, 2, 3: mean 2, s = 1, s/sqrt(3) = 0.57735, t(0.975, 2 dof) = 4.302653: 2 +- 2.484138."""
+    mean, low, high = config.t_interval([1.0, 2.0, 3.0])
+    assert (mean, low, high) == pytest.approx((2.0, 2 - 2.484138, 2 + 2.484138), abs=1e-6)
+
+
+def test_affine_residual_is_zero_for_an_affine_map_and_near_one_without_relation():
+    rng = np.random.default_rng(0)
+    before = rng.normal(size=(2000, 4))
+    assert transfer.affine_residual(before, before @ rng.normal(size=(4, 3)) + 5.0) < 1e-12
+    # independent: only (4 + 1) of 2000 degrees of freedom are fitted, 1 - 5/2000 = 0.9975 expected
+    assert transfer.affine_residual(before, rng.normal(size=(2000, 3))) > 0.98
