@@ -23,10 +23,10 @@ from .rv import barycentric_correction
 
 #: How both sets are normalised (written to their attributes).
 NORMALISATION = ("flux / pseudo-continuum, clipped to [0, 1] (continuum = 1 for the sigmoid output; clipped "
-                 "pixels counted): envelope of a noise-free reference (line fitted to the top 3 % pixels of 10 "
-                 "segments, raised to touch them) scaled by a least-squares line in flux/reference over the "
-                 "reference's top 30 % pixels per segment; the reference is the spectrum itself (synthetic) "
-                 "or its best-matching synthetic (observed)")
+                 "pixels counted): least-squares line through the spectrum's own flux at anchor pixels (top 3 % "
+                 "of each of 10 segments of a noise-free reference), raised by the factor that makes the "
+                 "reference's own anchor line touch its anchors; the reference is the spectrum itself "
+                 "(synthetic) or its best-matching synthetic (observed)")
 
 
 def _batches(items: list, size: int):
