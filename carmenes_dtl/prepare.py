@@ -141,6 +141,7 @@ class ObservedResult:
     berv_header: float = np.nan
     clipped: int = 0
     template: dict = field(default_factory=dict)
+    unclipped: np.ndarray | None = None  # flux / continuum before clipping at 1
 
 
 def _merge(bary: dict, flux: dict, sigma: dict, rv: float, window: Window, path) -> tuple[np.ndarray, np.ndarray]:
@@ -193,10 +194,11 @@ def process_observed(spec: archives.CarmenesSpectrum, window: Window, templates:
         merged, merged_sigma = _merge(bary, flux, sigma, rv, window, spec.path)
         vector, clipped = preprocess.normalise(merged, templates.flux[k])
         k = templates.best(vector)
-    k = tried[-1]
+    used = tried[-1]
     snr = float(np.median(merged / merged_sigma))
     return ObservedResult(vector, spec.karmn, str(spec.path), rv, berv, snr, nans, [int(o) for o in flux],
-                          np.nan if spec.berv is None else spec.berv, clipped, templates.describe(k))
+                          np.nan if spec.berv is None else spec.berv, clipped, templates.describe(used),
+                          (merged / preprocess.continuum(merged, templates.flux[used])).astype(np.float32))
 
 
 def prepare_observed(carmenes_dir: Path, out: Path, window: Window = Window(), template=None,

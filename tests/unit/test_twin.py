@@ -29,10 +29,11 @@ def astropy_berv(ra, dec, bjd):
 def test_twin_gives_the_same_vector(tmp_path, style):
     star = twin.AnalyticStar()
     high = twin.compare(tmp_path / "high", star, snr=1000, style=style)
+    assert high["template"]["teff"] in star.nodes and star.teff not in star.nodes  # reference is not the truth
     assert high["mean_abs"] < 0.002 and high["max_abs"] < 0.012
     assert high["rv"] == pytest.approx(star.rv, abs=0.02)
     low = twin.compare(tmp_path / "low", star, snr=30, style=style, seed=1)
-    assert low["continuum_ratio"] == pytest.approx(1, abs=0.01)
+    assert low["continuum_ratio"] == pytest.approx(1, abs=0.01)  # the unclipped level
     assert 0.4 < low["clipped_fraction"] < 0.6  # noise straddles the continuum: it sits at 1
     # the written file itself: the deepest line where the RV (and BERV) put it
     spec = archives.read_carmenes(next((tmp_path / "high" / "carmenes").glob("*.fits")))
@@ -45,6 +46,17 @@ def test_twin_gives_the_same_vector(tmp_path, style):
     w0 = 8826.6 * np.sqrt((1 + star.rv / C) / (1 - star.rv / C)) / np.sqrt((1 + berv / C) / (1 - berv / C))
     k = np.argmin(np.abs(spec.wave[0] - w0))
     assert np.argmin(spec.flux[0][k - 10:k + 11]) == pytest.approx(10, abs=1)
+
+
+def test_twin_star_lies_between_distinct_nodes(tmp_path):
+    """The nodes' spectra differ from the star's (so the reference is not the truth), and ln flux
+    is linear in Teff (so interpolating the two nodes around the star gives it exactly)."""
+    star, wave = twin.AnalyticStar(), np.linspace(8800, 8835, 3501)
+    lo, hi = (star.flux(wave, t) for t in (3400.0, 3500.0))
+    assert np.abs(lo / star.flux(wave) - 1).max() > 0.05
+    assert np.sqrt(lo * hi) == pytest.approx(star.flux(wave), rel=1e-12)
+    with pytest.raises(ValueError, match="between archive nodes"):
+        twin.write_twin(tmp_path, twin.AnalyticStar(teff=3400.0))
 
 
 def test_twin_pixels_resolve_the_instrument():
