@@ -7,6 +7,7 @@ holds one batch, not the archive.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -79,6 +80,11 @@ def prepare_synthetic(phoenix_dir: Path, out: Path, vsini, window: Window = Wind
     writer.attrs["n_clipped_above_1"] = clipped
     return writer.close()
 
+
+#: |computed - header| BERV (km/s) above which a file is named in a warning: astropy's
+#: `radial_velocity_correction` is accurate to about 3 m/s (its documentation), so 10 m/s is
+#: beyond what the two computations can disagree by when they describe the same observation.
+BERV_TOLERANCE_KMS = 0.010
 
 #: RV passes at most: the mid-grid template, then best matches until the match repeats.
 MAX_TEMPLATE_PASSES = 4
@@ -173,6 +179,10 @@ def process_observed(spec: archives.CarmenesSpectrum, window: Window, templates:
         raise archives.ArchiveError(f"{spec.path}: no order covers the window {window.start}-{window.stop} Å "
                                     f"(coverage {spec.wave.min():.1f}-{spec.wave.max():.1f} Å)")
     berv = 0.0 if spec.barycentric else barycentric_correction(spec.ra, spec.dec, spec.bjd)
+    if spec.berv is not None and abs(berv - spec.berv) > BERV_TOLERANCE_KMS:
+        warnings.warn(f"{spec.path}: computed BERV {berv:.4f} km/s differs from the header's {spec.berv:.4f} "
+                      f"km/s by {(berv - spec.berv) * 1000:.0f} m/s (> {BERV_TOLERANCE_KMS * 1000:.0f} m/s)",
+                      stacklevel=2)
     flux, sigma, nans = {}, {}, 0
     for o in overlap:
         near = (spec.wave[o] > window.start - reach) & (spec.wave[o] < window.stop + reach)
@@ -252,7 +262,8 @@ def prepare_observed(carmenes_dir: Path, out: Path, window: Window = Window(), t
              "n_files": len(files), "n_excluded": len(excluded),
              "excluded": excluded.to_dict("records"),
              "rv_kms": [r.rv for r in kept], "berv_kms": [r.berv for r in kept],
-             "berv_header_kms": [r.berv_header for r in kept], "snr": [r.snr for r in kept],
+             "berv_header_kms": [r.berv_header for r in kept],
+             "berv_minus_header_kms": [r.berv - r.berv_header for r in kept], "snr": [r.snr for r in kept],
              "rv_template": [r.template for r in kept], "templates": template.source,
              "clipped_above_1": [r.clipped for r in kept], "n_clipped_above_1": int(sum(r.clipped for r in kept)),
              "normalisation": NORMALISATION,

@@ -104,6 +104,7 @@ def test_rv_recovered_on_demo_stars(rv_survey):
         assert abs(row.rv - row.rv_true) < tol, (row.karmn, row.vsini, row.rv - row.rv_true)
         assert row.berv == pytest.approx(astropy_berv(row.ra, row.dec, row.bjd), abs=0.005)
         assert row.berv == pytest.approx(row.berv_true, abs=1e-5) and row.berv_header == pytest.approx(row.berv_true)
+    assert np.abs(s.attrs["berv_minus_header_kms"]).max() < 1e-5  # the demo writes astropy's BERV
     assert len(s.attrs["clipped_above_1"]) == len(got) and s.attrs["n_clipped_above_1"] == sum(s.attrs["clipped_above_1"])
     assert {"teff", "vsini"} <= set(s.attrs["rv_template"][0])
 
@@ -113,6 +114,26 @@ def test_demo_files_carry_berv(rv_survey):
     for row in stars.itertuples():
         head = fits.getheader(out / row.file)
         assert head["HIERARCH CARACAL BERV"] == pytest.approx(astropy_berv(row.ra, row.dec, row.bjd), abs=0.005)
+
+
+def test_wrong_header_berv_is_named(rv_survey, tmp_path):
+    """A file whose header BERV is 50 m/s off the astropy value: one warning naming it, and
+    computed - header = -0.05 km/s; the untouched file gives no warning."""
+    import warnings
+
+    out, syn, stars = rv_survey
+    good = out / stars.file.iloc[0]
+    bad = tmp_path / good.name
+    with fits.open(good) as hdul:
+        hdul[0].header["HIERARCH CARACAL BERV"] += 0.05
+        hdul.writeto(bad)
+    templates = prepare.Templates.from_set(syn)
+    with pytest.warns(UserWarning, match=f"{bad}: computed BERV .* by -50 m/s") as caught:
+        res = prepare.process_observed(archives.read_carmenes(bad), Window(), templates)
+    assert len(caught) == 1 and res.berv - res.berv_header == pytest.approx(-0.05, abs=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        prepare.process_observed(archives.read_carmenes(good), Window(), templates)
 
 
 def test_observed_needs_templates(rv_survey, tmp_path):
