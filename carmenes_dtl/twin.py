@@ -133,7 +133,10 @@ def survey(observed: Path, truth_csv: Path, phoenix_dir: Path | None = None, win
     Columns: ``mean_abs`` (observed - exact), ``noise_mean_abs`` (the same for the exact
     vector plus seeded photon noise of the star's measured S/N per output pixel, clipped
     at 1 like the data: what noise alone gives), ``interp_mean_abs`` (interpolated - exact
-    synthetic), ``drv`` and ``dberv`` (measured - truth, km/s).
+    synthetic), ``continuum_shift`` (mean observed value - 1 on the exact vector's continuum
+    pixels, >= 0.999: what clipping at 1 does to a correctly placed continuum),
+    ``clip_expected`` (its value for Gaussian noise of the star's S/N clipped at 1:
+    -1/(sqrt(2 pi) S/N), about -0.4/S/N), ``drv`` and ``dberv`` (measured - truth, km/s).
     """
     obs = store.read(observed)
     truth = pd.read_csv(truth_csv).set_index("karmn")
@@ -149,6 +152,8 @@ def survey(observed: Path, truth_csv: Path, phoenix_dir: Path | None = None, win
         row = {"karmn": karmn, "Teff": t["Teff"], "vsini": t["vsini"], "snr": t["snr"],
                "mean_abs": float(np.abs(obs.flux[i] - exact).mean()),
                "noise_mean_abs": float(np.abs(_with_noise(exact, obs.attrs["snr"][i], i) - exact).mean()),
+               "continuum_shift": float(obs.flux[i][exact >= 0.999].mean() - 1),
+               "clip_expected": float(-1 / (np.sqrt(2 * np.pi) * obs.attrs["snr"][i])),
                "drv": obs.attrs["rv_kms"][i] - t["rv"], "dberv": obs.attrs["berv_kms"][i] - t["berv"]}
         if archive is not None:
             interp = preprocess.synthetic_to_window(archive.wave, archive.interpolate(*params), [t["vsini"]], window)[0][0]
