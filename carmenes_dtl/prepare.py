@@ -147,6 +147,7 @@ class ObservedResult:
     berv_header: float = np.nan
     clipped: int = 0
     template: dict = field(default_factory=dict)
+    settled: bool = True  # the last best match is the template used (no MAX_TEMPLATE_PASSES cut, no cycle)
     unclipped: np.ndarray | None = None  # flux / continuum before clipping at 1
 
 
@@ -194,6 +195,9 @@ def process_observed(spec: archives.CarmenesSpectrum, window: Window, templates:
             continue
         nans += n
         sigma[o] = archives.fill_nans(spec.sigma[o], f"{spec.path} order {o} SIG")[0]
+        if (sigma[o] <= 0).any():
+            raise archives.ArchiveError(f"{spec.path} order {o}: SIG has {int((sigma[o] <= 0).sum())} values <= 0 "
+                                        "(no inverse-variance weight possible)")
     bary = {o: spec.wave[o] * preprocess.doppler_factor(berv) for o in flux}
     orders = ([bary[o] for o in flux], [flux[o] for o in flux])
     templates.check(window)
@@ -204,11 +208,11 @@ def process_observed(spec: archives.CarmenesSpectrum, window: Window, templates:
         merged, merged_sigma = _merge(bary, flux, sigma, rv, window, spec.path)
         vector, clipped = preprocess.normalise(merged, templates.flux[k])
         k = templates.best(vector)
-    used = tried[-1]
+    used, settled = tried[-1], k == tried[-1]
     snr = float(np.median(merged / merged_sigma))
     return ObservedResult(vector, spec.karmn, str(spec.path), rv, berv, snr, nans, [int(o) for o in flux],
                           np.nan if spec.berv is None else spec.berv, clipped, templates.describe(used),
-                          (merged / preprocess.continuum(merged, templates.flux[used])).astype(np.float32))
+                          settled, (merged / preprocess.continuum(merged, templates.flux[used])).astype(np.float32))
 
 
 def prepare_observed(carmenes_dir: Path, out: Path, window: Window = Window(), template=None,
@@ -265,6 +269,7 @@ def prepare_observed(carmenes_dir: Path, out: Path, window: Window = Window(), t
              "berv_header_kms": [r.berv_header for r in kept],
              "berv_minus_header_kms": [r.berv - r.berv_header for r in kept], "snr": [r.snr for r in kept],
              "rv_template": [r.template for r in kept], "templates": template.source,
+             "n_template_unsettled": int(sum(not r.settled for r in kept)),
              "clipped_above_1": [r.clipped for r in kept], "n_clipped_above_1": int(sum(r.clipped for r in kept)),
              "normalisation": NORMALISATION,
              "files": [r.path for r in kept], "nan_pixels_filled": int(sum(r.nan_pixels for r in kept))}

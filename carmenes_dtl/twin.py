@@ -36,8 +36,9 @@ ORDER_PIXELS = 3000
 @dataclass(frozen=True)
 class AnalyticStar:
     """Gaussian lines (vacuum Å, central depth at `teff`, Teff sensitivity of the optical depth per
-    1000 K) of intrinsic width `sigma_kms` on a continuum with `slope` per Å; `nodes` are the
-    Teff of the archive nodes written for it (at `logg`, `mh`), none of them `teff`."""
+    1000 K) of intrinsic width `sigma_kms` on a continuum with `slope` per Å; `vsini` and the
+    radial velocity `rv` in km/s, `ra`/`dec` in degrees, `bjd` in days (TDB); `nodes` are the
+    Teff (K) of the archive nodes written for it (at `logg`, `mh`), none of them `teff`."""
 
     lines: tuple = ((8803.2, 0.45, 1.5), (8806.1, 0.2, -2.0), (8809.2, 0.7, 1.0), (8815.6, 0.3, -1.5),
                     (8821.9, 0.55, 2.0), (8826.6, 0.8, -1.0), (8831.3, 0.25, 1.5))

@@ -135,6 +135,7 @@ def test_rv_recovered_on_demo_stars(rv_survey):
     assert np.abs(s.attrs["berv_minus_header_kms"]).max() < 1e-5  # the demo writes astropy's BERV
     assert len(s.attrs["clipped_above_1"]) == len(got) and s.attrs["n_clipped_above_1"] == sum(s.attrs["clipped_above_1"])
     assert {"teff", "vsini"} <= set(s.attrs["rv_template"][0])
+    assert 0 <= s.attrs["n_template_unsettled"] <= 1  # measured: one S/N-50 star alternates between neighbours
 
 
 def test_rv_noise_free(rv_base):
@@ -172,6 +173,16 @@ def test_wrong_header_berv_is_named(rv_survey, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         prepare.process_observed(archives.read_carmenes(good), Window(), templates)
+
+
+def test_nonpositive_sig_is_named(rv_survey, tmp_path):
+    out, syn, stars = rv_survey
+    bad = tmp_path / "bad.fits"
+    with fits.open(out / stars.file.iloc[0]) as hdul:
+        hdul["SIG"].data[:, 1000] = 0.0
+        hdul.writeto(bad)
+    with pytest.raises(archives.ArchiveError, match=r"bad.fits order \d+: SIG has 1 values <= 0"):
+        prepare.process_observed(archives.read_carmenes(bad), Window(), prepare.Templates.from_set(syn))
 
 
 def test_observed_needs_templates(rv_survey, tmp_path):
