@@ -189,7 +189,9 @@ def test_gap_command_measures_the_gap(tmp_path):
         cli("gap", syn, tmp_path / f"{level}.h5", "--out", tmp_path / f"gap_{level}")
         metrics[level] = json.loads((tmp_path / f"gap_{level}" / "gap.json").read_text())["metrics"]
     assert (tmp_path / "gap_none" / "projection_umap.png").exists()
-    assert metrics["none"]["domain_auc"] > 0.95 and metrics["strong"]["domain_auc"] > 0.95
+    # at --gap none only noise (and clipping) separates the domains: 0.79 measured since the observed
+    # continuum no longer follows the reference's line depths (> 0.95 before)
+    assert metrics["none"]["domain_auc"] > 0.7 and metrics["strong"]["domain_auc"] > 0.95
     for name in ("mmd2", "nn_distance_ratio"):
         assert GAP_FACTOR * metrics["none"][name] < metrics["strong"][name], name
     draws = [store.read(tmp_path / f"{level}.h5").flux for level in ("none", "again")]
