@@ -175,10 +175,16 @@ def splits(y: np.ndarray, s: CNNSettings, seed: int) -> list[tuple[np.ndarray, n
     """(train, test) indices for each of the `n_per_model` members, stratified on `strata(y, s.strata)`.
 
     ``split="shared"``: one StratifiedShuffleSplit used by every member (the authors'
-    code); ``"per_member"``: `n_per_model` different ones.
+    code); ``"per_member"``: `n_per_model` different ones. Where a set has more classes than
+    rows on one side of the split, the classes become that many quantile groups.
     """
     n = 1 if s.split == "shared" else s.n_per_model
-    drawn = list(StratifiedShuffleSplit(n, test_size=s.test_size, random_state=seed).split(y, strata(y, s.strata)))
+    classes = strata(y, s.strata)
+    n_test = int(np.ceil(s.test_size * len(y)))
+    limit = min(n_test, len(y) - n_test)
+    if len(np.unique(classes)) > limit:  # small sets (tiny profile): fewer rows than classes, so quantile groups
+        classes = strata(y, "deciles", bins=limit)
+    drawn = list(StratifiedShuffleSplit(n, test_size=s.test_size, random_state=seed).split(y, classes))
     return drawn * s.n_per_model if s.split == "shared" else drawn
 
 

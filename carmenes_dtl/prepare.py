@@ -7,6 +7,7 @@ holds one batch, not the archive.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,10 +24,10 @@ from .rv import barycentric_correction
 
 #: How both sets are normalised (written to their attributes).
 NORMALISATION = ("flux / pseudo-continuum, clipped to [0, 1] (continuum = 1 for the sigmoid output; clipped "
-                 "pixels counted): envelope of a noise-free reference (line fitted to the top 3 % pixels of 10 "
-                 "segments, raised to touch them) scaled by a least-squares line in flux/reference over the "
-                 "reference's top 30 % pixels per segment; the reference is the spectrum itself (synthetic) "
-                 "or its best-matching synthetic (observed)")
+                 "pixels counted): least-squares line through the spectrum's own flux at anchor pixels (top 3 % "
+                 "of each of 10 segments of a noise-free reference), raised by the factor that makes the "
+                 "reference's own anchor line touch its anchors; the reference is the spectrum itself "
+                 "(synthetic) or its best-matching synthetic (observed)")
 
 
 def _batches(items: list, size: int):
@@ -79,6 +80,11 @@ def prepare_synthetic(phoenix_dir: Path, out: Path, vsini, window: Window = Wind
     writer.attrs["n_clipped_above_1"] = clipped
     return writer.close()
 
+
+#: |computed - header| BERV (km/s) above which a file is named in a warning: astropy's
+#: `radial_velocity_correction` is accurate to about 3 m/s (its documentation), so 10 m/s is
+#: beyond what the two computations can disagree by when they describe the same observation.
+BERV_TOLERANCE_KMS = 0.010
 
 #: RV passes at most: the mid-grid template, then best matches until the match repeats.
 MAX_TEMPLATE_PASSES = 4
@@ -141,6 +147,8 @@ class ObservedResult:
     berv_header: float = np.nan
     clipped: int = 0
     template: dict = field(default_factory=dict)
+    settled: bool = True  # the last best match is the template used (no MAX_TEMPLATE_PASSES cut, no cycle)
+    unclipped: np.ndarray | None = None  # flux / continuum before clipping at 1
 
 
 def _merge(bary: dict, flux: dict, sigma: dict, rv: float, window: Window, path) -> tuple[np.ndarray, np.ndarray]:
@@ -172,6 +180,10 @@ def process_observed(spec: archives.CarmenesSpectrum, window: Window, templates:
         raise archives.ArchiveError(f"{spec.path}: no order covers the window {window.start}-{window.stop} Å "
                                     f"(coverage {spec.wave.min():.1f}-{spec.wave.max():.1f} Å)")
     berv = 0.0 if spec.barycentric else barycentric_correction(spec.ra, spec.dec, spec.bjd)
+    if spec.berv is not None and abs(berv - spec.berv) > BERV_TOLERANCE_KMS:
+        warnings.warn(f"{spec.path}: computed BERV {berv:.4f} km/s differs from the header's {spec.berv:.4f} "
+                      f"km/s by {(berv - spec.berv) * 1000:.0f} m/s (> {BERV_TOLERANCE_KMS * 1000:.0f} m/s)",
+                      stacklevel=2)
     flux, sigma, nans = {}, {}, 0
     for o in overlap:
         near = (spec.wave[o] > window.start - reach) & (spec.wave[o] < window.stop + reach)
@@ -183,6 +195,9 @@ def process_observed(spec: archives.CarmenesSpectrum, window: Window, templates:
             continue
         nans += n
         sigma[o] = archives.fill_nans(spec.sigma[o], f"{spec.path} order {o} SIG")[0]
+        if (sigma[o] <= 0).any():
+            raise archives.ArchiveError(f"{spec.path} order {o}: SIG has {int((sigma[o] <= 0).sum())} values <= 0 "
+                                        "(no inverse-variance weight possible)")
     bary = {o: spec.wave[o] * preprocess.doppler_factor(berv) for o in flux}
     orders = ([bary[o] for o in flux], [flux[o] for o in flux])
     templates.check(window)
@@ -193,10 +208,11 @@ def process_observed(spec: archives.CarmenesSpectrum, window: Window, templates:
         merged, merged_sigma = _merge(bary, flux, sigma, rv, window, spec.path)
         vector, clipped = preprocess.normalise(merged, templates.flux[k])
         k = templates.best(vector)
-    k = tried[-1]
+    used, settled = tried[-1], k == tried[-1]
     snr = float(np.median(merged / merged_sigma))
     return ObservedResult(vector, spec.karmn, str(spec.path), rv, berv, snr, nans, [int(o) for o in flux],
-                          np.nan if spec.berv is None else spec.berv, clipped, templates.describe(k))
+                          np.nan if spec.berv is None else spec.berv, clipped, templates.describe(used),
+                          settled, (merged / preprocess.continuum(merged, templates.flux[used])).astype(np.float32))
 
 
 def prepare_observed(carmenes_dir: Path, out: Path, window: Window = Window(), template=None,
@@ -250,8 +266,10 @@ def prepare_observed(carmenes_dir: Path, out: Path, window: Window = Window(), t
              "n_files": len(files), "n_excluded": len(excluded),
              "excluded": excluded.to_dict("records"),
              "rv_kms": [r.rv for r in kept], "berv_kms": [r.berv for r in kept],
-             "berv_header_kms": [r.berv_header for r in kept], "snr": [r.snr for r in kept],
+             "berv_header_kms": [r.berv_header for r in kept],
+             "berv_minus_header_kms": [r.berv - r.berv_header for r in kept], "snr": [r.snr for r in kept],
              "rv_template": [r.template for r in kept], "templates": template.source,
+             "n_template_unsettled": int(sum(not r.settled for r in kept)),
              "clipped_above_1": [r.clipped for r in kept], "n_clipped_above_1": int(sum(r.clipped for r in kept)),
              "normalisation": NORMALISATION,
              "files": [r.path for r in kept], "nan_pixels_filled": int(sum(r.nan_pixels for r in kept))}

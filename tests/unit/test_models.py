@@ -403,3 +403,14 @@ def test_predict_equals_keras_predict_for_models_of_one_architecture():
         model = cnn.build_cnn(40, (8, 4, 4), pool=2, members=3)
         np.testing.assert_allclose(training.predict(model, x, batch_size=128), model.predict(x, verbose=0),
                                    rtol=1e-5, atol=1e-6)
+
+
+def test_splits_of_a_set_with_more_values_than_test_rows():
+    """40 distinct Teff values x 2 rows, 30 % test: 24 test rows cannot hold 40 classes, so the
+    split stratifies on 24 quantile groups; every row lands on exactly one side."""
+    from carmenes_dtl.cnn import splits
+
+    y = np.repeat(np.arange(3000.0, 4000.0, 25.0), 2)
+    (train, test), = splits(y, CNNSettings(n_per_model=1), seed=0)
+    assert len(test) == 24 and len(train) == 56 and len(np.intersect1d(train, test)) == 0
+    assert np.all(np.histogram(y[test], bins=4)[0] >= 4)  # spread over the range, not one corner

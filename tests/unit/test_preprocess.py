@@ -153,31 +153,89 @@ def test_normalise_maps_to_unit_interval_and_rejects_nan():
         pp.normalise(flux)
 
 
+def lined(wave, rng, n=60, scale=1.0):
+    """A line spectrum (relative to a continuum of 1): `n` lines of 0.05 Å, depths times `scale`."""
+    out = np.ones_like(wave)
+    for c, d in zip(rng.uniform(8800, 8835, n), rng.uniform(0.05, 0.6, n)):
+        out = out * line(wave, c, 0.05, scale * d)
+    return out
+
+
+def noisy_continua(true, reference, snr, n=200, seed=30):
+    """Continua of `n` seeded noisy copies (S/N `snr` per pixel) of `true`, and the anchor count."""
+    rng = np.random.default_rng(seed)
+    fits = np.array([pp.continuum(true * (1 + rng.normal(0, 1 / snr, true.size)), reference) / true
+                     for _ in range(n)])
+    return fits, int(pp.upper_pixels(reference, pp.ANCHOR_FRACTION).sum())
+
+
 def test_continuum_of_noisy_flat_spectrum_is_unbiased():
-    """S/N 30 per pixel: the continuum stays within 0.5 % of the truth everywhere (dividing by
-    the brightest pixel gave about 0.90); about half the pixels exceed 1 and are counted."""
+    """S/N 30 per pixel, normalised as the observed path does, against a line-rich synthetic
+    reference (not against a flat one, which would make every pixel an anchor): over 200 noise
+    draws the continuum is 1 within 0.1 % everywhere (unbiased; dividing by the brightest pixel
+    gave about 0.90), and one draw scatters as a least-squares line through the anchors
+    predicts (1-sigma 2/(30 sqrt(N)) at the ends): within 0.5 % on average over the window."""
+    wave = Window().wavelength
+    reference = lined(wave, np.random.default_rng(3))
+    true = 2.7 * (1 + 0.0003 * (wave - 8817))
+    fits, n_anchor = noisy_continua(true, reference, 30)
+    assert 50 < n_anchor < wave.size / 2  # the reference's line-free pixels, not all pixels
+    assert np.abs(fits.mean(axis=0) - 1).max() < 0.001
+    assert fits[:, -1].std() == pytest.approx(2 / 30 / np.sqrt(n_anchor), rel=0.2)
+    assert np.abs(fits - 1).mean() < 0.005
     rng = np.random.default_rng(30)
-    x = np.linspace(-1, 1, 3501)
-    true = 2.7 * (1 + 0.01 * x)
-    noisy = true * (1 + rng.normal(0, 1 / 30, x.size))
-    assert np.abs(pp.continuum(noisy, np.ones_like(x)) / true - 1).max() < 0.005
-    out, clipped = pp.normalise(noisy, np.ones_like(x))
-    assert 0.45 < clipped / x.size < 0.55 and out.max() == 1.0
+    out, clipped = pp.normalise(true * (1 + rng.normal(0, 1 / 30, wave.size)), reference)
+    assert 0.4 < clipped / wave.size < 0.6 and out.max() == 1.0
 
 
 def test_continuum_with_lines_under_noise_matches_noise_free():
     """Lines cover much of the spectrum: the mean is no continuum, and the maximum is a noise
-    peak; with its noise-free reference, a S/N 30 spectrum gets the reference's continuum
-    within 0.5 %."""
-    rng = np.random.default_rng(31)
+    peak; with its noise-free reference, S/N 30 spectra get the reference's continuum within
+    0.1 % on average over 200 noise draws."""
     wave = Window().wavelength
-    clean = (1 + 0.002 * (wave - 8817))
-    for c in rng.uniform(8800, 8835, 60):
-        clean = clean * line(wave, c, 0.05, rng.uniform(0.05, 0.6))
-    noisy = 5 * clean * (1 + rng.normal(0, 1 / 30, wave.size))
-    ratio = pp.continuum(noisy, clean) / (5 * pp.continuum(clean))
-    assert np.abs(ratio - 1).max() < 0.005
-    assert np.abs(noisy.mean() / (5 * pp.continuum(clean)).mean() - 1) > 0.05  # the trivial baseline fails
+    clean = (1 + 0.002 * (wave - 8817)) * lined(wave, np.random.default_rng(31))
+    fits, _ = noisy_continua(5 * clean, clean, 30, seed=31)
+    ratio = fits * 5 * clean / (5 * pp.continuum(clean))
+    assert np.abs(ratio.mean(axis=0) - 1).max() < 0.001
+    assert np.abs(clean.mean() / pp.continuum(clean).mean() - 1) > 0.05  # the trivial baseline fails
+
+
+def test_observed_line_depths_are_kept_whatever_the_reference():
+    """An observed star whose lines are all 30 % deeper than its reference's: after normalising
+    against that reference the vector is the star's own relative spectrum (known by
+    construction, continuum 1) within 0.1 %, so the depth difference keeps its amplitude
+    (scaling the reference's envelope by flux/reference over its top 30 % shifted it 0.6 %)."""
+    wave = Window().wavelength
+    reference = lined(wave, np.random.default_rng(5), n=250)  # line wings everywhere, as in M dwarfs
+    star = lined(wave, np.random.default_rng(5), n=250, scale=1.3)
+    vector = pp.normalise(3 * (1 + 0.002 * (wave - 8817)) * star, reference)[0]
+    assert np.abs(vector - star).max() < 0.001
+    assert np.abs(star - reference).max() > 0.1  # the difference kept is a real one
+
+
+@pytest.fixture(scope="module")
+def demo_spectra():
+    """Noise-free demo-model spectra (vsini 4 km/s) on the window, before normalisation."""
+    from carmenes_dtl import demo
+
+    model, wave, window = demo.LineModel(), demo.mock_phoenix_wavelength(), Window()
+    grid = pp.log_grid(window.start - pp.MARGIN_A, window.stop + pp.MARGIN_A)
+
+    def spectrum(teff, mh=0.0):
+        return pp.resample(grid, pp.broaden(pp.resample(wave, model.flux(wave, teff, 5.0, mh), grid), 4.0),
+                           window.wavelength)
+    return spectrum
+
+
+@pytest.mark.parametrize("teff, mh, bound", [(3200, 0.0, 0.001), (3400, 0.0, 0.001),
+                                             (3300, -0.5, 0.005), (3300, 0.5, 0.005)])
+def test_reference_one_grid_step_away_hardly_moves_the_vector(demo_spectra, teff, mh, bound):
+    """A 3300 K, [M/H] 0 star normalised against a reference one grid step away (100 K or
+    0.5 dex) instead of against itself: every pixel moves by less than `bound` (0.1 % per
+    100 K, 0.5 % per 0.5 dex; the reference-scaled continuum moved 0.24 % and 1.0 %)."""
+    star = demo_spectra(3300)
+    moved = pp.normalise(star, demo_spectra(teff, mh))[0] - pp.normalise(star)[0]
+    assert np.abs(moved).max() < bound
 
 
 def test_window_outside_data_is_named():
