@@ -266,7 +266,7 @@ def _verdict(low: float, high: float, names: tuple[str, str]) -> str:
 
 
 def _loss(metric: str, x):
-    """Smaller is better: MAE, |bias|, |coverage - 0.68|."""
+    """Smaller is better: MAE, ``abs(bias)``, ``abs(coverage - 0.68)``."""
     return abs(x - 0.68) if metric.endswith("coverage") else abs(x)
 
 
@@ -301,7 +301,7 @@ def _measured(name: str):
 def measured_deviations(metrics: tuple[str, ...] = ("holdout_mae", "holdout_coverage", "demo_mae", "demo_bias")):
     """Each improvement beside the published choice over CNN seeds, per option, metric and
     parameter: both means and the paired difference of the loss (improvement - published;
-    MAE, |bias| or |coverage - 0.68|, so negative favours the improvement) with its 95 % t
+    MAE, ``abs(bias)`` or ``abs(coverage - 0.68)``, so negative favours the improvement) with its 95 % t
     interval, from ``measured_deviations.csv`` (made by ``benchmarks/deviations.py``)."""
     table = _measured("measured_deviations.csv")
     table = table[table["metric"].isin(metrics)]
