@@ -161,7 +161,8 @@ def _merge(bary: dict, flux: dict, sigma: dict, rv: float, window: Window, path)
         inside = (grid - window.step / 2 > rest[0]) & (grid + window.step / 2 < rest[-1])
         if not inside.any():
             continue
-        f, s = preprocess.resample(rest, flux[o], grid[inside], sigma[o])
+        f = preprocess.resample(rest, flux[o], grid[inside])
+        s = preprocess.resample_sigma(rest, sigma[o], grid[inside])
         num[inside] += f / s ** 2
         den[inside] += 1 / s ** 2
     if (den == 0).any():

@@ -115,11 +115,23 @@ def test_resample_propagates_sigma():
     wave_in = 8790 * np.exp(np.arange(2400) / (2.8 * 94_600))
     sig_in = 0.01 * (1 + 0.5 * np.sin(wave_in))
     for out in (Window(8800, 8805, 0.01).wavelength, Window(8800, 8805, 0.1).wavelength):
-        _, sig = pp.resample(wave_in, np.ones_like(wave_in), out, sig_in)
+        sig = pp.resample_sigma(wave_in, sig_in, out)
         noise = rng.normal(0, 1, (400, wave_in.size)) * sig_in
         draws = np.stack([pp.resample(wave_in, n, out) for n in noise])
         np.testing.assert_allclose(draws.std(axis=0).mean(), sig.mean(), rtol=0.05)
         np.testing.assert_allclose(np.median(draws.std(axis=0) / sig), 1, rtol=0.1)
+
+
+def test_resample_sigma_blocks_equal_the_whole_operator():
+    """The blocked noise propagation equals sqrt(M**2 @ sigma**2) with M built column by
+    column from `resample` of unit vectors over the whole input (output spanning 3 blocks)."""
+    wave_in = 8799 * np.exp(np.arange(700) / (2.8 * 94_600))
+    sig_in = 0.01 * (1 + 0.5 * np.sin(wave_in * 7))
+    out = Window(8800, 8807.5, 0.01).wavelength
+    assert out.size > 2 * pp.SIGMA_BLOCK_PX
+    columns = np.stack([pp.resample(wave_in, e, out) for e in np.eye(wave_in.size)], axis=1)
+    np.testing.assert_allclose(pp.resample_sigma(wave_in, sig_in, out), np.sqrt(columns ** 2 @ sig_in ** 2),
+                               rtol=1e-9)
 
 
 def test_doppler_shift_recovered_within_50_m_s():
