@@ -51,6 +51,18 @@ def save(folder: Path, ensembles: dict, autoencoders: list[tuple[Path, Path]], i
     for i, pair in enumerate(autoencoders):
         for src, name in zip(pair, (f"ae_{i}.keras", f"ae_{i}_ft.keras")):
             inference_copy(load(src)).save(folder / name)
+    spaces = write_ensembles(folder, ensembles)
+    manifest = {"format": FORMAT, "package_version": __version__, "keras": keras.__version__,
+                "backend": keras.backend.backend(), "numpy": np.__version__, "python": platform.python_version(),
+                **info, "n_models": len(autoencoders), "ensembles": spaces,
+                "files": {f.name: _sha256(f) for f in sorted(folder.iterdir())}}
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return folder
+
+
+def write_ensembles(folder: Path, ensembles: dict) -> dict:
+    """Save `ensembles` {space: [cnn.Ensemble]} into `folder` (graphs, residuals); returns the
+    manifest entries {space name: [per ensemble: files, scaler, target normalisation]}."""
     spaces = {}
     for space, group in ensembles.items():
         tag, entries = SPACE_NAMES[space], []
@@ -66,12 +78,33 @@ def save(folder: Path, ensembles: dict, autoencoders: list[tuple[Path, Path]], i
                             "y_mean": {p: float(v) for p, v in ens.y_mean.items()},
                             "y_std": {p: float(v) for p, v in ens.y_std.items()}})
         spaces[tag] = entries
-    manifest = {"format": FORMAT, "package_version": __version__, "keras": keras.__version__,
-                "backend": keras.backend.backend(), "numpy": np.__version__, "python": platform.python_version(),
-                **info, "n_models": len(autoencoders), "ensembles": spaces,
-                "files": {f.name: _sha256(f) for f in sorted(folder.iterdir())}}
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return spaces
+
+
+def save_trained(folder: Path, ensembles: dict) -> Path:
+    """Trained ensembles {space: [cnn.Ensemble]} with their training curves, for a later stage
+    (``ensembles.json`` + the files of `write_ensembles`); `load_trained` reads them back."""
+    import keras
+
+    folder = Path(folder)
+    folder.mkdir(parents=True)
+    spaces = write_ensembles(folder, ensembles)
+    histories = {SPACE_NAMES[space]: [e.history for e in group] for space, group in ensembles.items()}
+    (folder / "ensembles.json").write_text(json.dumps({"keras": keras.__version__, "ensembles": spaces,
+                                                       "histories": histories}, indent=1))
     return folder
+
+
+def load_trained(folder: Path) -> dict:
+    """{space: [cnn.Ensemble]} saved by `save_trained`, training curves included."""
+    info = json.loads((Path(folder) / "ensembles.json").read_text())
+    out = {}
+    for space, tag in SPACE_NAMES.items():
+        if tag in info["ensembles"]:
+            out[space] = load_ensembles(Path(folder), info, space)
+            for ens, hist in zip(out[space], info["histories"][tag]):
+                ens.history = hist
+    return out
 
 
 def read_manifest(folder: Path) -> dict:

@@ -323,36 +323,53 @@ def holdout_mask(params: pd.DataFrame, seed: int, fraction: float) -> np.ndarray
 
 #: Synthetic input spaces the CNNs train on: latents before/after fine-tuning, or the spectra (None).
 SPACES = ("pre", "ft", None)
+#: The spaces that see only the synthetic set and the original encoders: their ensembles are
+#: the same for every observed set (the pipeline's stage ``cnn-synthetic``).
+SYNTHETIC_SPACES = ("pre", None)
 
 
-def train_variants(syn, obs, latents, n_models: int, s: CNNSettings, seed: int, progress: bool = False) -> dict:
+def synthetic_inputs(syn, latents, space: str | None, n_models: int) -> list[np.ndarray]:
+    """The synthetic inputs of `space`'s ensembles, one per autoencoder (the spectra: one)."""
+    return [syn.flux] if space is None else [latents[f"syn_{space}_{i}"] for i in range(n_models)]
+
+
+def train_space(syn, latents, space: str | None, n_models: int, s: CNNSettings, seed: int,
+                progress: bool = False) -> list[Ensemble]:
+    """The ensembles of one input space, trained on the synthetic rows outside `holdout_mask`,
+    each seeded from the run's SeedSequence by space and autoencoder."""
+    held = holdout_mask(syn.parameters, stage_seed(seed, "holdout"), s.holdout_fraction)
+    return [train_ensemble(x[~held], syn.labels[~held], s, stage_seed(seed, "cnn", SPACES.index(space), a),
+                           pool=0 if space else 8, progress=progress)
+            for a, x in enumerate(synthetic_inputs(syn, latents, space, n_models))]
+
+
+def train_variants(syn, obs, latents, n_models: int, s: CNNSettings, seed: int, progress: bool = False,
+                   trained: dict | None = None) -> dict:
     """Every variant of `transfer.VARIANTS`: its estimates and flags, its held-out check and the training curves.
 
     A variant's CNNs train on the synthetic half of its `transfer.latent_pair` (outside
     `holdout_mask`) and predict the observed half. Variants that train on the same space
-    (`SPACES`) share its ensembles, seeded from the run's SeedSequence per space and
-    autoencoder. The held-out table has both uncertainty methods (column ``uncertainty``).
+    (`SPACES`) share its ensembles (`train_space`); `trained` {space: [Ensemble]} holds
+    spaces already trained by `train_space` with these inputs, settings and seed (e.g. the
+    `SYNTHETIC_SPACES` of stage ``cnn-synthetic``). The held-out table has both uncertainty
+    methods (column ``uncertainty``).
     Returns ``{"estimates": {variant: (est, flags)}, "holdout": DataFrame, "ensembles": {space: [Ensemble]},
     "histories": {space: [...]}}``.
     """
-    from .transfer import VARIANTS, latent_pair
+    from .transfer import VARIANTS
 
     held = holdout_mask(syn.parameters, stage_seed(seed, "holdout"), s.holdout_fraction)
-    labels = syn.labels
-    truth = pd.DataFrame(labels[held], columns=[PUBLISHED_NAMES[k] for k in PARAMETERS]).add_prefix("true_")
-    ensembles, out, holdout, held_est = {}, {}, [], {}
+    truth = pd.DataFrame(syn.labels[held], columns=[PUBLISHED_NAMES[k] for k in PARAMETERS]).add_prefix("true_")
+    ensembles, out, holdout, held_est = dict(trained or {}), {}, [], {}
     for variant, (space, _) in tqdm(VARIANTS.items(), desc="CNN variants", disable=not progress):
-        pairs = ([(syn.flux, obs.flux)] if space is None else
-                 [latent_pair(latents, variant, i) for i in range(n_models)])
         if space not in ensembles:
-            seeds = [stage_seed(seed, "cnn", SPACES.index(space), a) for a in range(len(pairs))]
-            ensembles[space] = [train_ensemble(x[~held], labels[~held], s, sd, pool=0 if space else 8, progress=progress)
-                                for sd, (x, _) in zip(seeds, pairs)]
+            ensembles[space] = train_space(syn, latents, space, n_models, s, seed, progress)
         ens = ensembles[space]
         out[variant] = estimate_variant(ensembles, latents, obs, variant, s.uncertainty)
         for unc in ("members", "residuals") if held.any() else ():
             if (space, unc) not in held_est:  # variants of one space share their CNNs and synthetic inputs
-                held_est[space, unc] = estimate(ens, [x[held] for x, _ in pairs], np.flatnonzero(held), unc)[0]
+                inputs = [x[held] for x in synthetic_inputs(syn, latents, space, len(ens))]
+                held_est[space, unc] = estimate(ens, inputs, np.flatnonzero(held), unc)[0]
             holdout.append(held_est[space, unc].assign(variant=variant, uncertainty=unc).join(truth))
     empty = pd.DataFrame(columns=[*estimate_columns(), "variant", "uncertainty", *truth.columns])
     return {"estimates": out, "holdout": pd.concat(holdout, ignore_index=True) if holdout else empty,

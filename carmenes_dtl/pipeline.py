@@ -53,6 +53,7 @@ class RunPaths:
     search = property(lambda self: self._at("models/search.json"))
     latents = property(lambda self: self._at("latents.npz"))
     cnn = property(lambda self: self._at("cnn.json"))
+    cnn_synthetic = property(lambda self: self._at("cnn_synthetic"))
     holdout = property(lambda self: self._at("holdout.csv"))
     bundle = property(lambda self: self._at("model"))
     run = property(lambda self: self.out / "run.json")
@@ -276,12 +277,30 @@ class Runner:
         self.stage("encode", [p.latents], run, extra=[n, keras.backend.backend()],
                    inputs=[p.synthetic, p.observed] + [p.ae(i, ft) for i in range(n) for ft in (False, True)])
 
+    def cnn_synthetic(self) -> None:
+        """The ensembles of `cnn.SYNTHETIC_SPACES` (original encoders' synthetic latents, spectra):
+        they depend on the synthetic set and the original autoencoders only, so runs on other
+        observed sets with the same inputs can adopt them (`adopt`)."""
+        p, n = self.paths, self.prof.ae.n_models
+
+        def run():
+            syn = store.read(p.synthetic)
+            latents = {f"syn_pre_{i}": autoencoder.encode(autoencoder.load(p.ae(i)), syn.flux) for i in range(n)}
+            bundle.save_trained(p.cnn_synthetic, {space: cnn.train_space(syn, latents, space, n, self.prof.cnn,
+                                                                         self.seed, self.progress)
+                                                  for space in cnn.SYNTHETIC_SPACES})
+
+        self.stage("cnn-synthetic", [p.cnn_synthetic], run,
+                   extra=[asdict(self.prof.cnn), n, bundle.FORMAT, keras.backend.backend()],
+                   inputs=[p.synthetic] + [p.ae(i) for i in range(n)])
+
     def cnns(self) -> None:
         p = self.paths
 
         def run():
             res = cnn.train_variants(store.read(p.synthetic), store.read(p.observed), np.load(p.latents),
-                                     self.prof.ae.n_models, self.prof.cnn, self.seed, self.progress)
+                                     self.prof.ae.n_models, self.prof.cnn, self.seed, self.progress,
+                                     trained=bundle.load_trained(p.cnn_synthetic))
             for variant, (est, flags) in res["estimates"].items():
                 est.to_csv(p.estimates(variant), index=False)
                 flags.to_csv(p.flags(variant), index=False)
@@ -297,7 +316,7 @@ class Runner:
                    + [p.holdout, p.cnn, p.bundle], run,
                    extra=[asdict(self.prof.cnn), self.prof.ae.n_models, bundle.FORMAT,
                           keras.backend.backend()],
-                   inputs=[p.synthetic, p.observed, p.latents, *(f for pair in aes for f in pair)])
+                   inputs=[p.synthetic, p.observed, p.latents, p.cnn_synthetic, *(f for pair in aes for f in pair)])
 
     def summary(self, truth_csv: Path | None) -> dict:
         """run.json: settings, seeds, versions, timings and, with a truth table, the errors."""
@@ -388,6 +407,7 @@ def run(out: Path, demo: bool = True, synthetic: Path | None = None, observed: P
     else:
         r.use_sets(synthetic, observed)
     r.autoencoders()
+    r.cnn_synthetic()
     r.finetune()
     r.encode()
     r.cnns()

@@ -414,3 +414,21 @@ def test_splits_of_a_set_with_more_values_than_test_rows():
     (train, test), = splits(y, CNNSettings(n_per_model=1), seed=0)
     assert len(test) == 24 and len(train) == 56 and len(np.intersect1d(train, test)) == 0
     assert np.all(np.histogram(y[test], bins=4)[0] >= 4)  # spread over the range, not one corner
+
+
+def test_trained_ensembles_saved_for_a_later_stage_predict_the_same(spectra, tmp_path):
+    """`bundle.save_trained` -> `load_trained` (stage cnn-synthetic -> cnn) keeps predictions
+    bit for bit, the scalers, target normalisation, residuals and training curves."""
+    from carmenes_dtl import bundle
+
+    syn, _, params = spectra
+    x = syn[:, ::10]
+    s = CNNSettings(n_per_model=2, epochs=3, batch_size=32, patience=2, **FAST)
+    y = np.column_stack([params, params[:, 0] / 200])  # a fourth target standing in for vsini
+    ens = cnn.train_ensemble(x, y, s, seed=7)
+    back = bundle.load_trained(bundle.save_trained(tmp_path / "trained", {"pre": [ens]}))["pre"][0]
+    before, after = ens.member_predictions(x), back.member_predictions(x)
+    for p in cnn.PARAMETERS:
+        np.testing.assert_array_equal(before[p], after[p])
+        np.testing.assert_array_equal(ens.residuals[p], back.residuals[p])
+    assert back.history == ens.history and len(back.history["val_loss"]) >= 1
