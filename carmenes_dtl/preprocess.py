@@ -54,15 +54,17 @@ def bin_edges(wave: np.ndarray) -> np.ndarray:
 SPLINE_MARGIN_PX = 25
 
 
-def _spline_resampler(wave_in: np.ndarray, wave_out: np.ndarray):
-    """(lo, hi, apply): `apply(y)` maps input values ``y[lo:hi]`` (or a matrix of columns) to `wave_out`.
+def _spline_resampler(wave_in: np.ndarray, wave_out: np.ndarray, edges_out: np.ndarray | None = None):
+    """(lo, hi, apply): `apply(y)` maps input values ``y[lo:hi]`` (or a matrix of columns) to the
+    pixels `wave_out` (edges `edges_out`, default `bin_edges`).
 
     A cubic spline through the input (`scipy.interpolate.CubicSpline`) is averaged over
     each output pixel where output pixels are wider than the input's (flux conserving:
     the spline's integral over the pixel) and evaluated at the pixel centre where they
     are narrower (no staircase).
     """
-    edges_in, edges_out = bin_edges(wave_in), bin_edges(wave_out)
+    edges_in = bin_edges(wave_in)
+    edges_out = bin_edges(wave_out) if edges_out is None else edges_out
     if edges_out[0] < edges_in[0] or edges_out[-1] > edges_in[-1]:
         raise ValueError(
             f"output range {wave_out[0]:.3f}-{wave_out[-1]:.3f} Å is outside the input "
@@ -100,11 +102,11 @@ def resample_sigma(wave_in: np.ndarray, sigma_in: np.ndarray, wave_out: np.ndarr
     the same numbers at a small fraction of the cost, so the inverse-variance merge of
     orders sees the noise each output pixel really carries.
     """
-    sigma_in = np.asarray(sigma_in, float)
+    sigma_in, edges = np.asarray(sigma_in, float), bin_edges(wave_out)
     out = np.empty(wave_out.size)
     for start in range(0, wave_out.size, SIGMA_BLOCK_PX):
         block = slice(start, start + SIGMA_BLOCK_PX)
-        lo, hi, apply = _spline_resampler(wave_in, wave_out[block])
+        lo, hi, apply = _spline_resampler(wave_in, wave_out[block], edges[start:start + SIGMA_BLOCK_PX + 1])
         out[block] = np.sqrt(apply(np.eye(hi - lo)) ** 2 @ sigma_in[lo:hi] ** 2)
     return out
 
