@@ -113,7 +113,7 @@ def test_run_on_other_sets_into_the_same_folder_recomputes(tmp_path, monkeypatch
     each run's estimates are those of its own observed set, and the last one rebuilds the demo's sets."""
     from carmenes_dtl.demo import write_demo
 
-    for name in ("autoencoders", "finetune", "encode"):
+    for name in ("autoencoders", "cnn_synthetic", "finetune", "encode"):
         monkeypatch.setattr(pipeline.Runner, name, lambda self: None)
     monkeypatch.setattr(pipeline.Runner, "cnns", _estimates_stage)
     monkeypatch.setattr(pipeline.Runner, "summary", lambda self, truth: sorted(pd.read_csv(self.paths.estimates())["karmn"]))
