@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from . import __version__, autoencoder, demo, gap, pipeline, store, twin
+from . import __version__, autoencoder, demo, gap, pipeline, snapshots, store, twin
 from .config import PUBLISHED_NAMES, Window, profile
 from .transfer import DESCRIPTIONS, VARIANTS
 
@@ -41,6 +41,10 @@ PAIRS = [("method", "no_finetune"), ("method", "direct")]
 #: Latent-AUC changes from fine-tuning: (variant, reference).
 AUC_PAIRS = [("method", "no_finetune"), ("finetuned_both", "no_finetune")]
 PARAMS = list(PUBLISHED_NAMES.values())
+#: The committed tables (data/results/ in the repository): `make experiment` writes the first,
+#: the tiny reproducibility cell that `make test` reruns the second; each has ``<stem>_intervals.csv``.
+RESULTS = Path(snapshots.__file__).parent / "results" / "transfer_experiment.csv"
+TINY_RESULTS = RESULTS.with_name("experiment_tiny.csv")
 
 
 def gap_spec(setting: str, strength: float = 0.5) -> str:
