@@ -190,6 +190,6 @@ def experiment_mae(intervals: pd.DataFrame):
                         color=colour, label=v)
         ax.set(xticks=x, xlabel="gap setting", ylabel=f"MAE of {LABELS.get(p, p)}")
         ax.set_xticklabels(settings, rotation=30, ha="right")
-    axes.flat[0].legend(fontsize="x-small")
+    axes.flat[-1].legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.02, 1))
     fig.tight_layout()
     return fig
