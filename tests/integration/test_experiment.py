@@ -31,6 +31,8 @@ def test_the_command_reproduces_the_committed_cell(tiny_cell):
     """Exact equality of every number (measured: the cell's bytes do not change between runs on
     this machine's CPU backend)."""
     assert _body(tiny_cell / "experiment_tiny.csv") == _body(COMMITTED)
+    intervals = COMMITTED.with_name("experiment_tiny_intervals.csv")
+    assert _body(tiny_cell / intervals.name) == _body(intervals)
     table, meta = experiment.load_results(COMMITTED)
     assert meta["command"].startswith("carmenes-dtl " + " ".join(COMMAND))
     assert {"commit", "date", "keras", "backend", "numpy", "python"} <= set(meta) and meta["profile"] == "tiny"
