@@ -66,16 +66,24 @@ def _cell(args: tuple) -> Path:
 
 def run_cells(out: Path, settings: list[str], seeds: list[int], profile_name: str = "quick", strength: float = 0.5,
               jobs: int = 1, progress: bool = False) -> dict:
-    """Run (or resume) every cell; the first setting's cells first, as the others adopt their shared stages."""
+    """Run (or resume) every cell. Per seed, the base cell (one that ran in full before, else the
+    first setting's) and any other cell that ran in full run first; the rest adopt the base's
+    shared stages, so reordering the settings of a finished experiment reruns nothing."""
     if not settings or not seeds:
         raise ValueError(f"the experiment needs settings and seeds, got {settings} and {seeds}")
     profile(profile_name)
     specs = {s: gap_spec(s, strength) for s in settings}
     out = Path(out)
-    base = {seed: out / settings[0] / f"seed{seed}" for seed in seeds}
-    first = [(base[seed], specs[settings[0]], seed, profile_name, None, progress) for seed in seeds]
-    rest = [(out / s / f"seed{seed}", specs[s], seed, profile_name, base[seed], progress)
-            for s in settings[1:] for seed in seeds]
+
+    def full(s, seed):  # the cell has its own mock PHOENIX tree: it ran without a base
+        return (out / s / f"seed{seed}" / "demo" / "phoenix").is_dir()
+
+    base = {seed: next((s for s in settings if full(s, seed)), settings[0]) for seed in seeds}
+    cells = [(s, seed) for s in settings for seed in seeds]
+    first = [(out / s / f"seed{seed}", specs[s], seed, profile_name, None, progress)
+             for s, seed in cells if s == base[seed] or full(s, seed)]
+    rest = [(out / s / f"seed{seed}", specs[s], seed, profile_name, out / base[seed] / f"seed{seed}", progress)
+            for s, seed in cells if not (s == base[seed] or full(s, seed))]
     for batch in (first, rest):
         if jobs == 1:
             list(map(_cell, batch))
