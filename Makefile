@@ -8,7 +8,7 @@ export KERAS_BACKEND ?= jax
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONHASHSEED ?= 0
 
-.PHONY: book test venv lock clean demo-run browser-test chromium
+.PHONY: book test venv lock clean demo-run browser-test chromium experiment
 
 venv: $(STAMP)
 
@@ -23,6 +23,15 @@ $(STAMP): requirements.lock pyproject.toml
 # The pipeline on the demo survey (quick profile); chapters read its outputs.
 demo-run: $(STAMP)
 	$(BIN)/carmenes-dtl run --demo --profile quick --seed 42 --out $(RUN_DIR)
+
+# Does fine-tuning close the gap? 4 gap settings x 5 seeds (quick profile), published with its
+# provenance header into data/results/ (chapter 4 reads it); resumes finished cells.
+EXPERIMENT_DIR ?= _build/experiment
+EXPERIMENT_JOBS ?= 2
+experiment: $(STAMP)
+	$(BIN)/carmenes-dtl experiment --out $(EXPERIMENT_DIR) --settings none,shared,degenerate,both \
+	  --seeds 1,2,3,4,5 --profile quick --jobs $(EXPERIMENT_JOBS) --quiet \
+	  --results data/results/transfer_experiment.csv
 
 book: demo-run
 	rm -rf _build/html _build/jupyter_execute

@@ -147,6 +147,24 @@ def cmd_run(a):
             print(f"  {variant:14s} " + "  ".join(f"{k} MAE={v['mae']:.3g}" for k, v in errs.items()))
 
 
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(k) for k in _keys(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
+
+
+def cmd_experiment(a):
+    from . import experiment
+
+    paths = experiment.experiment(a.out, a.settings, a.seeds, a.profile, a.strength, a.jobs, progress=not a.quiet)
+    for path in paths.values():
+        print(f"wrote {path}")
+    if a.results:
+        for path in experiment.publish(a.out, a.results, ["carmenes-dtl", *a.argv]):
+            print(f"published {path}")
+
+
 def cmd_predict(a):
     from . import bundle
 
@@ -245,6 +263,20 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, required=True)
     s.set_defaults(func=cmd_run)
 
+    s = sub.add_parser("experiment", parents=[quiet], help="gap settings x seeds x variants: tidy tables, "
+                                                         "bootstrap intervals, figure")
+    s.add_argument("--out", type=Path, required=True, help="folder of the cells (<setting>/seed<S>/) and tables")
+    s.add_argument("--settings", type=_keys, default=["none", "shared", "degenerate", "both"],
+                   help="none, shared, degenerate, both, a gap level or degenerate=X,shared=Y (comma-separated; "
+                        "default none,shared,degenerate,both)")
+    s.add_argument("--seeds", type=_seeds, default=[1, 2, 3, 4, 5], help="comma-separated (default 1,2,3,4,5)")
+    s.add_argument("--profile", default="quick", choices=sorted(PROFILES))
+    s.add_argument("--strength", type=float, default=0.5, help="S of the named settings (default 0.5, the paper level)")
+    s.add_argument("--jobs", type=_positive, default=1, help="cells run in parallel processes (default 1)")
+    s.add_argument("--results", type=Path, help="also publish the table and its intervals to this .csv "
+                                                "(and <stem>_intervals.csv) with a provenance header")
+    s.set_defaults(func=cmd_experiment)
+
     s = sub.add_parser("predict", help="estimate the stars of an observed set with a finished run's model")
     s.add_argument("--model", type=Path, required=True, help="model bundle folder (RUN/model)")
     s.add_argument("--observed", type=Path, required=True, help="observed set (prepare-observed) on the model's window")
@@ -270,6 +302,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command line a published table records
     try:
         args.func(args)
     except (OSError, ValueError) as err:  # ArchiveError and h5py's errors included

@@ -174,7 +174,9 @@ class Runner:
 
     # -- stages ---------------------------------------------------------------------------
 
-    def demo(self, gap: str = "paper") -> None:
+    def demo(self, gap: str = "paper", phoenix: bool = True) -> None:
+        """The demo survey in ``demo/``; without `phoenix` its mock PHOENIX tree is left out (a run
+        that takes its synthetic set from another run of the same seed, see `run`'s `shared`)."""
         from .demo import write_demo
 
         if self.prof.window != Window():
@@ -183,7 +185,8 @@ class Runner:
                   f"{self.prof.window.stop:g} Å sees fewer or no lines", file=sys.stderr)
         self.stage("demo", [self.paths.demo],
                    lambda: write_demo(self.paths.demo, self.seed, self.prof.n_stars, gap, self.prof.demo_size,
-                                      progress=self.progress), extra=[gap, self.prof.demo_size, self.prof.n_stars])
+                                      progress=self.progress, phoenix=phoenix),
+                   extra=[gap, self.prof.demo_size, self.prof.n_stars] + ([] if phoenix else ["no phoenix"]))
 
     def prepare(self, phoenix_dir: Path, carmenes_dir: Path) -> None:
         p = self.paths
@@ -211,6 +214,37 @@ class Runner:
             if Path(src).resolve() != dst.resolve():
                 _remove(dst)
                 dst.symlink_to(Path(src).resolve())
+
+    def adopt(self, base: Path, names: list[str]) -> list[str]:
+        """Take over the finished stages `names` of the run in `base`: hard-link their outputs into
+        this run and copy their ``stages.json`` records; returns the names adopted.
+
+        This proves nothing by itself: a stage still runs when called unless the key it computes
+        here, from this run's seed, settings and inputs, equals the adopted record's, so
+        adopting saves work exactly where `base` did what this run would do. A stage whose
+        outputs in `base` no longer match its record is not adopted.
+        """
+        base = Path(base)
+        done = json.loads((base / "stages.json").read_text()) if (base / "stages.json").exists() else {}
+        adopted = []
+        for name in names:
+            rec = done.get(name)
+            if rec is None or self.done.get(name) == rec or any(
+                    self.identity(base / rel) != ident for rel, ident in rec["outputs"].items()):
+                continue
+            for rel in rec["outputs"]:
+                dst = self.paths.out / rel
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                if dst.exists() or dst.is_symlink():
+                    _remove(dst)
+                if (base / rel).is_dir():
+                    shutil.copytree(base / rel, dst, copy_function=os.link)
+                else:
+                    os.link(base / rel, dst)
+            self.done[name] = rec
+            adopted.append(name)
+        write_text(self.paths.stages, json.dumps(self.done, indent=1))
+        return adopted
 
     def gap_variant(self, gap: str, n_stars: int = 30) -> Path:
         """Observed set of another demo survey (`n_stars`, gap level `gap`, the run's seed) prepared
@@ -376,12 +410,19 @@ def check_sets(synthetic: Path, observed: Path, window: Window | None = None) ->
                          f"{wave[0]:.2f}-{wave[-1]:.2f} Å")
 
 
+#: Stages of a demo run that do not depend on its gap: a run of the same seed and profile can adopt them.
+SHARED_STAGES = ["prepare-synthetic", "autoencoders"]
+
+
 def run(out: Path, demo: bool = True, synthetic: Path | None = None, observed: Path | None = None,
         profile_name: str = "quick", seed: int = 42, gap: str = "paper", progress: bool = True,
-        prof: Profile | None = None, window: Window | None = None, scheduler: str | None = None) -> dict:
+        prof: Profile | None = None, window: Window | None = None, scheduler: str | None = None,
+        shared: Path | None = None) -> dict:
     """The whole method; returns the run summary (also written to ``OUT/run.json``).
 
     `window` replaces the profile's; `scheduler` is where the preparation's tasks run.
+    `shared`: a finished demo run of the same seed and profile (any gap) whose gap-independent
+    stages (`SHARED_STAGES`) this one adopts (`Runner.adopt`), with its mock PHOENIX tree.
     """
     prof = prof or profile(profile_name)
     if not demo:
@@ -400,9 +441,13 @@ def run(out: Path, demo: bool = True, synthetic: Path | None = None, observed: P
         logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notices of the many small models
     r = Runner(out, prof, seed, progress, scheduler)
     truth = None
+    if shared is not None and not demo:
+        raise ValueError("shared stages are those of a demo run: drop shared, or use the demo")
     if demo:
-        r.demo(gap)
-        r.prepare(r.paths.demo / "phoenix", r.paths.demo / "carmenes")
+        r.demo(gap, phoenix=shared is None)
+        if shared is not None:
+            r.adopt(shared, SHARED_STAGES)
+        r.prepare(Path(shared or r.paths.out) / "demo" / "phoenix", r.paths.demo / "carmenes")
         truth = r.paths.demo / "truth.csv"
     else:
         r.use_sets(synthetic, observed)

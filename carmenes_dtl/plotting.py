@@ -171,3 +171,25 @@ def hr_diagram(table: pd.DataFrame, y: str = "Lum", ylabel: str = r"$L/L_\odot$"
     ax.invert_xaxis()
     fig.tight_layout()
     return fig
+
+
+def experiment_mae(intervals: pd.DataFrame):
+    """MAE per gap setting and variant with its 95 % bootstrap interval, one panel per parameter
+    (the ``mae`` rows of `experiment.intervals`)."""
+    mae = intervals[intervals["quantity"] == "mae"]
+    params = list(dict.fromkeys(mae["parameter"]))
+    settings = list(dict.fromkeys(mae["setting"]))
+    variants = list(dict.fromkeys(mae["variant"]))
+    fig, axes = plt.subplots(1, len(params), figsize=(3.4 * len(params), 3.4), squeeze=False)
+    x = np.arange(len(settings))
+    for ax, p in zip(axes.flat, params):
+        for k, (v, colour) in enumerate(zip(variants, sns.color_palette(n_colors=len(variants)))):
+            g = mae[(mae["parameter"] == p) & (mae["variant"] == v)].set_index("setting").loc[settings]
+            ax.errorbar(x + (k - (len(variants) - 1) / 2) * 0.15, g["estimate"],
+                        yerr=[g["estimate"] - g["low"], g["high"] - g["estimate"]], fmt="o", ms=4, capsize=2,
+                        color=colour, label=v)
+        ax.set(xticks=x, xlabel="gap setting", ylabel=f"MAE of {LABELS.get(p, p)}")
+        ax.set_xticklabels(settings, rotation=30, ha="right")
+    axes.flat[-1].legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.02, 1))
+    fig.tight_layout()
+    return fig

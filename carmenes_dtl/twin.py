@@ -141,15 +141,13 @@ def survey(observed: Path, truth_csv: Path, phoenix_dir: Path | None = None, win
     """
     obs = store.read(observed)
     truth = pd.read_csv(truth_csv).set_index("karmn")
-    wave = demo.mock_phoenix_wavelength()
-    model = demo.LineModel()
+    exact_all = exact_vectors(truth.loc[obs.parameters["karmn"]], window)
     archive = Archive(phoenix_dir, window.start - preprocess.MARGIN_A - 1, window.stop + preprocess.MARGIN_A + 1) \
         if phoenix_dir is not None else None
     rows = []
     for i, karmn in enumerate(obs.parameters["karmn"]):
         t = truth.loc[karmn]
-        params = (t["Teff"], t["logg"], t["[M/H]"])
-        exact = preprocess.synthetic_to_window(wave, model.flux(wave, *params), [t["vsini"]], window)[0][0]
+        params, exact = (t["Teff"], t["logg"], t["[M/H]"]), exact_all[i]
         row = {"karmn": karmn, "Teff": t["Teff"], "vsini": t["vsini"], "snr": t["snr"],
                "mean_abs": float(np.abs(obs.flux[i] - exact).mean()),
                "noise_mean_abs": float(np.abs(_with_noise(exact, obs.attrs["snr"][i], i) - exact).mean()),
@@ -161,6 +159,15 @@ def survey(observed: Path, truth_csv: Path, phoenix_dir: Path | None = None, win
             row["interp_mean_abs"] = float(np.abs(interp - exact).mean())
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def exact_vectors(truth: pd.DataFrame, window: Window = Window()) -> np.ndarray:
+    """The exact synthetic vector of each star (row) of `truth` (columns ``Teff, logg, [M/H], vsini``):
+    the demo's synthetic `demo.LineModel` at those parameters, noise-free and not interpolated,
+    broadened to the star's vsini and put on `window` like a synthetic spectrum."""
+    wave, model = demo.mock_phoenix_wavelength(), demo.LineModel()
+    return np.array([preprocess.synthetic_to_window(wave, model.flux(wave, t["Teff"], t["logg"], t["[M/H]"]),
+                                                    [t["vsini"]], window)[0][0] for _, t in truth.iterrows()])
 
 
 def _with_noise(vector: np.ndarray, snr: float, seed: int) -> np.ndarray:

@@ -227,3 +227,19 @@ def test_window_reaches_every_prepared_set(tmp_path, capsys):
         assert s.flux.shape[1] == 2501 and s.attrs["window"]["start"] == 8805.0
     with pytest.raises(ValueError, match="--window 8800,8835 does not match .*synthetic.h5's grid 8805.00-8830.00"):
         pipeline.check_sets(r.paths.synthetic, r.paths.observed, Window())
+
+
+def test_adopted_stage_is_skipped_only_where_its_key_matches(tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("1 2 3")
+    base = pipeline.Runner(tmp_path / "base", TINY, seed=1, progress=False)
+    assert _copy_stage(base, src)
+    same = pipeline.Runner(tmp_path / "same", TINY, seed=1, progress=False)
+    assert same.adopt(base.paths.out, ["copy", "absent"]) == ["copy"]
+    assert (tmp_path / "same" / "latents.npz").samefile(tmp_path / "base" / "latents.npz")
+    assert not _copy_stage(same, src)  # its own key equals the adopted record's
+    other = pipeline.Runner(tmp_path / "other", TINY, seed=2, progress=False)
+    assert other.adopt(base.paths.out, ["copy"]) == ["copy"] and _copy_stage(other, src)  # other seed: runs
+    assert np.load(tmp_path / "base" / "latents.npz")["x"].tolist() == [1, 2, 3]
+    np.savez(tmp_path / "base" / "latents.npz", x=np.zeros(3))  # the base's output changed since its record
+    assert pipeline.Runner(tmp_path / "late", TINY, seed=1, progress=False).adopt(base.paths.out, ["copy"]) == []

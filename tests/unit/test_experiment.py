@@ -1,0 +1,82 @@
+"""The experiment's statistics against separate computations: bootstrap widths, slopes, per-region tables."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from carmenes_dtl import experiment
+
+
+def _paired(n_seeds, n_stars, diff, sigma, seed=5):
+    rng = np.random.default_rng(seed)
+    b = [np.abs(rng.normal(2, 1, n_stars)) for _ in range(n_seeds)]
+    return [x + diff + rng.normal(0, sigma, n_stars) for x in b], b
+
+
+def test_paired_bootstrap_covers_the_difference_with_the_analytic_width():
+    """Per-star differences diff + N(0, sigma) with no seed effect: the point estimate is the mean
+    difference (SE sigma/sqrt(N)); resampling seeds and then stars counts the within-seed scatter
+    twice (once through the spread of the seed means), so the 95 % interval is sqrt(2) times
+    the analytic 2 * 1.96 * sigma / sqrt(N)."""
+    a, b = _paired(20, 100, 0.3, 0.5)
+    est, lo, hi = experiment.paired_bootstrap(a, b, n_boot=2000, seed=1)
+    assert est == pytest.approx(np.mean(np.concatenate(a)) - np.mean(np.concatenate(b)), abs=1e-12)
+    assert lo < 0.3 < hi
+    analytic = 2 * 1.96 * 0.5 / np.sqrt(2000)
+    assert (hi - lo) / analytic == pytest.approx(np.sqrt(2), rel=0.15)
+
+
+def test_pairing_removes_the_shared_star_to_star_scatter():
+    """b's stars scatter by 1, a = b + 0.3 exactly: paired, the interval has no width."""
+    a, b = _paired(5, 50, 0.3, 0.0)
+    est, lo, hi = experiment.paired_bootstrap(a, b)
+    assert (est, lo, hi) == pytest.approx((0.3, 0.3, 0.3), abs=1e-9)
+
+
+def test_one_value_per_seed_is_a_bootstrap_over_seeds():
+    """The latent-AUC change: one number per seed; the interval is about mean +/- 1.96 SE."""
+    v = np.random.default_rng(2).normal(0.1, 0.05, 40)
+    est, lo, hi = experiment.paired_bootstrap([[x] for x in v], n_boot=4000, seed=3)
+    se = v.std(ddof=1) / np.sqrt(v.size)
+    assert est == pytest.approx(v.mean())
+    assert (lo, hi) == pytest.approx((v.mean() - 1.96 * se, v.mean() + 1.96 * se), abs=0.25 * se)
+
+
+def test_mh_slope_is_the_least_squares_slope_per_1000_k():
+    rng = np.random.default_rng(0)
+    teff = rng.uniform(3000, 4200, 30)
+    err = 0.2 - 0.15 * (teff - 3000) / 1000 + rng.normal(0, 0.05, 30)
+    assert experiment.mh_slope(teff, err) == pytest.approx(np.polyfit(teff / 1000, err, 1)[0], rel=1e-10)
+    assert np.isnan(experiment.mh_slope(teff[:1], err[:1]))
+
+
+def test_cell_rows_per_region_match_a_direct_computation():
+    """Four stars, two regions: n, MAE and bias written out by hand."""
+    err = {"Teff": [100.0, -50.0, 20.0, -10.0], "[M/H]": [0.1, 0.3, -0.2, 0.0]}
+    teff = [3000.0, 3500.0, 4000.0, 3200.0]
+    stars = pd.concat([pd.DataFrame({"karmn": list("abcd"), "variant": "method", "parameter": p, "Teff_true": teff,
+                                     "truth": 0.0, "estimate": e, "error": e,
+                                     "region": ["inside", "inside", "edge", "edge"]}) for p, e in err.items()])
+    twins = pd.DataFrame({"variant": ["method"], "latent_auc": [0.7], "twin_distance": [1.5]})
+    rows = experiment.summarise_cell(stars, twins).set_index(["parameter", "region"])
+    assert rows.loc[("Teff", "all"), ["n", "mae", "bias"]].tolist() == pytest.approx([4, 45.0, 15.0])
+    assert rows.loc[("Teff", "inside"), ["n", "mae", "bias"]].tolist() == pytest.approx([2, 75.0, 25.0])
+    assert rows.loc[("[M/H]", "edge"), ["n", "mae", "bias"]].tolist() == pytest.approx([2, 0.1, -0.1])
+    # [M/H] error against Teff/1000 on the edge stars: (4.0, -0.2), (3.2, 0.0): slope -0.25 dex per 1000 K
+    assert rows.loc[("Teff", "edge"), "mh_slope_per_kK"] == pytest.approx(-0.25)
+    assert rows.loc[("Teff", "all"), "latent_auc"] == 0.7 and np.isnan(rows.loc[("Teff", "edge"), "latent_auc"])
+
+
+def test_named_settings_and_bad_ones():
+    assert experiment.gap_spec("none") == "none" and experiment.gap_spec("strong") == "strong"
+    with pytest.raises(ValueError, match="bogus"):
+        experiment.gap_spec("bogus")
+
+
+def test_load_results_reads_header_and_table(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("# command: carmenes-dtl experiment --seeds 1\n# seeds: 1\nsetting,gap,mae,latent_auc\n"
+                    "none,none,1.5,\nshared,\"degenerate=0,shared=0.5\",2.25,0.5\n")
+    table, meta = experiment.load_results(path)
+    assert meta == {"command": "carmenes-dtl experiment --seeds 1", "seeds": "1"}
+    assert table["gap"].tolist() == ["none", "degenerate=0,shared=0.5"] and table["mae"].tolist() == [1.5, 2.25]
+    assert np.isnan(table["latent_auc"][0])
