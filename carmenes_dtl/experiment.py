@@ -3,7 +3,7 @@
 Each (setting, seed) cell is a demo run (`pipeline.run`, as ``carmenes-dtl run --demo``) in
 ``DIR/<setting>/seed<S>/``. The first setting's cell of a seed runs in full; the other
 settings of that seed adopt its gap-independent stages (`pipeline.SHARED_STAGES`: the
-synthetic set and the autoencoders). Outputs in ``DIR``:
+synthetic set, the autoencoders and the CNNs trained on synthetic data only). Outputs in ``DIR``:
 
 - ``experiment_stars.csv``: per star, variant and parameter: truth, estimate, error, region;
 - ``experiment.csv``: per cell, variant, parameter and region (``all`` and, where the demo's

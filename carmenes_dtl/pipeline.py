@@ -411,7 +411,7 @@ def check_sets(synthetic: Path, observed: Path, window: Window | None = None) ->
 
 
 #: Stages of a demo run that do not depend on its gap: a run of the same seed and profile can adopt them.
-SHARED_STAGES = ["prepare-synthetic", "autoencoders"]
+SHARED_STAGES = ["prepare-synthetic", "autoencoders", "cnn-synthetic"]
 
 
 def run(out: Path, demo: bool = True, synthetic: Path | None = None, observed: Path | None = None,
