@@ -304,7 +304,7 @@ CLI_ERRORS = [
      r"argument --scheduler: scheduler must be one of threads, processes, .*got 'thread'"),
     (["fetch-literature", "--catalogue", "mar22", "--out", "OUT"], r"unknown catalogue 'mar22'; choose from mar21, "),
     (["run", "--synthetic", "SYN", "--observed", "OBS", "--gap", "none", "--out", "OUT"],
-     r"--gap sets the demo survey's gap: drop it with --synthetic and --observed"),
+     r"--gap sets the demo survey: drop it with --synthetic and --observed"),
     (["prepare-synthetic", "--phoenix-dir", "PHX", "--out", "OUT", "--grid", "NOCOLS"],
      r"nocols\.csv: grid CSV lacks column\(s\) logg, mh \(needs teff, logg, mh; vsini optional\)"),
     (["fetch-literature", "--catalogue", "interferometric", "--out", "OUT"],
