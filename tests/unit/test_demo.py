@@ -222,3 +222,72 @@ def test_readers_open_demo_unchanged(demo_survey):
 def test_karmn_ids():
     assert demo.karmn_id(1.2954, 45.7866) == "J00051+457"
     assert demo.karmn_id(190.0, -7.5) == "J12400-075"
+
+
+def test_uniform_stars_are_the_earlier_draw():
+    """`stars="uniform"`: the earlier formula, number for number (written out here)."""
+    from astropy.time import Time
+
+    rng = np.random.default_rng(5)
+    teff = rng.uniform(3000, 4200, 20)
+    logg = np.clip(5.15 - 0.4 * (teff - 3000) / 1200 + rng.normal(0, 0.04, 20), 4.72, 5.28)
+    mh = np.clip(rng.normal(-0.05, 0.18, 20), -0.6, 0.4)
+    slow = rng.random(20) < 0.75
+    vsini = np.where(slow, rng.uniform(1.5, 4.0, 20), np.exp(rng.uniform(np.log(4), np.log(25), 20)))
+    ra, dec = rng.uniform(0, 360, 20), np.degrees(np.arcsin(rng.uniform(np.sin(np.radians(-20)), 1, 20)))
+    jd = rng.uniform(Time("2016-01-15").jd, Time("2020-12-15").jd, 20)
+    rv, snr = rng.uniform(-60, 60, 20), np.exp(rng.uniform(np.log(30), np.log(300), 20))
+    stars = demo.draw_stars(20, np.random.default_rng(5), "uniform")
+    for col, values, digits in (("Teff", teff, 1), ("logg", logg, 3), ("[M/H]", mh, 3), ("vsini", vsini, 2),
+                                ("ra", ra, 6), ("bjd", jd, 6), ("rv", rv, 3), ("snr", snr, 1)):
+        np.testing.assert_array_equal(stars[col], values.round(digits), err_msg=col)
+    assert stars.attrs["redrawn"] == 0
+
+
+@pytest.fixture(scope="module")
+def published_snapshot():
+    from astropy.table import Table
+
+    from carmenes_dtl.literature import SNAPSHOT_DIR
+
+    return Table.read(SNAPSHOT_DIR / "paper.ecsv").to_pandas()
+
+
+def test_published_stars_follow_the_paper_inside_its_grid(published_snapshot):
+    from astropy.table import Table
+
+    from carmenes_dtl.grid import PAPER_GRID_FILE
+
+    stars = demo.draw_stars(300, np.random.default_rng(3))
+    again = demo.draw_stars(300, np.random.default_rng(3))
+    pd.testing.assert_frame_equal(stars, again)
+    assert not stars[["Teff", "[M/H]"]].equals(demo.draw_stars(300, np.random.default_rng(4))[["Teff", "[M/H]"]])
+    assert demo.in_paper_ranges(stars) and stars["karmn"].is_unique
+    # every star has a node of the paper's training grid within 100 K, 0.1 and 0.1 dex
+    nodes = Table.read(PAPER_GRID_FILE).to_pandas()[["teff", "logg", "mh"]].drop_duplicates().to_numpy()
+    for row in stars[["Teff", "logg", "[M/H]"]].to_numpy():
+        assert (np.abs(nodes - row) <= [100, 0.1 + 1e-9, 0.1 + 1e-9]).all(axis=1).any(), row
+    assert set(stars["coverage"]) == {"inside", "edge"}
+    # the published estimates the grid covers (logg >= 4.7, its floor: 231 of 286) have these medians;
+    # the draws agree within 3 standard errors of the difference of two medians (1.2533 sigma / sqrt(n))
+    covered = published_snapshot[published_snapshot["logg"] >= 4.7]
+    for col in ("Teff", "[M/H]"):
+        se = 1.2533 * covered[col].std() * np.sqrt(1 / len(stars) + 1 / len(covered))
+        assert abs(stars[col].median() - covered[col].median()) < 3 * se, col
+    assert (published_snapshot["logg"] < 4.7).sum() == 55 and 0 < stars.attrs["redrawn"] < 300
+
+
+@pytest.mark.parametrize("teff,logg,mh,expected", [
+    (3300.0, 4.9, -0.2, "inside"),  # nodes on both sides along every axis (read off the grid's node table)
+    (4460.0, 4.75, -0.2, "edge"),  # logg 4.7 nodes reach 4475 K, but no logg >= 4.75 node within 100 K
+    (4000.0, 5.2, 0.5, "outside"),  # metal-rich grid nodes stop near 3575 K
+    (4000.0, 4.65, -0.1, "outside"),  # below the grid's logg floor (4.7), though nodes lie within 0.1
+])
+def test_grid_coverage_rule(teff, logg, mh, expected):
+    point = pd.DataFrame({"Teff": [teff], "logg": [logg], "[M/H]": [mh]})
+    assert demo.grid_coverage(point)[0] == expected
+
+
+def test_unknown_stars_source():
+    with pytest.raises(ValueError, match="unknown demo stars 'gto'; choose one of"):
+        demo.draw_stars(3, np.random.default_rng(0), "gto")
