@@ -239,7 +239,7 @@ def test_uniform_stars_are_the_earlier_draw():
     rv, snr = rng.uniform(-60, 60, 20), np.exp(rng.uniform(np.log(30), np.log(300), 20))
     stars = demo.draw_stars(20, np.random.default_rng(5), "uniform")
     for col, values, digits in (("Teff", teff, 1), ("logg", logg, 3), ("[M/H]", mh, 3), ("vsini", vsini, 2),
-                                ("ra", ra, 6), ("bjd", jd, 6), ("rv", rv, 3), ("snr", snr, 1)):
+                                ("ra", ra, 6), ("dec", dec, 6), ("bjd", jd, 6), ("rv", rv, 3), ("snr", snr, 1)):
         np.testing.assert_array_equal(stars[col], values.round(digits), err_msg=col)
     assert stars.attrs["redrawn"] == 0
 
