@@ -57,10 +57,31 @@ def _window(text: str) -> Window:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def _gap_mix(text: str) -> str:
+    from .demo import parse_gap
+
+    try:
+        return parse_gap(text).name
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _demo_options(s: argparse.ArgumentParser, default_gap: str | None, default_stars: str | None) -> None:
+    """--gap LEVEL or --gap-mix degenerate=X,shared=Y, and --stars: the demo survey's settings."""
+    gap = s.add_mutually_exclusive_group()
+    gap.add_argument("--gap", choices=["none", "mild", "paper", "strong"], default=default_gap,
+                     help="both gap families at 0, 0.25, 0.5 or 1 (default paper)")
+    gap.add_argument("--gap-mix", type=_gap_mix, metavar="degenerate=X,shared=Y",
+                     help="each gap family's scale (a family left out is 0)")
+    s.add_argument("--stars", choices=["published", "uniform"], default=default_stars,
+                   help="demo truths: resampled published estimates inside the grid (default) or the old "
+                        "uniform 3000-4200 K")
+
+
 def cmd_demo_data(a):
     from .demo import write_demo
 
-    out = write_demo(a.out, a.seed, a.n_stars, a.gap, a.size, progress=not a.quiet)
+    out = write_demo(a.out, a.seed, a.n_stars, a.gap_mix or a.gap, a.size, progress=not a.quiet, stars=a.stars)
     print(f"demo survey written to {out} (phoenix/, carmenes/, truth.csv)")
 
 
@@ -137,10 +158,12 @@ def cmd_run(a):
         raise ValueError(f"--demo makes its own sets: drop {' and '.join(given)}")
     if len(given) == 1:
         raise ValueError(f"only {given[0]} given: give both --synthetic SYN.h5 and --observed OBS.h5, or --demo")
-    if given and a.gap:
-        raise ValueError("--gap sets the demo survey's gap: drop it with --synthetic and --observed")
+    demo_options = [f"--{k.replace('_', '-')}" for k in ("gap", "gap_mix", "stars") if getattr(a, k)]
+    if given and demo_options:
+        raise ValueError(f"{demo_options[0]} sets the demo survey: drop it with --synthetic and --observed")
     info = pipeline.run(a.out, demo=not given, synthetic=a.synthetic, observed=a.observed, profile_name=a.profile,
-                        seed=a.seed, gap=a.gap or "paper", progress=not a.quiet, window=a.window, scheduler=a.scheduler)
+                        seed=a.seed, gap=a.gap_mix or a.gap or "paper", progress=not a.quiet, window=a.window,
+                        scheduler=a.scheduler, stars=a.stars or "published")
     print(f"estimates: {Path(a.out) / 'estimates.csv'}")
     if "errors_vs_truth" in info:
         for variant, errs in info["errors_vs_truth"].items():
@@ -210,7 +233,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("out", type=Path)
     s.add_argument("--seed", type=int, default=42)
     s.add_argument("--n-stars", type=_positive)
-    s.add_argument("--gap", default="paper", choices=["none", "mild", "paper", "strong"])
+    _demo_options(s, "paper", "published")
     s.add_argument("--size", default="quick", choices=["quick", "full"])
     s.set_defaults(func=cmd_demo_data)
 
@@ -258,7 +281,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--observed", type=Path)
     s.add_argument("--profile", default="quick", choices=sorted(PROFILES))
     s.add_argument("--seed", type=int, default=42)
-    s.add_argument("--gap", choices=["none", "mild", "paper", "strong"], help="the demo survey's gap (default paper)")
+    _demo_options(s, None, None)
     s.add_argument("--window", type=_window, help="start,stop in Å (default: the profile's, 8800,8835)")
     s.add_argument("--out", type=Path, required=True)
     s.set_defaults(func=cmd_run)

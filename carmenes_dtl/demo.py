@@ -3,13 +3,16 @@
 Spectra come from a small physical model of the M-dwarf window near 8800 Å: atomic lines
 (Voigt profiles; strengths scale with [M/H] and Teff, pressure widths with logg) over a
 TiO-like molecular band of many weak lines (strength falls steeply with Teff), in
-`exp(-tau)` on a Planck continuum. The "observed" stars are drawn from a *different*
-model; the differences are the synthetic gap, each scaled by the `--gap` level
-(see `GAP_EFFECTS`). The files use the real archive layouts, so the same readers run.
+`exp(-tau)` on a Planck continuum. The "observed" stars differ from the synthetic model
+by two families of effects (`EFFECTS`, `gap_table`), each with its own scale (`GapMix`):
+``degenerate`` ones turn a star into a valid synthetic spectrum of other parameters,
+``shared`` ones lie outside the model. The files use the real archive layouts, so the same
+readers run.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +33,13 @@ MODEL_SEED = 8800
 #: Coverage of the mock PHOENIX wavelength file (rest frame, vacuum Å) and its sampling.
 MOCK_RANGE = (8600.0, 9000.0)
 PHOENIX_R = 500_000
-#: Scale of every gap effect per level. `paper` is set so that a method that ignores the gap
+#: Scale of both gap families per level. `paper` is set so that a method that ignores the gap
 #: errs on the demo by about as much as the synthetic-only deep learning of Passegger et al.
 #: (2020) deviates from the literature on real stars (~0.2 dex in [M/H], ~100-400 K in Teff).
 GAP_LEVELS = {"none": 0.0, "mild": 0.25, "paper": 0.5, "strong": 1.0}
+FAMILIES = ("degenerate", "shared")
+#: Where the demo stars' parameters come from (`draw_stars`).
+STAR_SOURCES = ("published", "uniform")
 
 # (vacuum Å, species, strength at [M/H]=0 and 3500 K, Teff sensitivity per 1000 K, damping)
 ATOMIC_LINES = [
@@ -45,56 +51,153 @@ ATOMIC_LINES = [
 
 
 @dataclass(frozen=True)
-class GapEffects:
-    """Sizes of the differences between the observed and the synthetic model at one level."""
+class Effect:
+    """One difference between the observed and the synthetic model: its family, what it is, and
+    its size at family scale 1 (in `unit`); the size at scale g is g times that."""
 
-    level: str
-    line_strength_scatter: float  # rms of ln(observed/synthetic strength) per atomic line
-    molecular_scale: float  # fractional excess of molecular band strength in observed stars
-    missing_lines: int  # lines present only in observed stars
-    missing_line_strength: float  # their strength relative to an average atomic line
-    damping_scale: float  # factor on Lorentz widths of atomic lines
-    continuum_error: float  # peak amplitude of residual continuum curvature/slope
-    telluric_depth: float  # depth of residual telluric lines at airmass 1
-    wavelength_drift_kms: float  # rms of a differential wavelength-solution error across the window
-    snr_range: tuple[float, float] = (30.0, 300.0)
+    family: str  # "degenerate", "shared" or "always"
+    what: str
+    per_unit: float
+    unit: str
 
 
-def gap_effects(level: str) -> GapEffects:
-    """The effects of a `--gap` level (`none` keeps only photon noise)."""
-    if level not in GAP_LEVELS:
-        raise ValueError(f"unknown gap level {level!r}; choose one of {list(GAP_LEVELS)}")
-    g = GAP_LEVELS[level]
-    return GapEffects(level, 0.25 * g, 0.25 * g, 12 if g else 0, 0.4 * g, 1 + 0.5 * g, 0.02 * g,
-                      0.04 * g, 0.3 * g)
+#: Every gap effect. Degenerate: errors of the model's own ingredients, each equivalent to other
+#: parameters (`parameter_equivalents`). Shared: what the model lacks or the observation adds.
+EFFECTS = {
+    "line_strengths": Effect(
+        "degenerate", "per-line error of atomic line strengths: ln(obs/syn) = scale x 0.25 (z + a (Teff-3500)/1000 "
+        "+ b [M/H]), z, a, b of unit rms across the lines", 0.25, "rms ln(obs/syn) at 3500 K, [M/H] 0"),
+    "molecular_band": Effect(
+        "degenerate", "molecular band stronger than modelled, by a fraction growing as exp(-(Teff-3500)/1000) "
+        "toward cool stars", 0.25, "fractional excess at 3500 K"),
+    "damping": Effect("degenerate", "Lorentz widths of the atomic lines too large", 0.5, "factor - 1"),
+    "missing_lines": Effect("shared", "12 lines absent from the synthetic model (strengths 0.2-0.6 x size; "
+                            "atomic lines: 0.2-1.2)", 1.0, "strength factor"),
+    "line_spread": Effect("shared", "extra Gaussian line spread: a lower resolving power than the "
+                          f"R = {CARMENES_VIS_R:,} the synthetic side assumes", 2.5, "FWHM km/s"),
+    "continuum": Effect("shared", "residual continuum slope and curvature after normalisation", 0.02,
+                        "peak amplitude"),
+    "tellurics": Effect("shared", "residual H2O-like lines fixed in the observatory frame", 0.04,
+                        "depth at airmass 1"),
+    "veiling": Effect("shared", "veiling-like additive offset: normalised flux f -> (f + v)/(1 + v)", 0.05, "v"),
+    "wavelength_drift": Effect("shared", "differential wavelength-solution error across the window", 0.3,
+                               "rms km/s"),
+    "photon_noise": Effect("always", "photon noise, S/N 30-300 per pixel: at every setting, --gap none included",
+                           math.nan, "-"),
+}
+
+
+@dataclass(frozen=True)
+class GapMix:
+    """Scales of the two gap families (0 = the family's effects are absent)."""
+
+    degenerate: float = 0.0
+    shared: float = 0.0
+
+    @property
+    def name(self) -> str:
+        """The level's name when both scales are a level's, else ``degenerate=X,shared=Y``."""
+        for level, g in GAP_LEVELS.items():
+            if self.degenerate == g and self.shared == g:
+                return level
+        return f"degenerate={self.degenerate:g},shared={self.shared:g}"
+
+    def size(self, effect: str) -> float:
+        """Size of `effect` (in its `Effect.unit`) at these scales."""
+        e = EFFECTS[effect]
+        return e.per_unit * getattr(self, e.family)
+
+
+def parse_gap(text: str) -> GapMix:
+    """A level name (none, mild, paper, strong) or ``degenerate=X,shared=Y`` (a key left out is 0)."""
+    if text in GAP_LEVELS:
+        return GapMix(GAP_LEVELS[text], GAP_LEVELS[text])
+    scales: dict[str, float] = {}
+    for part in str(text).split(","):
+        key, sep, value = (s.strip() for s in part.partition("="))
+        if not sep or key not in FAMILIES or key in scales:
+            raise ValueError(f"gap {text!r}: {part!r} is not degenerate=X or shared=Y (each at most once), "
+                             f"nor a level ({', '.join(GAP_LEVELS)})")
+        try:
+            scales[key] = float(value)
+        except ValueError:
+            scales[key] = math.nan
+        if not scales[key] >= 0 or math.isinf(scales[key]):
+            raise ValueError(f"gap {text!r}: {part!r} needs a finite number >= 0")
+    return GapMix(**scales)
+
+
+def band_excess(size: float, teff) -> np.ndarray:
+    """Fractional excess of the observed molecular band at `teff`, for a `molecular_band` size."""
+    return size * np.exp(-(np.asarray(teff, float) - 3500.0) / 1000.0)
+
+
+def effective_resolution(fwhm_kms: float) -> float:
+    """Resolving power of the instrument profile with an extra Gaussian of `fwhm_kms` in quadrature."""
+    return preprocess.C_KMS / math.hypot(preprocess.C_KMS / CARMENES_VIS_R, fwhm_kms)
+
+
+def parameter_equivalents(mix: GapMix, teff: float = 3500.0) -> dict[str, dict[str, float]]:
+    """What each degenerate effect equals in parameters, from `LineModel`'s own formulas: the band
+    scales as exp(-(Teff-2800)/420) 10^(0.5 [M/H]), so a factor (1+m) is ΔTeff = -420 ln(1+m) K or
+    Δ[M/H] = 2 log10(1+m); Lorentz widths as 10^(0.4 (logg-5)), so a factor d is Δlogg = 2.5 log10 d;
+    line strengths as 10^[M/H], so an rms ln-scale s is s/ln 10 dex per line. Δ: the parameters of the
+    synthetic spectrum that an observed star at `teff` resembles, minus its own."""
+    m = float(band_excess(mix.size("molecular_band"), teff))
+    return {"molecular_band": {"Teff": -420.0 * math.log1p(m), "[M/H]": 2 * math.log10(1 + m)},
+            "damping": {"logg": 2.5 * math.log10(1 + mix.size("damping"))},
+            "line_strengths": {"[M/H]": mix.size("line_strengths") / math.log(10)}}
+
+
+def _equivalent_text(effect: str, mix: GapMix) -> str:
+    if effect == "line_spread":
+        return f"R = {effective_resolution(mix.size('line_spread')):,.0f} instead of {CARMENES_VIS_R:,}"
+    if effect not in ("molecular_band", "damping", "line_strengths"):
+        return ""
+    eq = parameter_equivalents(mix)[effect]
+    if effect == "molecular_band":
+        cool = parameter_equivalents(mix, 3000.0)[effect]
+        return (f"ΔTeff {eq['Teff']:+.0f} K or Δ[M/H] {eq['[M/H]']:+.3f} dex at 3500 K "
+                f"({cool['Teff']:+.0f} K or {cool['[M/H]']:+.3f} dex at 3000 K)")
+    if effect == "damping":
+        return f"Δlogg {eq['logg']:+.3f} in the line wings"
+    return f"±{eq['[M/H]']:.3f} dex in [M/H], a different error per line"
 
 
 def gap_table() -> pd.DataFrame:
-    """All levels side by side, for the docs."""
-    return pd.DataFrame([asdict(gap_effects(k)) for k in GAP_LEVELS]).set_index("level").T
+    """One row per effect: family, what it is, its size per unit scale and at each level (both
+    families at the level's scale), and at `paper` what it is equivalent to."""
+    paper = parse_gap("paper")
+    rows = [{"effect": k, "family": e.family, "what": e.what, "unit": e.unit, "per unit scale": e.per_unit,
+             **{level: e.per_unit * g for level, g in GAP_LEVELS.items() if g},
+             "equivalent at paper": _equivalent_text(k, paper)} for k, e in EFFECTS.items()]
+    return pd.DataFrame(rows).set_index("effect")
 
 
 class LineModel:
-    """Rest-frame flux of the demo's M dwarfs; `effects` turns it into the 'observed' model."""
+    """Rest-frame flux of the demo's M dwarfs; a `GapMix` turns it into the 'observed' model (its
+    degenerate effects and missing lines; `observed_star` adds the other shared ones)."""
 
-    def __init__(self, effects: GapEffects | None = None):
+    def __init__(self, mix: GapMix | None = None):
         rng = np.random.default_rng(MODEL_SEED)
-        self.effects = effects
+        self.mix = mix or GapMix()
         self.atomic = np.array([line[:1] + line[2:] for line in ATOMIC_LINES])
         self.mol_wave = np.sort(rng.uniform(*MOCK_RANGE, 4000))
         self.mol_strength = rng.lognormal(-3.0, 0.8, self.mol_wave.size)
         self.mol_strength *= 1 + 1.5 * (self.mol_wave > 8860)  # a band head redwards of the window
-        self.line_scale = np.exp(rng.normal(0, 1, len(ATOMIC_LINES)))
-        self.extra = np.column_stack([rng.uniform(8795, 8840, 12), rng.uniform(0.2, 0.6, 12),
-                                      rng.uniform(-0.8, 0.8, 12), np.ones(12)])
-        if effects is not None:
-            self.line_scale = self.line_scale ** effects.line_strength_scatter
-            self.extra = self.extra[:effects.missing_lines]
-            self.extra[:, 1] *= effects.missing_line_strength / 0.4
-        else:
-            self.line_scale = np.ones(len(ATOMIC_LINES))
-            self.extra = self.extra[:0]
+        offsets = rng.normal(0, 1, len(ATOMIC_LINES))
+        extra = np.column_stack([rng.uniform(8795, 8840, 12), rng.uniform(0.2, 0.6, 12),
+                                 rng.uniform(-0.8, 0.8, 12), np.ones(12)])
+        terms = np.vstack([offsets, rng.normal(0, 1, (2, len(ATOMIC_LINES)))])
+        self.line_errors = terms / np.sqrt(np.mean(terms ** 2, axis=1, keepdims=True))  # z, a, b: unit rms
+        extra[:, 1] *= self.mix.size("missing_lines")
+        self.extra = extra if self.mix.size("missing_lines") else extra[:0]
         self._mol_cache: dict = {}
+
+    def line_scale(self, teff: float, mh: float) -> np.ndarray:
+        """Factor on each atomic line's strength (1 without degenerate effects)."""
+        z, a, b = self.line_errors
+        return np.exp(self.mix.size("line_strengths") * (z + a * (teff - 3500.0) / 1000.0 + b * mh))
 
     def _molecular_profile(self, wave: np.ndarray) -> np.ndarray:
         key = (wave[0], wave[-1], wave.size)
@@ -110,7 +213,7 @@ class LineModel:
 
     def _band(self, teff: float, logg: float, mh: float) -> float:
         band = np.exp(-(teff - 2800.0) / 420.0) * 10 ** (0.5 * mh) * (1 + 0.4 * (logg - 5.0))
-        return band * (1 + self.effects.molecular_scale) if self.effects is not None else band
+        return band * (1 + band_excess(self.mix.size("molecular_band"), teff))
 
     def continuum(self, wave: np.ndarray, teff: float, logg: float, mh: float) -> np.ndarray:
         """Line-free surface flux (erg/s/cm^2/cm): Planck, dimmed by the band's veil."""
@@ -121,10 +224,9 @@ class LineModel:
 
     def flux(self, wave: np.ndarray, teff: float, logg: float, mh: float) -> np.ndarray:
         """Surface flux (erg/s/cm^2/cm) on `wave` (vacuum Å) for one star."""
-        e = self.effects
-        damping = 1.0 if e is None else e.damping_scale
-        lines = np.vstack([self.atomic, self.extra]) if len(self.extra) else self.atomic
-        scale = np.concatenate([self.line_scale, np.ones(len(self.extra))])
+        damping = 1.0 + self.mix.size("damping")
+        lines = np.vstack([self.atomic, self.extra])
+        scale = np.concatenate([self.line_scale(teff, mh), np.ones(len(self.extra))])
         tau = np.zeros_like(wave)
         x = (teff - 3500.0) / 1000.0
         for (w0, a0, kt, gam), s in zip(lines, scale):
@@ -189,13 +291,72 @@ def karmn_id(ra: float, dec: float) -> str:
     return f"J{int(hh):02d}{int(mm * 10) // 10:02d}{int(mm * 10) % 10}{sign}{int(abs(dec) * 10):03d}"
 
 
-def draw_stars(n: int, rng: np.random.Generator) -> pd.DataFrame:
-    """Parameters and observing circumstances resembling the CARMENES GTO sample."""
+#: Half-widths of the box around a star whose paper-grid nodes decide its coverage: one PHOENIX
+#: archive step in Teff, one grid step in logg and [M/H].
+COVERAGE_BOX = {"Teff": 100.0, "logg": 0.1, "[M/H]": 0.1}
+#: Jitter of the resampled published estimates (vsini: rms of ln vsini).
+STAR_JITTER = {"Teff": 40.0, "logg": 0.03, "[M/H]": 0.05, "vsini": 0.10}
+
+
+def grid_coverage(params: pd.DataFrame, nodes: pd.DataFrame | None = None) -> np.ndarray:
+    """``inside``, ``edge`` or ``outside`` the paper grid's coverage, per row of Teff, logg, [M/H].
+
+    The nodes that count are those in the box of half-widths `COVERAGE_BOX` around the star
+    (100 K, 0.1, 0.1 dex). ``outside``: the box holds no node, or the star lies beyond the
+    grid's ranges. ``inside``: along each of the three axes the box holds a node at or below
+    and one at or above the star's value, so the training labels surround it. ``edge``: the
+    rest, stars the grid reaches from one side only on some axis (a CNN extrapolates there).
+    """
+    from .grid import paper_nodes
+
+    nodes = (paper_nodes() if nodes is None else nodes)[["teff", "logg", "mh"]].to_numpy(float)
+    x = params[list(COVERAGE_BOX)].to_numpy(float)
+    diff = nodes[None, :, :] - x[:, None, :]
+    box = np.all(np.abs(diff) <= np.array(list(COVERAGE_BOX.values())) + 1e-9, axis=2)
+    bracketed = np.all([(box & (diff[:, :, j] <= 0)).any(1) & (box & (diff[:, :, j] >= 0)).any(1)
+                        for j in range(3)], axis=0)
+    in_ranges = np.all([params[c].between(*PAPER_RANGES[k]) for c, k in
+                        (("Teff", "teff"), ("logg", "logg"), ("[M/H]", "mh"))], axis=0)
+    covered = box.any(1) & in_ranges
+    return np.where(covered & bracketed, "inside", np.where(covered, "edge", "outside"))
+
+
+def _uniform_parameters(n: int, rng: np.random.Generator) -> pd.DataFrame:
     teff = rng.uniform(3000, 4200, n)
     logg = np.clip(5.15 - 0.4 * (teff - 3000) / 1200 + rng.normal(0, 0.04, n), 4.72, 5.28)
     mh = np.clip(rng.normal(-0.05, 0.18, n), -0.6, 0.4)
     slow = rng.random(n) < 0.75
     vsini = np.where(slow, rng.uniform(1.5, 4.0, n), np.exp(rng.uniform(np.log(4), np.log(25), n)))
+    return pd.DataFrame({"Teff": teff.round(1), "logg": logg.round(3), "[M/H]": mh.round(3), "vsini": vsini.round(2)})
+
+
+def _published_parameters(n: int, rng: np.random.Generator) -> tuple[pd.DataFrame, int]:
+    """Resampled published estimates with `STAR_JITTER`, vsini clipped to the paper's range; draws
+    outside the grid's coverage are drawn again. Returns the stars and the number redrawn."""
+    from .literature import load
+
+    published = load("paper")[list(STAR_JITTER)].to_numpy(float)
+    kept, redrawn = [], 0
+    while sum(len(k) for k in kept) < n:
+        draw = published[rng.integers(0, len(published), n - sum(len(k) for k in kept))]
+        jitter = rng.normal(0, 1, draw.shape) * np.array(list(STAR_JITTER.values()))
+        draw = pd.DataFrame({"Teff": (draw[:, 0] + jitter[:, 0]).round(1), "logg": (draw[:, 1] + jitter[:, 1]).round(3),
+                             "[M/H]": (draw[:, 2] + jitter[:, 2]).round(3),
+                             "vsini": np.clip(draw[:, 3] * np.exp(jitter[:, 3]), *PAPER_RANGES["vsini"]).round(2)})
+        ok = grid_coverage(draw) != "outside"
+        kept.append(draw[ok])
+        redrawn += int((~ok).sum())
+    return pd.concat(kept, ignore_index=True), redrawn
+
+
+def draw_stars(n: int, rng: np.random.Generator, stars: str = "published") -> pd.DataFrame:
+    """Parameters and observing circumstances resembling the CARMENES GTO sample, with each star's
+    `grid_coverage`. `stars`: ``published`` resamples the paper's 286 estimates (`_published_parameters`;
+    ``attrs["redrawn"]`` counts the draws outside the grid's coverage that were replaced),
+    ``uniform`` draws Teff uniformly in 3000-4200 K with logg following it."""
+    if stars not in STAR_SOURCES:
+        raise ValueError(f"unknown demo stars {stars!r}; choose one of {list(STAR_SOURCES)}")
+    params, redrawn = _published_parameters(n, rng) if stars == "published" else (_uniform_parameters(n, rng), 0)
     ra, dec = rng.uniform(0, 360, n), np.degrees(np.arcsin(rng.uniform(np.sin(np.radians(-20)), 1, n)))
     ids, seen = [], set()
     for r, d in zip(ra, dec):
@@ -206,12 +367,14 @@ def draw_stars(n: int, rng: np.random.Generator) -> pd.DataFrame:
         seen.add(k)
         ids.append(k)
     jd = rng.uniform(Time("2016-01-15").jd, Time("2020-12-15").jd, n)
-    return pd.DataFrame({
-        "karmn": ids, "Teff": teff.round(1), "logg": logg.round(3), "[M/H]": mh.round(3),
-        "vsini": vsini.round(2), "rv": rng.uniform(-60, 60, n).round(3),
+    out = pd.DataFrame({
+        "karmn": ids, **params, "rv": rng.uniform(-60, 60, n).round(3),
         "snr": np.exp(rng.uniform(np.log(30), np.log(300), n)).round(1),
         "ra": ra.round(6), "dec": dec.round(6), "bjd": jd.round(6), "airmass": rng.uniform(1.0, 2.0, n).round(3),
+        "coverage": grid_coverage(params),
     })
+    out.attrs["redrawn"] = redrawn
+    return out
 
 
 def carmenes_orders(n_orders: int = 61, n_pix: int = 4096) -> np.ndarray:
@@ -226,22 +389,34 @@ def caracal_name(jd: float) -> str:
     return f"car-{t:%Y%m%dT%Hh%Mm%S}s-sci-gtoc-vis_A.fits"
 
 
-def observed_star(star: pd.Series, model: LineModel, effects: GapEffects, rng: np.random.Generator):
-    """Arrays of one CARACAL file (WAVE, SPEC, CONT, SIG) and its BERV."""
+def observed_relative(star: pd.Series, model: LineModel, rng: np.random.Generator):
+    """Noise-free flux of one star relative to its continuum on the VIS orders, with the shared
+    effects of `model.mix` that arise outside the star's model; returns (wave, relative flux, BERV)."""
+    mix = model.mix
     grid = preprocess.log_grid(MOCK_RANGE[0] + 5, MOCK_RANGE[1] - 5)
     params = (star.Teff, star.logg, star["[M/H]"])
-    rest = preprocess.broaden(model.flux(grid, *params) / model.continuum(grid, *params), star.vsini)
+    rest = preprocess.broaden(model.flux(grid, *params) / model.continuum(grid, *params), star.vsini,
+                              effective_resolution(mix.size("line_spread")))
+    veil = mix.size("veiling")
+    rest = (rest + veil) / (1 + veil)
     berv = barycentric_correction(star.ra, star.dec, star.bjd)
     wave = carmenes_orders()
-    drift = effects.wavelength_drift_kms * rng.normal() * ((wave - 8817.5) / 17.5).clip(-3, 3)
+    drift = mix.size("wavelength_drift") * rng.normal() * ((wave - 8817.5) / 17.5).clip(-3, 3)
     to_rest = preprocess.doppler_factor(berv) / preprocess.doppler_factor(star.rv)
     rest_wave = wave * to_rest * (1 + drift / preprocess.C_KMS)
     rel = np.interp(rest_wave, grid, rest, left=1.0, right=1.0)
     x = np.clip((wave - 8817.5) / 40.0, -1, 1)
     c = rng.normal(0, 1, 2)
-    rel *= 1 + effects.continuum_error * (c[0] * x + c[1] * (x * x - 1 / 3)) / np.sqrt(2)
+    rel *= 1 + mix.size("continuum") * (c[0] * x + c[1] * (x * x - 1 / 3)) / np.sqrt(2)
     for wt in (8803.9, 8812.7, 8819.6, 8827.0, 8832.8):  # H2O-like residuals, observatory frame
-        rel *= 1 - effects.telluric_depth * star.airmass * np.exp(-0.5 * ((wave - wt) / 0.05) ** 2)
+        rel *= 1 - mix.size("tellurics") * star.airmass * np.exp(-0.5 * ((wave - wt) / 0.05) ** 2)
+    return wave, rel, berv
+
+
+def observed_star(star: pd.Series, model: LineModel, rng: np.random.Generator):
+    """Arrays of one CARACAL file (WAVE, SPEC, CONT, SIG) and its BERV: `observed_relative` on a
+    blaze of the star's S/N, with photon noise."""
+    wave, rel, berv = observed_relative(star, model, rng)
     pix = np.arange(wave.shape[1])
     blaze = np.sinc((pix - wave.shape[1] / 2) / wave.shape[1] * 1.2) ** 2
     cont = star.snr ** 2 * blaze[None, :] * np.ones_like(wave)
@@ -272,15 +447,15 @@ def write_vis(path: Path, karmn: str, wave, spec, sig, cont=None, ra=None, dec=N
 
 
 def write_carmenes(out: Path, stars: pd.DataFrame, gap: str, seed: int, progress: bool = True) -> pd.DataFrame:
-    """One CARACAL-layout VIS file per star; returns each star's file and the BERV applied (km/s)."""
+    """One CARACAL-layout VIS file per star (gap `gap`: a level or ``degenerate=X,shared=Y``);
+    returns each star's file and the BERV applied (km/s)."""
     folder = Path(out) / "carmenes"
     folder.mkdir(parents=True, exist_ok=True)
-    effects = gap_effects(gap)
-    model = LineModel(effects)
+    model = LineModel(parse_gap(gap))
     paths, bervs = [], []
     for i, star in tqdm(list(stars.iterrows()), desc="demo CARMENES", disable=not progress):
         rng = np.random.default_rng([seed, i])
-        wave, spec, cont, sig, berv = observed_star(star, model, effects, rng)
+        wave, spec, cont, sig, berv = observed_star(star, model, rng)
         path = folder / caracal_name(star.bjd)
         write_vis(path, star.karmn, wave, spec, sig, cont, star.ra, star.dec, star.bjd, berv)
         paths.append(path)
@@ -289,23 +464,29 @@ def write_carmenes(out: Path, stars: pd.DataFrame, gap: str, seed: int, progress
 
 
 def write_demo(out: Path, seed: int = 42, n_stars: int | None = None, gap: str = "paper",
-               size: str = "quick", progress: bool = True, phoenix: bool = True) -> Path:
-    """Write ``phoenix/``, ``carmenes/`` and ``truth.csv`` under `out`; same seed, same bytes."""
+               size: str = "quick", progress: bool = True, phoenix: bool = True, stars: str = "published") -> Path:
+    """Write ``phoenix/``, ``carmenes/`` and ``truth.csv`` under `out`; same seed, same bytes.
+
+    `gap`: a level or ``degenerate=X,shared=Y`` (`parse_gap`); `stars`: ``published`` or
+    ``uniform`` (`draw_stars`)."""
     if size not in SIZES:
         raise ValueError(f"unknown demo size {size!r}; choose one of {list(SIZES)}")
-    gap_effects(gap)
+    mix = parse_gap(gap)
     spec = SIZES[size]
     out = Path(out)
     rng = np.random.default_rng(seed)
-    stars = draw_stars(n_stars or spec.n_stars, rng)
+    table = draw_stars(n_stars or spec.n_stars, rng, stars)
     if phoenix:
         write_phoenix(out, spec, progress)
-    written = write_carmenes(out, stars, gap, seed, progress)
-    stars.insert(1, "file", written["file"])
-    stars["berv"] = written["berv"]
-    stars.to_csv(out / "truth.csv", index=False)
+    written = write_carmenes(out, table, mix.name, seed, progress)
+    table.insert(1, "file", written["file"])
+    table["berv"] = written["berv"]
+    table.to_csv(out / "truth.csv", index=False)
+    counts = table["coverage"].value_counts()
     (out / "README.txt").write_text(
-        f"carmenes-dtl demo survey: seed={seed} gap={gap} size={size} stars={len(stars)}\n"
+        f"carmenes-dtl demo survey: seed={seed} gap={mix.name} stars={stars} size={size} n_stars={len(table)}\n"
+        f"grid coverage: {', '.join(f'{k} {v}' for k, v in counts.items())}; "
+        f"draws outside it replaced: {table.attrs['redrawn']}\n"
         "phoenix/  mock PHOENIX-ACES HiRes tree; carmenes/  CARACAL VIS files; truth.csv  true parameters\n")
     return out
 

@@ -50,11 +50,7 @@ TINY_RESULTS = RESULTS.with_name("experiment_tiny.csv")
 def gap_spec(setting: str, strength: float = 0.5) -> str:
     """The demo gap spec of `setting`: a name of `SETTINGS`, a gap level or an explicit spec."""
     spec = SETTINGS.get(setting, setting).format(s=f"{strength:g}")
-    if hasattr(demo, "parse_gap"):  # the gap families (issue 17, part 1)
-        demo.parse_gap(spec)
-    elif spec not in demo.GAP_LEVELS:
-        raise ValueError(f"gap setting {setting!r} ({spec}) needs the demo's gap families; "
-                         f"this version knows the levels {list(demo.GAP_LEVELS)}")
+    demo.parse_gap(spec)
     return spec
 
 

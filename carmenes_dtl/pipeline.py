@@ -174,19 +174,21 @@ class Runner:
 
     # -- stages ---------------------------------------------------------------------------
 
-    def demo(self, gap: str = "paper", phoenix: bool = True) -> None:
-        """The demo survey in ``demo/``; without `phoenix` its mock PHOENIX tree is left out (a run
-        that takes its synthetic set from another run of the same seed, see `run`'s `shared`)."""
-        from .demo import write_demo
+    def demo(self, gap: str = "paper", stars: str = "published", phoenix: bool = True) -> None:
+        """The demo survey in ``demo/`` (`gap`: a level or ``degenerate=X,shared=Y``; `stars`:
+        published or uniform); without `phoenix` its mock PHOENIX tree is left out (a run that
+        takes its synthetic set from another run of the same seed, see `run`'s `shared`)."""
+        from .demo import parse_gap, write_demo
 
+        name = parse_gap(gap).name
         if self.prof.window != Window():
             print(f"[carmenes-dtl] warning: the demo's line list is built for the default window "
                   f"{Window().start:g}-{Window().stop:g} Å; window {self.prof.window.start:g}-"
                   f"{self.prof.window.stop:g} Å sees fewer or no lines", file=sys.stderr)
         self.stage("demo", [self.paths.demo],
-                   lambda: write_demo(self.paths.demo, self.seed, self.prof.n_stars, gap, self.prof.demo_size,
-                                      progress=self.progress, phoenix=phoenix),
-                   extra=[gap, self.prof.demo_size, self.prof.n_stars] + ([] if phoenix else ["no phoenix"]))
+                   lambda: write_demo(self.paths.demo, self.seed, self.prof.n_stars, name, self.prof.demo_size,
+                                      progress=self.progress, phoenix=phoenix, stars=stars),
+                   extra=[name, stars, self.prof.demo_size, self.prof.n_stars] + ([] if phoenix else ["no phoenix"]))
 
     def prepare(self, phoenix_dir: Path, carmenes_dir: Path) -> None:
         p = self.paths
@@ -246,19 +248,20 @@ class Runner:
         write_text(self.paths.stages, json.dumps(self.done, indent=1))
         return adopted
 
-    def gap_variant(self, gap: str, n_stars: int = 30) -> Path:
-        """Observed set of another demo survey (`n_stars`, gap level `gap`, the run's seed) prepared
-        like the run's own: ``gap_{gap}/observed.h5``, made by stages keyed on those and on the
-        synthetic set (whose window and RV template it uses)."""
-        from .demo import write_demo
+    def gap_variant(self, gap: str, n_stars: int = 30, stars: str = "published") -> Path:
+        """Observed set of another demo survey (`n_stars`, gap `gap`, `stars`, the run's seed) prepared
+        like the run's own: ``gap_{name}/observed.h5`` (name: the level or ``degenerate=X,shared=Y``),
+        made by stages keyed on those and on the synthetic set (whose window and RV template it uses)."""
+        from .demo import parse_gap, write_demo
 
-        p = self.paths
-        demo, h5 = f"gap_{gap}/demo", f"gap_{gap}/observed.h5"
+        p, name = self.paths, parse_gap(gap).name
+        demo, h5 = f"gap_{name}/demo", f"gap_{name}/observed.h5"
         window = Window(**store.describe(p.synthetic)["attrs"]["window"])
-        self.stage(f"gap-{gap}-demo", [p.out / demo],
-                   lambda: write_demo(p._at(demo), self.seed, n_stars, gap, progress=False, phoenix=False),
-                   extra=[gap, n_stars])
-        self.stage(f"gap-{gap}-observed", [p.out / h5],
+        self.stage(f"gap-{name}-demo", [p.out / demo],
+                   lambda: write_demo(p._at(demo), self.seed, n_stars, name, progress=False, phoenix=False,
+                                      stars=stars),
+                   extra=[name, n_stars, stars])
+        self.stage(f"gap-{name}-observed", [p.out / h5],
                    lambda: prepare.prepare_observed(p.out / demo / "carmenes", p._at(h5), window,
                                                     prepare.template_from_set(p.synthetic), progress=False),
                    extra=asdict(window), inputs=[p.out / demo, p.synthetic])
@@ -364,7 +367,11 @@ class Runner:
         info["observed_excluded"] = obs.attrs.get("excluded", [])
         if truth_csv is not None and Path(truth_csv).exists():
             truth = pd.read_csv(truth_csv)
-            info["errors_vs_truth"] = {v: errors(pd.read_csv(self.paths.estimates(v)), truth) for v in DESCRIPTIONS}
+            estimates = {v: pd.read_csv(self.paths.estimates(v)) for v in DESCRIPTIONS}
+            info["errors_vs_truth"] = {v: errors(est, truth) for v, est in estimates.items()}
+            if "coverage" in truth:  # demo stars inside / at the edge of the paper grid's coverage
+                info["errors_by_coverage"] = {v: {c: errors(est, t) for c, t in truth.groupby("coverage")}
+                                              for v, est in estimates.items()}
         holdout = pd.read_csv(self.paths.holdout)
         info["holdout_coverage"] = {u: {v: coverage(g) for v, g in h.groupby("variant", sort=False)}
                                     for u, h in holdout.groupby("uncertainty")}
@@ -417,12 +424,13 @@ SHARED_STAGES = ["prepare-synthetic", "autoencoders", "cnn-synthetic"]
 def run(out: Path, demo: bool = True, synthetic: Path | None = None, observed: Path | None = None,
         profile_name: str = "quick", seed: int = 42, gap: str = "paper", progress: bool = True,
         prof: Profile | None = None, window: Window | None = None, scheduler: str | None = None,
-        shared: Path | None = None) -> dict:
+        shared: Path | None = None, stars: str = "published") -> dict:
     """The whole method; returns the run summary (also written to ``OUT/run.json``).
 
-    `window` replaces the profile's; `scheduler` is where the preparation's tasks run.
-    `shared`: a finished demo run of the same seed and profile (any gap) whose gap-independent
-    stages (`SHARED_STAGES`) this one adopts (`Runner.adopt`), with its mock PHOENIX tree.
+    `gap` and `stars` make the demo survey (`demo.write_demo`); `window` replaces the profile's;
+    `scheduler` is where the preparation's tasks run. `shared`: a finished demo run of the same
+    seed and profile (any gap) whose gap-independent stages (`SHARED_STAGES`) this one adopts
+    (`Runner.adopt`), with its mock PHOENIX tree.
     """
     prof = prof or profile(profile_name)
     if not demo:
@@ -444,7 +452,7 @@ def run(out: Path, demo: bool = True, synthetic: Path | None = None, observed: P
     if shared is not None and not demo:
         raise ValueError("shared stages are those of a demo run: drop shared, or use the demo")
     if demo:
-        r.demo(gap, phoenix=shared is None)
+        r.demo(gap, stars, phoenix=shared is None)
         if shared is not None:
             r.adopt(shared, SHARED_STAGES)
         r.prepare(Path(shared or r.paths.out) / "demo" / "phoenix", r.paths.demo / "carmenes")
@@ -473,7 +481,7 @@ def book_run(seed: int = 42) -> RunPaths:
     return paths
 
 
-def gap_variant(paths: RunPaths, gap: str, n_stars: int = 30, seed: int = 42) -> Path:
-    """Observed set of another demo survey (same model, gap level `gap`), for comparisons
-    (`Runner.gap_variant`: remade when the run's synthetic set, `n_stars` or `seed` change)."""
-    return Runner(paths.out, None, seed, progress=False).gap_variant(gap, n_stars)
+def gap_variant(paths: RunPaths, gap: str, n_stars: int = 30, seed: int = 42, stars: str = "published") -> Path:
+    """Observed set of another demo survey (same model, gap `gap`), for comparisons (`Runner.gap_variant`:
+    remade when the run's synthetic set, `n_stars`, `seed` or `stars` change)."""
+    return Runner(paths.out, None, seed, progress=False).gap_variant(gap, n_stars, stars)

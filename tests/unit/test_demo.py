@@ -48,91 +48,152 @@ def test_snr_from_sig_matches_truth(demo_survey):
         assert cont[peak] / sig[peak] == pytest.approx(row.snr, rel=0.05)
 
 
-def _depths(effects, teff=3500.0):
-    model = demo.LineModel(effects)
-    wave = preprocess.log_grid(8795, 8840)
-    flux = model.flux(wave, teff, 5.0, 0.0) / model.flux(wave, teff, 5.0, 0.0).max()
-    return wave, flux
-
-
-def test_gap_none_is_the_synthetic_model():
-    w, syn = _depths(None)
-    _, obs = _depths(demo.gap_effects("none"))
-    np.testing.assert_allclose(obs, syn, rtol=1e-12)
-
-
-def _spectrum(effects, atomic=True, molecular=True, teff=3500.0):
-    """ln flux of the demo model at (teff, 5.0, 0.0), optionally with its atomic or molecular lines off."""
-    model = demo.LineModel(effects)
+def _spectrum(mix, atomic=True, molecular=True, teff=3500.0, logg=5.0):
+    """ln flux of the demo model at (teff, logg, 0.0), optionally with its atomic or molecular lines off."""
+    model = demo.LineModel(mix)
     if not atomic:
         model.atomic[:, 1] = 0.0
     if not molecular:
         model.mol_strength = np.zeros_like(model.mol_strength)
     wave = preprocess.log_grid(8795, 8840)
-    return wave, np.log(model.flux(wave, teff, 5.0, 0.0))
+    return wave, np.log(model.flux(wave, teff, logg, 0.0))
 
 
-def test_gap_effects_have_their_stated_size():
-    from dataclasses import replace
+@pytest.mark.parametrize("text,scales,name", [
+    ("none", (0, 0), "none"), ("mild", (0.25, 0.25), "mild"), ("paper", (0.5, 0.5), "paper"),
+    ("strong", (1, 1), "strong"), ("degenerate=0.5", (0.5, 0), "degenerate=0.5,shared=0"),
+    ("shared=0.25, degenerate=1", (1, 0.25), "degenerate=1,shared=0.25"), ("shared=1", (0, 1), "degenerate=0,shared=1"),
+    ("degenerate=0.5,shared=0.5", (0.5, 0.5), "paper")])
+def test_parse_gap_levels_and_mixes(text, scales, name):
+    mix = demo.parse_gap(text)
+    assert (mix.degenerate, mix.shared) == scales and mix.name == name
+    assert demo.parse_gap(mix.name) == mix
+
+
+@pytest.mark.parametrize("text,part", [("medium", "'medium'"), ("degenerate=-1", "'degenerate=-1'"),
+                                       ("shared=x", "'shared=x'"), ("degenerate=1,degenerate=2", "'degenerate=2'"),
+                                       ("veiling=1", "'veiling=1'"), ("shared=inf", "'shared=inf'"), ("", "''")])
+def test_parse_gap_names_the_bad_part(text, part):
+    with pytest.raises(ValueError, match=f"gap {text!r}: {part}"):
+        demo.parse_gap(text)
+
+
+def test_families_off_remove_exactly_their_effects():
+    wave = preprocess.log_grid(8795, 8840)
+    syn = demo.LineModel().flux(wave, 3400.0, 4.9, -0.2)
+    np.testing.assert_array_equal(demo.LineModel(demo.GapMix(0, 0)).flux(wave, 3400.0, 4.9, -0.2), syn)
+    shared_only = demo.LineModel(demo.GapMix(0, 1))
+    assert len(shared_only.extra) == 12
+    shared_only.extra = shared_only.extra[:0]  # its missing lines aside, it is the synthetic model
+    np.testing.assert_array_equal(shared_only.flux(wave, 3400.0, 4.9, -0.2), syn)
+    # degenerate only: no missing lines, and no observation effect: the relative flux on the orders is the
+    # model's own, broadened at R = 94,600 and shifted by RV and BERV, nothing else (computed here directly)
+    star = demo.draw_stars(1, np.random.default_rng(0)).iloc[0]
+    model = demo.LineModel(demo.GapMix(1, 0))
+    assert len(model.extra) == 0
+    wave, rel, berv = demo.observed_relative(star, model, np.random.default_rng(1))
+    grid = preprocess.log_grid(demo.MOCK_RANGE[0] + 5, demo.MOCK_RANGE[1] - 5)
+    params = (star.Teff, star.logg, star["[M/H]"])
+    rest = preprocess.broaden(model.flux(grid, *params) / model.continuum(grid, *params), star.vsini, 94_600)
+    shift = preprocess.doppler_factor(berv) / preprocess.doppler_factor(star.rv)
+    np.testing.assert_allclose(rel, np.interp(wave * shift, grid, rest, left=1.0, right=1.0), rtol=1e-12)
+
+
+def test_degenerate_effects_equal_other_parameters():
+    """Each degenerate effect, as the model computes it, equals the parameter shift `parameter_equivalents`
+    states: the observed band at Teff is the synthetic band at Teff + ΔTeff (or [M/H] + Δ[M/H]); the
+    observed Lorentz widths at logg are the synthetic ones at logg + Δlogg (fitted to a line)."""
     from scipy.optimize import curve_fit
     from scipy.special import voigt_profile
 
-    e, none = demo.gap_effects("paper"), demo.gap_effects("none")
-    assert demo.gap_effects("strong").line_strength_scatter == pytest.approx(2 * e.line_strength_scatter)
-    # molecular band: the observed band's optical depth, measured against the same spectrum without
-    # the band, is (1 + molecular_scale) times the synthetic one (slope of a fit over all pixels)
-    only_band = replace(none, molecular_scale=e.molecular_scale)
-    wave, syn = _spectrum(None, atomic=False)
-    _, obs = _spectrum(only_band, atomic=False)
-    _, bare = _spectrum(None, atomic=False, molecular=False)
-    tau_syn, excess = bare - syn, syn - obs
-    slope = np.polyfit(tau_syn, excess, 1)[0]
-    assert slope == pytest.approx(e.molecular_scale, rel=0.02) and np.ptp(tau_syn) > 0.1
-    # damping: the Lorentz width fitted to the Mg I 8809.17 line's optical depth grows by damping_scale
+    mix, syn = demo.GapMix(0.5, 0), demo.LineModel()
+    obs = demo.LineModel(mix)
+    for teff in (3000.0, 3500.0, 4000.0):
+        eq = demo.parameter_equivalents(mix, teff)["molecular_band"]
+        assert obs._band(teff, 4.9, 0.1) == pytest.approx(syn._band(teff + eq["Teff"], 4.9, 0.1), rel=1e-12)
+        assert obs._band(teff, 4.9, 0.1) == pytest.approx(syn._band(teff, 4.9, 0.1 + eq["[M/H]"]), rel=1e-12)
+    eq = demo.parameter_equivalents(mix)
+    # at 3500 K the band is 12.5 % stronger: -420 ln 1.125 = -49.5 K, 2 log10 1.125 = +0.102 dex (by hand)
+    assert eq["molecular_band"]["Teff"] == pytest.approx(-49.47, abs=0.01)
+    assert eq["molecular_band"]["[M/H]"] == pytest.approx(0.1023, abs=1e-4)
+    # cooler stars: a larger excess (growing toward cool stars)
+    assert demo.parameter_equivalents(mix, 3000.0)["molecular_band"]["Teff"] < eq["molecular_band"]["Teff"] - 25
+    # damping x1.25 = Δlogg +0.242: the Lorentz width fitted to the Mg I 8809.17 line's optical depth
     widths = []
-    for effects in (None, replace(none, damping_scale=e.damping_scale)):
-        wave, lines = _spectrum(effects, molecular=False)
-        _, bare = _spectrum(effects, atomic=False, molecular=False)
+    for model_mix, logg in ((mix, 5.0), (None, 5.0 + eq["damping"]["logg"]), (None, 5.0)):
+        wave, lines = _spectrum(model_mix, molecular=False, logg=logg)
+        _, bare = _spectrum(model_mix, atomic=False, molecular=False, logg=logg)
         near = np.abs(wave - 8809.17) < 0.8
-        tau = bare[near] - lines[near]
 
         def voigt(x, area, sigma, gamma, floor):
             return area * voigt_profile(x - 8809.17, sigma, gamma) + floor
 
-        widths.append(curve_fit(voigt, wave[near], tau, p0=(0.1, 0.04, 0.05, 0.0))[0][2])
-    assert widths[1] / widths[0] == pytest.approx(e.damping_scale, rel=0.03)
-    # missing lines: present in observed spectra only, each at least 1 % deep at its centre
-    wave, syn = _spectrum(None)
-    _, obs = _spectrum(replace(none, missing_lines=e.missing_lines, missing_line_strength=e.missing_line_strength))
-    at = [np.argmin(np.abs(wave - w0)) for w0 in demo.LineModel(e).extra[:, 0] if 8796 < w0 < 8839]
-    assert len(at) >= 8 and np.median(syn[at] - obs[at]) > 0.01
-    # atomic line strengths: ln(observed/synthetic) depth of each line has about the stated rms
-    ratio = np.log(demo.LineModel(e).line_scale)
-    assert 0.5 * e.line_strength_scatter < np.sqrt(np.mean(ratio ** 2)) < 2 * e.line_strength_scatter
+        widths.append(curve_fit(voigt, wave[near], bare[near] - lines[near], p0=(0.1, 0.04, 0.05, 0.0))[0][2])
+    assert eq["damping"]["logg"] == pytest.approx(2.5 * np.log10(1.25))
+    assert widths[0] == pytest.approx(widths[1], rel=0.03) and widths[0] / widths[2] == pytest.approx(1.25, rel=0.03)
+    # line strengths: rms ln(obs/syn) of 0.125 at 3500 K, [M/H] 0, i.e. 0.125 / ln 10 = 0.054 dex per line;
+    # errors that change with Teff and [M/H]
+    ln_scale = np.log(obs.line_scale(3500.0, 0.0))
+    assert np.sqrt(np.mean(ln_scale ** 2)) == pytest.approx(0.125)
+    assert eq["line_strengths"]["[M/H]"] == pytest.approx(0.0543, abs=1e-4)
+    assert np.abs(np.log(obs.line_scale(3000.0, 0.4)) - ln_scale).max() > 0.05
 
 
-def test_observed_files_show_noise_tellurics_and_continuum_error():
+def test_gap_table_lists_each_effect_with_family_and_size():
+    table = demo.gap_table()
+    assert table.loc[["line_strengths", "molecular_band", "damping"], "family"].eq("degenerate").all()
+    assert set(table.loc[table.family == "shared"].index) == {"missing_lines", "line_spread", "continuum",
+                                                              "tellurics", "veiling", "wavelength_drift"}
+    assert table.loc["photon_noise", "family"] == "always"
+    # sizes at paper (scale 0.5): those of the earlier single-level demo
+    assert table.loc["molecular_band", "paper"] == 0.125 and table.loc["damping", "paper"] == 0.25
+    assert table.loc["tellurics", "strong"] == 0.04 and table.loc["continuum", "mild"] == 0.005
+    assert "-49 K" in table.loc["molecular_band", "equivalent at paper"]
+    # extra FWHM 1.25 km/s in quadrature with c / 94,600 = 3.169 km/s: R = 299792.458 / 3.407 = 88,000
+    assert "R = 88,002" in table.loc["line_spread", "equivalent at paper"]
+
+
+def test_shared_effects_have_their_stated_size(monkeypatch):
     from dataclasses import replace
 
     star = demo.draw_stars(1, np.random.default_rng(0)).iloc[0].copy()
-    star["snr"], star["airmass"] = 100.0, 1.5
-    e = demo.gap_effects("strong")
-    model = demo.LineModel(e)
-    runs = {name: demo.observed_star(star, model, eff, np.random.default_rng(1))
-            for name, eff in (("all", e), ("no_telluric", replace(e, telluric_depth=0.0)),
-                              ("no_continuum", replace(e, continuum_error=0.0)))}
-    wave, spec, cont, sig, _ = runs["all"]
+    star["snr"], star["airmass"], star["vsini"] = 100.0, 1.5, 2.0
+    mix = demo.GapMix(0, 1)
+
+    def relative(**off):
+        with monkeypatch.context() as m:
+            for name in off:
+                m.setitem(demo.EFFECTS, name, replace(demo.EFFECTS[name], per_unit=0.0))
+            return demo.observed_relative(star, demo.LineModel(mix), np.random.default_rng(1))
+
+    wave, rel, _ = relative()
     k = int(np.argmax([(w[0] < 8800) & (w[-1] > 8835) for w in wave]))
     i = np.argmin(np.abs(wave[k] - 8819.6))
-    # SIG**2 is the expected count level, so ratios of it isolate each effect
-    # telluric residual: depth = telluric_depth x airmass at the line centre (observatory frame)
-    ratio = (sig[k, i] / runs["no_telluric"][3][k, i]) ** 2
-    assert ratio == pytest.approx(1 - e.telluric_depth * 1.5 * np.exp(-0.5 * ((wave[k, i] - 8819.6) / 0.05) ** 2),
-                                  rel=1e-4)
-    # continuum error: a smooth multiplicative factor of at most a few x continuum_error
-    factor = (sig[k] / runs["no_continuum"][3][k]) ** 2
-    assert 0 < np.abs(factor - 1).max() < 3 * e.continuum_error
-    # photon noise: pulls about a running mean have unit scatter
+    # telluric residual: depth = 0.04 x airmass at the line centre (observatory frame)
+    ratio = rel[k, i] / relative(tellurics=True)[1][k, i]
+    assert ratio == pytest.approx(1 - 0.04 * 1.5 * np.exp(-0.5 * ((wave[k, i] - 8819.6) / 0.05) ** 2), rel=1e-9)
+    # continuum error: a smooth multiplicative factor of at most a few x 0.02
+    factor = rel[k] / relative(continuum=True)[1][k]
+    assert 0 < np.abs(factor - 1).max() < 3 * 0.02
+    # veiling: with continuum and tellurics off, f -> (f + 0.05) / 1.05
+    plain = dict(continuum=True, tellurics=True)
+    veiled, bare = relative(**plain)[1], relative(**plain, veiling=True)[1]
+    np.testing.assert_allclose(veiled, (bare + 0.05) / 1.05, rtol=1e-12)
+    # line spread: a further Gaussian of FWHM 2.5 km/s on the spectrum at R = 94,600 accounts for the
+    # difference (to 10 %: here it is applied after sampling on the orders' 1.3 km/s pixels)
+    spread = relative(**plain, veiling=True, wavelength_drift=True)[1][k]
+    sharp = relative(**plain, veiling=True, wavelength_drift=True, line_spread=True)[1][k]
+    extra = preprocess.broaden(sharp, 0.0, preprocess.C_KMS / 2.5, dv_kms=preprocess.C_KMS * np.log(wave[k, 1] / wave[k, 0]))
+    inner = slice(100, -100)
+    assert np.abs(spread - sharp)[inner].max() > 5 * np.abs(spread - extra)[inner].max()
+
+
+def test_observed_files_show_photon_noise():
+    star = demo.draw_stars(1, np.random.default_rng(0)).iloc[0].copy()
+    star["snr"] = 100.0
+    wave, spec, cont, sig, _ = demo.observed_star(star, demo.LineModel(demo.GapMix(0, 0)), np.random.default_rng(1))
+    k = int(np.argmax([(w[0] < 8800) & (w[-1] > 8835) for w in wave]))
+    # photon noise at every setting: pulls about a running mean have unit scatter
     pull = (spec[k] - np.convolve(spec[k], np.ones(9) / 9, "same"))[50:-50] / sig[k][50:-50]
     assert 0.6 < np.std(pull) < 1.4
 
@@ -161,3 +222,72 @@ def test_readers_open_demo_unchanged(demo_survey):
 def test_karmn_ids():
     assert demo.karmn_id(1.2954, 45.7866) == "J00051+457"
     assert demo.karmn_id(190.0, -7.5) == "J12400-075"
+
+
+def test_uniform_stars_are_the_earlier_draw():
+    """`stars="uniform"`: the earlier formula, number for number (written out here)."""
+    from astropy.time import Time
+
+    rng = np.random.default_rng(5)
+    teff = rng.uniform(3000, 4200, 20)
+    logg = np.clip(5.15 - 0.4 * (teff - 3000) / 1200 + rng.normal(0, 0.04, 20), 4.72, 5.28)
+    mh = np.clip(rng.normal(-0.05, 0.18, 20), -0.6, 0.4)
+    slow = rng.random(20) < 0.75
+    vsini = np.where(slow, rng.uniform(1.5, 4.0, 20), np.exp(rng.uniform(np.log(4), np.log(25), 20)))
+    ra, dec = rng.uniform(0, 360, 20), np.degrees(np.arcsin(rng.uniform(np.sin(np.radians(-20)), 1, 20)))
+    jd = rng.uniform(Time("2016-01-15").jd, Time("2020-12-15").jd, 20)
+    rv, snr = rng.uniform(-60, 60, 20), np.exp(rng.uniform(np.log(30), np.log(300), 20))
+    stars = demo.draw_stars(20, np.random.default_rng(5), "uniform")
+    for col, values, digits in (("Teff", teff, 1), ("logg", logg, 3), ("[M/H]", mh, 3), ("vsini", vsini, 2),
+                                ("ra", ra, 6), ("dec", dec, 6), ("bjd", jd, 6), ("rv", rv, 3), ("snr", snr, 1)):
+        np.testing.assert_array_equal(stars[col], values.round(digits), err_msg=col)
+    assert stars.attrs["redrawn"] == 0
+
+
+@pytest.fixture(scope="module")
+def published_snapshot():
+    from astropy.table import Table
+
+    from carmenes_dtl.literature import SNAPSHOT_DIR
+
+    return Table.read(SNAPSHOT_DIR / "paper.ecsv").to_pandas()
+
+
+def test_published_stars_follow_the_paper_inside_its_grid(published_snapshot):
+    from astropy.table import Table
+
+    from carmenes_dtl.grid import PAPER_GRID_FILE
+
+    stars = demo.draw_stars(300, np.random.default_rng(3))
+    again = demo.draw_stars(300, np.random.default_rng(3))
+    pd.testing.assert_frame_equal(stars, again)
+    assert not stars[["Teff", "[M/H]"]].equals(demo.draw_stars(300, np.random.default_rng(4))[["Teff", "[M/H]"]])
+    assert demo.in_paper_ranges(stars) and stars["karmn"].is_unique
+    # every star has a node of the paper's training grid within 100 K, 0.1 and 0.1 dex
+    nodes = Table.read(PAPER_GRID_FILE).to_pandas()[["teff", "logg", "mh"]].drop_duplicates().to_numpy()
+    for row in stars[["Teff", "logg", "[M/H]"]].to_numpy():
+        assert (np.abs(nodes - row) <= [100, 0.1 + 1e-9, 0.1 + 1e-9]).all(axis=1).any(), row
+    assert set(stars["coverage"]) == {"inside", "edge"}
+    # the published estimates the grid covers (logg >= 4.7, its floor: 231 of 286) have these medians;
+    # the draws agree within 3 standard errors of the difference of two medians (1.2533 sigma / sqrt(n))
+    covered = published_snapshot[published_snapshot["logg"] >= 4.7]
+    for col in ("Teff", "[M/H]"):
+        se = 1.2533 * covered[col].std() * np.sqrt(1 / len(stars) + 1 / len(covered))
+        assert abs(stars[col].median() - covered[col].median()) < 3 * se, col
+    assert (published_snapshot["logg"] < 4.7).sum() == 55 and 0 < stars.attrs["redrawn"] < 300
+
+
+@pytest.mark.parametrize("teff,logg,mh,expected", [
+    (3300.0, 4.9, -0.2, "inside"),  # nodes on both sides along every axis (read off the grid's node table)
+    (4460.0, 4.75, -0.2, "edge"),  # logg 4.7 nodes reach 4475 K, but no logg >= 4.75 node within 100 K
+    (4000.0, 5.2, 0.5, "outside"),  # metal-rich grid nodes stop near 3575 K
+    (4000.0, 4.65, -0.1, "outside"),  # below the grid's logg floor (4.7), though nodes lie within 0.1
+])
+def test_grid_coverage_rule(teff, logg, mh, expected):
+    point = pd.DataFrame({"Teff": [teff], "logg": [logg], "[M/H]": [mh]})
+    assert demo.grid_coverage(point)[0] == expected
+
+
+def test_unknown_stars_source():
+    with pytest.raises(ValueError, match="unknown demo stars 'gto'; choose one of"):
+        demo.draw_stars(3, np.random.default_rng(0), "gto")

@@ -108,7 +108,7 @@ def spectra():
 
     rng = np.random.default_rng(0)
     wave = preprocess.log_grid(8805, 8812, 0.5)[:300]
-    syn_m, obs_m = demo.LineModel(), demo.LineModel(demo.gap_effects("paper"))
+    syn_m, obs_m = demo.LineModel(), demo.LineModel(demo.parse_gap("paper"))
     params = np.column_stack([rng.uniform(3000, 4200, 160), rng.uniform(4.7, 5.2, 160), rng.uniform(-0.5, 0.3, 160)])
     norm = lambda f: (f / f.max()).astype("float32")  # noqa: E731
     syn = np.array([norm(syn_m.flux(wave, *p)) for p in params])

@@ -91,7 +91,7 @@ def rv_base(tmp_path_factory):
     nodes = pd.DataFrame({"teff": np.arange(3000.0, 4201.0, 50.0), "logg": 5.0, "mh": 0.0})
     syn = prepare.prepare_synthetic(out / "phoenix", out / "syn.h5", [1.5, 2, 3, 4, 6, 8, 10, 15, 20, 25, 30], Window(),
                                     nodes, progress=False)
-    stars = demo.draw_stars(12, np.random.default_rng(11))
+    stars = demo.draw_stars(12, np.random.default_rng(11), "uniform")
     stars["logg"], stars["[M/H]"] = 5.0, 0.0
     stars["vsini"] = np.tile([2.0, 4.5, 7.0, 10.0, 30.0, 30.0], 2)
     return out, syn, stars
