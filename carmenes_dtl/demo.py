@@ -65,12 +65,16 @@ class Effect:
 #: parameters (`parameter_equivalents`). Shared: what the model lacks or the observation adds.
 EFFECTS = {
     "line_strengths": Effect(
-        "degenerate", "per-line error of atomic line strengths: ln(obs/syn) = scale x 0.25 (z + a (Teff-3500)/1000 "
-        "+ b [M/H]), z, a, b of unit rms across the lines", 0.25, "rms ln(obs/syn) at 3500 K, [M/H] 0"),
+        "degenerate", "atomic lines stronger than modelled, all by one factor that grows toward cool and "
+        "metal-poor stars: ln(obs/syn) = size x (1 - 0.5 (Teff-3500)/1000 - 0.5 [M/H])", 0.25,
+        "ln(obs/syn) at 3500 K, [M/H] 0"),
     "molecular_band": Effect(
-        "degenerate", "molecular band stronger than modelled, by a fraction growing as exp(-(Teff-3500)/1000) "
-        "toward cool stars", 0.25, "fractional excess at 3500 K"),
-    "damping": Effect("degenerate", "Lorentz widths of the atomic lines too large", 0.5, "factor - 1"),
+        "degenerate", "molecular band stronger than modelled, by a fraction growing toward cool and metal-rich "
+        "stars: size x exp(-(Teff-3500)/1000) x (1 + 0.5 [M/H])", 0.25, "fractional excess at 3500 K, [M/H] 0"),
+    "damping": Effect("degenerate", "Lorentz widths of the atomic lines too large, more so in cool stars: "
+                      "factor 1 + size x 3500 K/Teff", 0.5, "factor - 1 at 3500 K"),
+    "line_pattern": Effect("shared", "per-line errors of the atomic line strengths, the same in every star: "
+                           "ln(obs/syn) = size x z, z of unit rms across the lines", 0.25, "rms ln(obs/syn)"),
     "missing_lines": Effect("shared", "12 lines absent from the synthetic model (strengths 0.2-0.6 x size; "
                             "atomic lines: 0.2-1.2)", 1.0, "strength factor"),
     "line_spread": Effect("shared", "extra Gaussian line spread: a lower resolving power than the "
@@ -105,7 +109,7 @@ class GapMix:
     def size(self, effect: str) -> float:
         """Size of `effect` (in its `Effect.unit`) at these scales."""
         e = EFFECTS[effect]
-        return e.per_unit * getattr(self, e.family)
+        return e.per_unit * (1.0 if e.family == "always" else getattr(self, e.family))
 
 
 def parse_gap(text: str) -> GapMix:
@@ -127,9 +131,19 @@ def parse_gap(text: str) -> GapMix:
     return GapMix(**scales)
 
 
-def band_excess(size: float, teff) -> np.ndarray:
-    """Fractional excess of the observed molecular band at `teff`, for a `molecular_band` size."""
-    return size * np.exp(-(np.asarray(teff, float) - 3500.0) / 1000.0)
+def band_excess(size: float, teff, mh=0.0) -> np.ndarray:
+    """Fractional excess of the observed molecular band at `teff`, `mh`, for a `molecular_band` size."""
+    return size * np.exp(-(np.asarray(teff, float) - 3500.0) / 1000.0) * (1 + 0.5 * np.asarray(mh, float))
+
+
+def line_strength_error(size: float, teff, mh=0.0) -> np.ndarray:
+    """ln(observed/synthetic) strength of every atomic line at `teff`, `mh`, for a `line_strengths` size."""
+    return size * (1 - 0.5 * (np.asarray(teff, float) - 3500.0) / 1000.0 - 0.5 * np.asarray(mh, float))
+
+
+def damping_factor(size: float, teff) -> np.ndarray:
+    """Factor on the Lorentz widths at `teff`, for a `damping` size."""
+    return 1 + size * 3500.0 / np.asarray(teff, float)
 
 
 def effective_resolution(fwhm_kms: float) -> float:
@@ -137,16 +151,18 @@ def effective_resolution(fwhm_kms: float) -> float:
     return preprocess.C_KMS / math.hypot(preprocess.C_KMS / CARMENES_VIS_R, fwhm_kms)
 
 
-def parameter_equivalents(mix: GapMix, teff: float = 3500.0) -> dict[str, dict[str, float]]:
-    """What each degenerate effect equals in parameters, from `LineModel`'s own formulas: the band
-    scales as exp(-(Teff-2800)/420) 10^(0.5 [M/H]), so a factor (1+m) is ΔTeff = -420 ln(1+m) K or
-    Δ[M/H] = 2 log10(1+m); Lorentz widths as 10^(0.4 (logg-5)), so a factor d is Δlogg = 2.5 log10 d;
-    line strengths as 10^[M/H], so an rms ln-scale s is s/ln 10 dex per line. Δ: the parameters of the
-    synthetic spectrum that an observed star at `teff` resembles, minus its own."""
-    m = float(band_excess(mix.size("molecular_band"), teff))
+def parameter_equivalents(mix: GapMix, teff: float = 3500.0, mh: float = 0.0) -> dict[str, dict[str, float]]:
+    """What each degenerate effect equals in parameters, from `LineModel`'s own formulas, in the
+    feature it touches: the band scales as exp(-(Teff-2800)/420) 10^(0.5 [M/H]), so a factor (1+m)
+    is ΔTeff = -420 ln(1+m) K or Δ[M/H] = 2 log10(1+m); Lorentz widths as 10^(0.4 (logg-5)), so a
+    factor d is Δlogg = 2.5 log10 d; atomic line strengths as 10^[M/H], so a common ln-factor s is
+    Δ[M/H] = s/ln 10. Δ: the parameters of the synthetic spectrum whose band (wings, atomic lines)
+    an observed star at `teff`, `mh` has, minus its own; a whole spectrum matches none of them
+    exactly, as each shift would also change the other features."""
+    m = float(band_excess(mix.size("molecular_band"), teff, mh))
     return {"molecular_band": {"Teff": -420.0 * math.log1p(m), "[M/H]": 2 * math.log10(1 + m)},
-            "damping": {"logg": 2.5 * math.log10(1 + mix.size("damping"))},
-            "line_strengths": {"[M/H]": mix.size("line_strengths") / math.log(10)}}
+            "damping": {"logg": 2.5 * math.log10(float(damping_factor(mix.size("damping"), teff)))},
+            "line_strengths": {"[M/H]": float(line_strength_error(mix.size("line_strengths"), teff, mh)) / math.log(10)}}
 
 
 def _equivalent_text(effect: str, mix: GapMix) -> str:
@@ -161,7 +177,8 @@ def _equivalent_text(effect: str, mix: GapMix) -> str:
                 f"({cool['Teff']:+.0f} K or {cool['[M/H]']:+.3f} dex at 3000 K)")
     if effect == "damping":
         return f"Δlogg {eq['logg']:+.3f} in the line wings"
-    return f"±{eq['[M/H]']:.3f} dex in [M/H], a different error per line"
+    cool = parameter_equivalents(mix, 3000.0, -0.5)[effect]
+    return f"Δ[M/H] {eq['[M/H]']:+.3f} dex at 3500 K, [M/H] 0 ({cool['[M/H]']:+.3f} at 3000 K, -0.5)"
 
 
 def gap_table() -> pd.DataFrame:
@@ -188,16 +205,16 @@ class LineModel:
         offsets = rng.normal(0, 1, len(ATOMIC_LINES))
         extra = np.column_stack([rng.uniform(8795, 8840, 12), rng.uniform(0.2, 0.6, 12),
                                  rng.uniform(-0.8, 0.8, 12), np.ones(12)])
-        terms = np.vstack([offsets, rng.normal(0, 1, (2, len(ATOMIC_LINES)))])
-        self.line_errors = terms / np.sqrt(np.mean(terms ** 2, axis=1, keepdims=True))  # z, a, b: unit rms
+        self.line_pattern = offsets / np.sqrt(np.mean(offsets ** 2))  # unit rms across the lines
         extra[:, 1] *= self.mix.size("missing_lines")
         self.extra = extra if self.mix.size("missing_lines") else extra[:0]
         self._mol_cache: dict = {}
 
     def line_scale(self, teff: float, mh: float) -> np.ndarray:
-        """Factor on each atomic line's strength (1 without degenerate effects)."""
-        z, a, b = self.line_errors
-        return np.exp(self.mix.size("line_strengths") * (z + a * (teff - 3500.0) / 1000.0 + b * mh))
+        """Factor on each atomic line's strength: the common `line_strengths` error times the
+        fixed per-line `line_pattern` (1 without either)."""
+        return np.exp(line_strength_error(self.mix.size("line_strengths"), teff, mh)
+                      + self.mix.size("line_pattern") * self.line_pattern)
 
     def _molecular_profile(self, wave: np.ndarray) -> np.ndarray:
         key = (wave[0], wave[-1], wave.size)
@@ -213,7 +230,7 @@ class LineModel:
 
     def _band(self, teff: float, logg: float, mh: float) -> float:
         band = np.exp(-(teff - 2800.0) / 420.0) * 10 ** (0.5 * mh) * (1 + 0.4 * (logg - 5.0))
-        return band * (1 + band_excess(self.mix.size("molecular_band"), teff))
+        return band * (1 + band_excess(self.mix.size("molecular_band"), teff, mh))
 
     def continuum(self, wave: np.ndarray, teff: float, logg: float, mh: float) -> np.ndarray:
         """Line-free surface flux (erg/s/cm^2/cm): Planck, dimmed by the band's veil."""
@@ -224,7 +241,7 @@ class LineModel:
 
     def flux(self, wave: np.ndarray, teff: float, logg: float, mh: float) -> np.ndarray:
         """Surface flux (erg/s/cm^2/cm) on `wave` (vacuum Å) for one star."""
-        damping = 1.0 + self.mix.size("damping")
+        damping = damping_factor(self.mix.size("damping"), teff)
         lines = np.vstack([self.atomic, self.extra])
         scale = np.concatenate([self.line_scale(teff, mh), np.ones(len(self.extra))])
         tau = np.zeros_like(wave)

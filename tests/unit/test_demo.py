@@ -84,7 +84,8 @@ def test_families_off_remove_exactly_their_effects():
     np.testing.assert_array_equal(demo.LineModel(demo.GapMix(0, 0)).flux(wave, 3400.0, 4.9, -0.2), syn)
     shared_only = demo.LineModel(demo.GapMix(0, 1))
     assert len(shared_only.extra) == 12
-    shared_only.extra = shared_only.extra[:0]  # its missing lines aside, it is the synthetic model
+    shared_only.extra = shared_only.extra[:0]  # its missing lines and line pattern aside, it is the synthetic model
+    shared_only.line_pattern = np.zeros_like(shared_only.line_pattern)
     np.testing.assert_array_equal(shared_only.flux(wave, 3400.0, 4.9, -0.2), syn)
     # degenerate only: no missing lines, and no observation effect: the relative flux on the orders is the
     # model's own, broadened at R = 94,600 and shifted by RV and BERV, nothing else (computed here directly)
@@ -109,7 +110,7 @@ def test_degenerate_effects_equal_other_parameters():
     mix, syn = demo.GapMix(0.5, 0), demo.LineModel()
     obs = demo.LineModel(mix)
     for teff in (3000.0, 3500.0, 4000.0):
-        eq = demo.parameter_equivalents(mix, teff)["molecular_band"]
+        eq = demo.parameter_equivalents(mix, teff, 0.1)["molecular_band"]
         assert obs._band(teff, 4.9, 0.1) == pytest.approx(syn._band(teff + eq["Teff"], 4.9, 0.1), rel=1e-12)
         assert obs._band(teff, 4.9, 0.1) == pytest.approx(syn._band(teff, 4.9, 0.1 + eq["[M/H]"]), rel=1e-12)
     eq = demo.parameter_equivalents(mix)
@@ -131,19 +132,33 @@ def test_degenerate_effects_equal_other_parameters():
         widths.append(curve_fit(voigt, wave[near], bare[near] - lines[near], p0=(0.1, 0.04, 0.05, 0.0))[0][2])
     assert eq["damping"]["logg"] == pytest.approx(2.5 * np.log10(1.25))
     assert widths[0] == pytest.approx(widths[1], rel=0.03) and widths[0] / widths[2] == pytest.approx(1.25, rel=0.03)
-    # line strengths: rms ln(obs/syn) of 0.125 at 3500 K, [M/H] 0, i.e. 0.125 / ln 10 = 0.054 dex per line;
-    # errors that change with Teff and [M/H]
-    ln_scale = np.log(obs.line_scale(3500.0, 0.0))
-    assert np.sqrt(np.mean(ln_scale ** 2)) == pytest.approx(0.125)
+    # line strengths: one factor for every atomic line, ln(obs/syn) = 0.125 at 3500 K, [M/H] 0, i.e.
+    # 0.125 / ln 10 = 0.054 dex of [M/H]; 0.125 (1 + 0.25 + 0.25) = 0.1875 at 3000 K, [M/H] -0.5 (by hand)
+    np.testing.assert_allclose(np.log(obs.line_scale(3500.0, 0.0)), 0.125, rtol=1e-12)
+    np.testing.assert_allclose(np.log(obs.line_scale(3000.0, -0.5)), 0.1875, rtol=1e-12)
     assert eq["line_strengths"]["[M/H]"] == pytest.approx(0.0543, abs=1e-4)
-    assert np.abs(np.log(obs.line_scale(3000.0, 0.4)) - ln_scale).max() > 0.05
+    for teff, mh in ((3100.0, -0.4), (3900.0, 0.3)):  # the atomic lines equal the synthetic ones at [M/H] + Δ
+        shift = demo.parameter_equivalents(mix, teff, mh)["line_strengths"]["[M/H]"]
+        np.testing.assert_allclose(obs.line_scale(teff, mh) * 10 ** mh, 10 ** (mh + shift), rtol=1e-12)
+    # damping grows toward cool stars: x(1 + 0.25 x 3500/3000) at 3000 K (size 0.25 at scale 0.5)
+    assert demo.parameter_equivalents(mix, 3000.0)["damping"]["logg"] == pytest.approx(2.5 * np.log10(1 + 0.25 * 3500 / 3000))
+
+
+def test_line_pattern_is_shared_a_fixed_error_per_line():
+    """The per-line strength errors belong to the shared family: unit-rms pattern x size, the same in every star."""
+    obs = demo.LineModel(demo.GapMix(0, 0.5))
+    first = np.log(obs.line_scale(3100.0, -0.4))
+    assert np.sqrt(np.mean(first ** 2)) == pytest.approx(0.125, rel=1e-12)
+    np.testing.assert_array_equal(np.log(obs.line_scale(3900.0, 0.3)), first)
+    assert np.ptp(demo.LineModel(demo.GapMix(0.5, 0)).line_scale(3500.0, 0.0)) == 0.0
 
 
 def test_gap_table_lists_each_effect_with_family_and_size():
     table = demo.gap_table()
     assert table.loc[["line_strengths", "molecular_band", "damping"], "family"].eq("degenerate").all()
     assert set(table.loc[table.family == "shared"].index) == {"missing_lines", "line_spread", "continuum",
-                                                              "tellurics", "veiling", "wavelength_drift"}
+                                                              "tellurics", "veiling", "wavelength_drift",
+                                                              "line_pattern"}
     assert table.loc["photon_noise", "family"] == "always"
     # sizes at paper (scale 0.5): those of the earlier single-level demo
     assert table.loc["molecular_band", "paper"] == 0.125 and table.loc["damping", "paper"] == 0.25
