@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -290,12 +291,13 @@ def parser() -> argparse.ArgumentParser:
                                                          "bootstrap intervals, figure")
     s.add_argument("--out", type=Path, required=True, help="folder of the cells (<setting>/seed<S>/) and tables")
     s.add_argument("--settings", type=_keys, default=["none", "shared", "degenerate", "both"],
-                   help="none, shared, degenerate, both, a gap level or degenerate=X,shared=Y (comma-separated; "
-                        "default none,shared,degenerate,both)")
+                   help="comma-separated: none, shared, degenerate, both (each family at --strength) or gap "
+                        "levels (mild, paper, strong); default none,shared,degenerate,both")
     s.add_argument("--seeds", type=_seeds, default=[1, 2, 3, 4, 5], help="comma-separated (default 1,2,3,4,5)")
     s.add_argument("--profile", default="quick", choices=sorted(PROFILES))
     s.add_argument("--strength", type=float, default=0.5, help="S of the named settings (default 0.5, the paper level)")
-    s.add_argument("--jobs", type=_positive, default=1, help="cells run in parallel processes (default 1)")
+    s.add_argument("--jobs", type=_positive, default=os.cpu_count() or 1,
+                   help="cells run in parallel processes (default: the number of CPUs)")
     s.add_argument("--results", type=Path, help="also publish the table and its intervals to this .csv "
                                                 "(and <stem>_intervals.csv) with a provenance header")
     s.set_defaults(func=cmd_experiment)

@@ -36,7 +36,10 @@ def test_the_command_reproduces_the_committed_cell(tiny_cell):
     table, meta = experiment.load_results(COMMITTED)
     assert meta["command"].startswith("carmenes-dtl " + " ".join(COMMAND))
     assert {"commit", "date", "keras", "backend", "numpy", "python"} <= set(meta) and meta["profile"] == "tiny"
-    assert set(table["setting"]) == {"strong"} and set(table["seed"]) == {1} and len(table) == 4 * 4
+    assert set(table["setting"]) == {"strong"} and set(table["seed"]) == {1}
+    assert len(table[table["region"] == "all"]) == 4 * 4 and set(table["region"]) <= {"all", "inside", "edge"}
+    # every star of the truth table is estimated or counted as excluded
+    assert (table["n_estimated"] + table["n_excluded"] == table["n_truth"]).all() and (table["n_truth"] == 16).all()
 
 
 def test_tables_agree_with_the_runs_error_summary(tiny_cell):
@@ -61,15 +64,41 @@ def test_tables_agree_with_the_runs_error_summary(tiny_cell):
     assert (exp / "experiment_mae.png").stat().st_size > 10_000
 
 
+def test_twin_distances_pair_the_encoders_each_variant_uses(tiny_cell):
+    """Recomputed here: the twins through the ORIGINAL encoder against the observed latents of the
+    original (`no_finetune`) and of the FINE-TUNED encoder (`method`), through the fine-tuned one
+    against its own (`finetuned_both`); the spectra themselves for `direct`."""
+    from carmenes_dtl import autoencoder, store, twin
+
+    cell = tiny_cell / "exp" / "strong" / "seed1"
+    paths = pipeline.RunPaths(cell)
+    obs = store.read(paths.observed)
+    truth = pd.read_csv(paths.demo / "truth.csv").set_index("karmn").loc[obs.parameters["karmn"]]
+    twins = twin.exact_vectors(truth)
+    enc = {ft: autoencoder.encode(autoencoder.load(paths.ae(0, ft)), twins) for ft in (False, True)}
+    lat = np.load(paths.latents)
+    expected = {"no_finetune": (enc[False], lat["obs_pre_0"]), "method": (enc[False], lat["obs_ft_0"]),
+                "finetuned_both": (enc[True], lat["obs_ft_0"]), "direct": (twins, obs.flux)}
+    table = pd.read_csv(tiny_cell / "exp" / "experiment.csv").query("region == 'all' and parameter == 'Teff'")
+    for variant, (a, b) in expected.items():
+        got = table.set_index("variant").loc[variant, "twin_distance"]
+        assert got == pytest.approx(np.linalg.norm(a - b, axis=1).mean(), rel=1e-6), variant
+
+
 def test_adopted_stages_give_the_plain_runs_estimates(tiny_cell, tmp_path, capsys):
     base = tiny_cell / "exp" / "strong" / "seed1"
     pipeline.run(tmp_path, profile_name="tiny", seed=1, gap="strong", progress=False, shared=base)
     log = capsys.readouterr().out
-    assert "prepare-synthetic: up to date" in log and "autoencoders: up to date" in log
+    assert all(f"{name}: up to date" in log for name in pipeline.SHARED_STAGES), log
     assert not (tmp_path / "demo" / "phoenix").exists()
     for variant in ("method", "finetuned_both", "no_finetune", "direct"):
         name = pipeline.RunPaths(tmp_path).estimates(variant).name
         assert (tmp_path / name).read_bytes() == (base / name).read_bytes(), name
+    # another gap adopts the same shared stages and runs the rest: its own observed set, fine-tuning and CNNs
+    pipeline.run(tmp_path / "none", profile_name="tiny", seed=1, gap="none", progress=False, shared=base)
+    log = capsys.readouterr().out
+    assert all(f"{name}: up to date" in log for name in pipeline.SHARED_STAGES), log
+    assert all(f"{name} done in" in log for name in ("prepare-observed", "fine-tune", "encode", "cnn")), log
 
 
 def test_bad_setting_is_one_line_with_status_2(tmp_path):
