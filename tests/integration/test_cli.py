@@ -156,7 +156,10 @@ def test_run_resumes_finished_stages(tiny_run):
     out, _ = tiny_run
     before = (out / "estimates.csv").read_bytes()
     res = cli("run", "--demo", "--profile", "tiny", "--seed", "3", "--out", out, "--quiet")
-    assert res.stdout.count("up to date") == 7
+    stages = ("demo", "prepare-synthetic", "prepare-observed", "autoencoders", "cnn-synthetic", "fine-tune", "encode",
+              "cnn")
+    assert res.stdout.count("up to date") == len(stages)
+    assert all(f"] {name}: up to date" in res.stdout for name in stages), res.stdout
     assert (out / "estimates.csv").read_bytes() == before
     assert not list(out.rglob("*.partial*"))
 
