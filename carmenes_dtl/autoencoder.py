@@ -8,6 +8,7 @@ contractive penalty added by the bottleneck (`ContractiveDense`): the published 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -158,8 +159,40 @@ def validation_slice(x: np.ndarray, patience: int | None, seed: int) -> tuple[np
     return x[order[n_val:]], (x[order[:n_val]],) * 2
 
 
+def data_parallel(batch_size: int):
+    """A `keras.distribution.DataParallel` over every accelerator (`keras.distribution.list_devices()`):
+    the model is replicated and each batch of `batch_size` split evenly among the devices.
+
+    JAX backend only; `batch_size` must be a multiple of the number of devices.
+    """
+    if keras.backend.backend() != "jax":
+        raise ValueError(f"data-parallel training needs the JAX backend (KERAS_BACKEND=jax), "
+                         f"not {keras.backend.backend()!r}")
+    devices = keras.distribution.list_devices()
+    if batch_size % len(devices):
+        raise ValueError(f"data-parallel training splits each batch over the {len(devices)} devices: the batch "
+                         f"size {batch_size} is not a multiple of {len(devices)}")
+    return keras.distribution.DataParallel(devices=devices)
+
+
+def scope(dist):
+    """The scope of the distribution `dist`; None: no distribution."""
+    return contextlib.nullcontext() if dist is None else dist.scope()
+
+
+def whole_batches(dist, x: np.ndarray | None) -> np.ndarray | None:
+    """`x` cut to a multiple of `dist`'s device count, so that the last, partial batch of an
+    epoch still splits evenly: at most ``devices - 1`` trailing rows dropped, none when `dist`
+    (or `x`) is None."""
+    if dist is None or x is None:
+        return x
+    n = int(np.prod(dist.device_mesh.shape))
+    return x[:len(x) - len(x) % n]
+
+
 def train(flux: np.ndarray, n_in: int, l1: float, s: AESettings, seed: int, progress: bool = False,
-          search: bool = False, reuse: dict | None = None) -> tuple[keras.Model, dict]:
+          search: bool = False, reuse: dict | None = None,
+          parallel: bool = False) -> tuple[keras.Model, dict]:
     """Build and fit one autoencoder on `flux` (a training part); returns the model and its loss history.
 
     ``search=True`` is a grid-search fit: `s.search_epochs`, plain MSE unless
@@ -167,32 +200,38 @@ def train(flux: np.ndarray, n_in: int, l1: float, s: AESettings, seed: int, prog
     stopping on a `validation_slice` of `flux` when `s.patience` is set. `reuse` (a dict
     kept by the caller) holds the last model built; a fit with the same settings and seed
     resets it to its initial weights and optimizer state instead of building and compiling
-    a new one (the folds of a grid point).
+    a new one (the folds of a grid point). `parallel`: built and fitted data-parallel over
+    every device (`data_parallel`; the rows cut to a multiple of the device count, `whole_batches`).
     """
     keras.utils.set_random_seed(seed)
     lam = 0.0 if search and s.search_loss == "mse" else s.contractive_lambda
     args = (flux.shape[1], n_in, l1, s.latent_dim, lam, s.penalty, s.learning_rate, s.l1_layers)
-    reset = reuse is not None and reuse.get("key") == (args, seed)
-    model = build_autoencoder(*args) if reuse is None else _reset_or_build(reuse, args, seed)
+    key = (args, seed, parallel)
+    reset = reuse is not None and reuse.get("key") == key
     patience = None if search else s.patience
     fit, val = validation_slice(flux, patience, seed)
-    if reset:  # Keras' first fit of a new model draws one shuffle to peek at a batch: same batch orders
-        np.random.permutation(len(fit))
-    hist = model.fit(fit, fit, validation_data=val, epochs=s.search_epochs if search else s.epochs,
-                     batch_size=s.batch_size, shuffle=True, verbose=0,
-                     callbacks=callbacks(patience, progress, f"AE n_in={n_in}"))
+    dist = data_parallel(s.batch_size) if parallel else None
+    fit, val_x = whole_batches(dist, fit), whole_batches(dist, None if val is None else val[0])
+    with scope(dist):
+        model = build_autoencoder(*args) if reuse is None else _reset_or_build(reuse, args, key)
+        if reset:  # Keras' first fit of a new model draws one shuffle to peek at a batch: same batch orders
+            np.random.permutation(len(fit))
+        hist = model.fit(fit, fit, validation_data=None if val is None else (val_x, val_x),
+                         epochs=s.search_epochs if search else s.epochs, batch_size=s.batch_size, shuffle=True,
+                         verbose=0, callbacks=callbacks(patience, progress, f"AE n_in={n_in}"))
     return model, history(hist)
 
 
-def _reset_or_build(reuse: dict, args: tuple, seed: int) -> keras.Model:
+def _reset_or_build(reuse: dict, args: tuple, key: tuple) -> keras.Model:
     """`build_autoencoder(*args)` as built after ``set_random_seed(seed)``: the model in `reuse`
-    reset to its initial state when it was built with the same `args` and `seed`, else a new one."""
-    if reuse.get("key") != (args, seed):
+    reset to its initial state when it was built with the same `key` (args, seed, parallel),
+    else a new one."""
+    if reuse.get("key") != key:
         reuse.clear()
         model = build_autoencoder(*args)
         model.optimizer.build(model.trainable_variables)
         state = [ops.convert_to_numpy(v) for v in model.variables + model.optimizer.variables]
-        reuse.update(key=(args, seed), model=model, state=state)
+        reuse.update(key=key, model=model, state=state)
     model = reuse["model"]
     for var, value in zip(model.variables + model.optimizer.variables, reuse["state"]):
         var.assign(value)
@@ -202,8 +241,9 @@ def _reset_or_build(reuse: dict, args: tuple, seed: int) -> keras.Model:
 class AutoencoderEstimator(BaseEstimator):
     """scikit-learn wrapper so `GridSearchCV` runs the search; score = -reconstruction MSE."""
 
-    def __init__(self, n_in: int = 2048, l1: float = 1e-7, settings: AESettings | None = None, seed: int = 0):
-        self.n_in, self.l1, self.settings, self.seed = n_in, l1, settings, seed
+    def __init__(self, n_in: int = 2048, l1: float = 1e-7, settings: AESettings | None = None, seed: int = 0,
+                 parallel: bool = False):
+        self.n_in, self.l1, self.settings, self.seed, self.parallel = n_in, l1, settings, seed, parallel
 
     #: The last model fitted: GridSearchCV fits the folds of a grid point one after another,
     #: and they reuse its compiled train step (`train`'s `reuse`). Cleared by `grid_search`.
@@ -211,17 +251,17 @@ class AutoencoderEstimator(BaseEstimator):
 
     def fit(self, X, y=None):
         self.model_, self.history_ = train(X, self.n_in, self.l1, self.settings or AESettings(), self.seed,
-                                           search=True, reuse=AutoencoderEstimator.reuse)
+                                           search=True, reuse=AutoencoderEstimator.reuse, parallel=self.parallel)
         return self
 
     def score(self, X, y=None):
         return -reconstruction_mse(self.model_, X)
 
 
-def grid_search(flux: np.ndarray, s: AESettings, seed: int = 0) -> list[dict]:
+def grid_search(flux: np.ndarray, s: AESettings, seed: int = 0, parallel: bool = False) -> list[dict]:
     """Cross-validated search over n_in x L1 (`s.cv_folds` unshuffled folds, as GridSearchCV's
-    ``cv=4``); rows sorted best first."""
-    search = GridSearchCV(AutoencoderEstimator(settings=s, seed=seed),
+    ``cv=4``); rows sorted best first. `parallel`: fits data-parallel (`train`)."""
+    search = GridSearchCV(AutoencoderEstimator(settings=s, seed=seed, parallel=parallel),
                           {"n_in": list(s.n_in_grid), "l1": list(s.l1_grid)},
                           cv=KFold(s.cv_folds), refit=False, n_jobs=1)
     try:
@@ -234,18 +274,20 @@ def grid_search(flux: np.ndarray, s: AESettings, seed: int = 0) -> list[dict]:
     return sorted(rows, key=lambda r: r["cv_mse"])
 
 
-def search_and_train(flux: np.ndarray, s: AESettings, seed: int, progress: bool = False) -> tuple[list, list]:
+def search_and_train(flux: np.ndarray, s: AESettings, seed: int, progress: bool = False,
+                     parallel: bool = False) -> tuple[list, list]:
     """The published protocol: a seeded `s.test_size` split of the synthetic spectra; the grid
     search and the training of the `s.n_models` best points use the training part, the test
-    part gives each model's test MSE. Returns the search rows and [(model, info)].
+    part gives each model's test MSE. Returns the search rows and [(model, info)]. `parallel`:
+    every fit data-parallel over all devices (`train`).
     """
     train_idx, test_idx = train_test_split(np.arange(len(flux)), test_size=s.test_size,
                                            random_state=stage_seed(seed, "split"))
-    rows = grid_search(flux[train_idx], s, stage_seed(seed, "search"))
+    rows = grid_search(flux[train_idx], s, stage_seed(seed, "search"), parallel)
     models = []
     for i, best in enumerate(rows[:s.n_models]):
         model_seed = stage_seed(seed, "autoencoder", i)
-        model, hist = train(flux[train_idx], best["n_in"], best["l1"], s, model_seed, progress)
+        model, hist = train(flux[train_idx], best["n_in"], best["l1"], s, model_seed, progress, parallel=parallel)
         models.append((model, {**best, "seed": model_seed, "test_mse": reconstruction_mse(model, flux[test_idx]),
                                "n_train": len(train_idx), "n_test": len(test_idx), "history": hist}))
     return rows, models

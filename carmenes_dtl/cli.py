@@ -79,6 +79,12 @@ def _demo_options(s: argparse.ArgumentParser, default_gap: str | None, default_s
                         "uniform 3000-4200 K")
 
 
+def _parallel_option(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--data-parallel", action="store_true",
+                   help="train and fine-tune the autoencoders data-parallel over every device of the JAX backend "
+                        "(keras.distribution.DataParallel; the batch size must be a multiple of the device count)")
+
+
 def cmd_demo_data(a):
     from .demo import write_demo
 
@@ -138,7 +144,12 @@ def cmd_import_grid(a):
 def cmd_train(a):
     from . import pipeline
 
-    r = pipeline.Runner(a.out, PROFILES[a.profile], a.seed)
+    prof = PROFILES[a.profile]
+    if a.data_parallel:
+        from .autoencoder import data_parallel
+
+        data_parallel(prof.ae.batch_size)  # no JAX backend or an uneven split: say so before any stage
+    r = pipeline.Runner(a.out, prof, a.seed, data_parallel=a.data_parallel)
     r.autoencoders()
     r.finetune()
     print(f"models in {r.paths.models}")
@@ -164,7 +175,7 @@ def cmd_run(a):
         raise ValueError(f"{demo_options[0]} sets the demo survey: drop it with --synthetic and --observed")
     info = pipeline.run(a.out, demo=not given, synthetic=a.synthetic, observed=a.observed, profile_name=a.profile,
                         seed=a.seed, gap=a.gap_mix or a.gap or "paper", progress=not a.quiet, window=a.window,
-                        scheduler=a.scheduler, stars=a.stars or "published")
+                        scheduler=a.scheduler, stars=a.stars or "published", data_parallel=a.data_parallel)
     print(f"estimates: {Path(a.out) / 'estimates.csv'}")
     if "errors_vs_truth" in info:
         for variant, errs in info["errors_vs_truth"].items():
@@ -274,6 +285,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, required=True, help="run folder holding synthetic.h5 and observed.h5")
     s.add_argument("--profile", default="quick", choices=sorted(PROFILES))
     s.add_argument("--seed", type=int, default=42)
+    _parallel_option(s)
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("run", parents=[quiet, dask], help="the whole method, on the demo survey or your sets")
@@ -285,6 +297,7 @@ def parser() -> argparse.ArgumentParser:
     _demo_options(s, None, None)
     s.add_argument("--window", type=_window, help="start,stop in Å (default: the profile's, 8800,8835)")
     s.add_argument("--out", type=Path, required=True)
+    _parallel_option(s)
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("experiment", parents=[quiet], help="gap settings x seeds x variants: tidy tables, "

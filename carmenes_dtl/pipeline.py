@@ -102,10 +102,13 @@ class Runner:
     """Runs the stages in order, skipping the finished ones."""
 
     def __init__(self, out: Path, prof: Profile | None, seed: int = 42, progress: bool = True,
-                 scheduler: str | None = None):
-        """`prof`: the run's settings (None will do for `gap_variant`, which uses none)."""
+                 scheduler: str | None = None, data_parallel: bool = False):
+        """`prof`: the run's settings (None will do for `gap_variant`, which uses none);
+        `data_parallel`: autoencoder training and fine-tuning data-parallel over every
+        device of the JAX backend (`autoencoder.data_parallel`)."""
         self.paths, self.prof, self.seed, self.progress = RunPaths(out), prof, seed, progress
         self.scheduler = scheduler  # where prepare's tasks run; does not change any output
+        self.data_parallel = data_parallel
         self.paths.out.mkdir(parents=True, exist_ok=True)
         self.done = json.loads(self.paths.stages.read_text()) if self.paths.stages.exists() else {}
         self.timings: dict[str, float] = {}
@@ -171,6 +174,11 @@ class Runner:
         self.done[name] = self.record(key, outputs)
         write_text(self.paths.stages, json.dumps(self.done, indent=1))
         return True
+
+    def _parallel_key(self) -> list:
+        """What a data-parallel run adds to the autoencoder stages' keys (the device count:
+        each fit drops up to devices - 1 rows); nothing on one device, so those keys stay."""
+        return [{"data_parallel": len(keras.distribution.list_devices())}] if self.data_parallel else []
 
     # -- stages ---------------------------------------------------------------------------
 
@@ -271,14 +279,15 @@ class Runner:
         p, s = self.paths, self.prof.ae
 
         def run():
-            rows, models = autoencoder.search_and_train(store.read(p.synthetic).flux, s, self.seed, self.progress)
+            rows, models = autoencoder.search_and_train(store.read(p.synthetic).flux, s, self.seed, self.progress,
+                                                        self.data_parallel)
             p.models.mkdir(parents=True, exist_ok=True)
             p.search.write_text(json.dumps(rows, indent=1))
             for i, (model, info) in enumerate(models):
                 autoencoder.save(model, p.ae(i), {**info, "settings": asdict(s)})
 
         self.stage("autoencoders", [p.search] + [p.ae(i) for i in range(s.n_models)], run,
-                   extra=[asdict(s), keras.backend.backend()], inputs=[p.synthetic])
+                   extra=[asdict(s), keras.backend.backend(), *self._parallel_key()], inputs=[p.synthetic])
 
     def finetune(self) -> None:
         p, s = self.paths, self.prof.ae
@@ -290,11 +299,11 @@ class Runner:
             sample = syn[rng.choice(len(syn), min(512, len(syn)), replace=False)]
             for i in range(s.n_models):
                 model, report = transfer.finetune(p.ae(i), obs, sample, s, stage_seed(self.seed, "finetune", i),
-                                                  self.progress)
+                                                  self.progress, self.data_parallel)
                 autoencoder.save(model, p.ae(i, True), report)
 
         self.stage("fine-tune", [p.ae(i, True) for i in range(s.n_models)], run,
-                   extra=[asdict(s), keras.backend.backend()],
+                   extra=[asdict(s), keras.backend.backend(), *self._parallel_key()],
                    inputs=[p.synthetic, p.observed] + [p.ae(i) for i in range(s.n_models)])
 
     def encode(self) -> None:
@@ -363,6 +372,8 @@ class Runner:
             "n_nodes": self.prof.n_nodes, "variants": DESCRIPTIONS,
             "synthetic": str(self.paths.synthetic), "observed": str(self.paths.observed),
         }
+        if self.data_parallel:
+            info["data_parallel_devices"] = len(keras.distribution.list_devices())
         obs = store.read(self.paths.observed)
         info["observed_excluded"] = obs.attrs.get("excluded", [])
         if truth_csv is not None and Path(truth_csv).exists():
@@ -424,13 +435,14 @@ SHARED_STAGES = ["prepare-synthetic", "autoencoders", "cnn-synthetic"]
 def run(out: Path, demo: bool = True, synthetic: Path | None = None, observed: Path | None = None,
         profile_name: str = "quick", seed: int = 42, gap: str = "paper", progress: bool = True,
         prof: Profile | None = None, window: Window | None = None, scheduler: str | None = None,
-        shared: Path | None = None, stars: str = "published") -> dict:
+        shared: Path | None = None, stars: str = "published", data_parallel: bool = False) -> dict:
     """The whole method; returns the run summary (also written to ``OUT/run.json``).
 
     `gap` and `stars` make the demo survey (`demo.write_demo`); `window` replaces the profile's;
     `scheduler` is where the preparation's tasks run. `shared`: a finished demo run of the same
     seed and profile (any gap) whose gap-independent stages (`SHARED_STAGES`) this one adopts
-    (`Runner.adopt`), with its mock PHOENIX tree.
+    (`Runner.adopt`), with its mock PHOENIX tree. `data_parallel`: the autoencoders train and
+    fine-tune data-parallel over every device of the JAX backend (`autoencoder.data_parallel`).
     """
     prof = prof or profile(profile_name)
     if not demo:
@@ -447,7 +459,9 @@ def run(out: Path, demo: bool = True, synthetic: Path | None = None, observed: P
 
         tf.config.experimental.enable_op_determinism()
         logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notices of the many small models
-    r = Runner(out, prof, seed, progress, scheduler)
+    if data_parallel:
+        autoencoder.data_parallel(prof.ae.batch_size)  # no JAX backend or an uneven split: say so before any stage
+    r = Runner(out, prof, seed, progress, scheduler, data_parallel)
     truth = None
     if shared is not None and not demo:
         raise ValueError("shared stages are those of a demo run: drop shared, or use the demo")

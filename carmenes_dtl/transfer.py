@@ -14,7 +14,8 @@ import keras
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from .autoencoder import callbacks, history, load, reconstruction_mse, validation_slice
+from .autoencoder import (callbacks, data_parallel, history, load, reconstruction_mse, scope, validation_slice,
+                          whole_batches)
 from .config import AESettings
 
 #: variant -> (encoder of the synthetic latents the CNNs train on, encoder of the observed
@@ -64,7 +65,7 @@ def frozen_layers(n_frozen: int) -> list[str]:
 
 
 def finetune(model_path, observed: np.ndarray, synthetic: np.ndarray, s: AESettings, seed: int = 0,
-             progress: bool = False) -> tuple[keras.Model, dict]:
+             progress: bool = False, parallel: bool = False) -> tuple[keras.Model, dict]:
     """A fine-tuned copy of the saved autoencoder at `model_path`, and a before/after report.
 
     Observed spectra are split 80/20 (`s.finetune_test_size`, seeded); the 20 % only
@@ -72,11 +73,16 @@ def finetune(model_path, observed: np.ndarray, synthetic: np.ndarray, s: AESetti
     a seeded 10 % of the 80 %, never the reported 20 %. `synthetic` (a sample) measures
     what the synthetic domain loses. With the published penalty the frozen copy of the
     bottleneck kernel is taken anew from the loaded weights, as the authors' loss is
-    rebuilt when the loaded model is compiled.
+    rebuilt when the loaded model is compiled. `parallel`: loaded and fitted data-parallel over
+    every device (`autoencoder.data_parallel`; the rows cut to a multiple of the device count).
     """
     keras.utils.set_random_seed(seed)
-    model = load(model_path)
     train_obs, test_obs = train_test_split(observed, test_size=s.finetune_test_size, random_state=seed)
+    fit, val = validation_slice(train_obs, s.patience, seed)
+    dist = data_parallel(s.batch_size) if parallel else None
+    fit, val_x = whole_batches(dist, fit), whole_batches(dist, None if val is None else val[0])
+    with scope(dist):
+        model = load(model_path)
 
     def errors() -> dict:
         return {"mse_observed_test": reconstruction_mse(model, test_obs),
@@ -87,11 +93,11 @@ def finetune(model_path, observed: np.ndarray, synthetic: np.ndarray, s: AESetti
     for name in frozen:
         model.get_layer(name).trainable = False
     model.get_layer("bottleneck").refreeze()
-    model.compile(optimizer=keras.optimizers.Adam(s.learning_rate), loss="mse")
-    fit, val = validation_slice(train_obs, s.patience, seed)
-    hist = model.fit(fit, fit, validation_data=val, epochs=s.finetune_epochs,
-                     batch_size=min(s.batch_size, len(fit)), shuffle=True, verbose=0,
-                     callbacks=callbacks(s.patience, progress, "fine-tune"))
+    with scope(dist):
+        model.compile(optimizer=keras.optimizers.Adam(s.learning_rate), loss="mse")
+        hist = model.fit(fit, fit, validation_data=None if val is None else (val_x, val_x),
+                         epochs=s.finetune_epochs, batch_size=min(s.batch_size, len(fit)), shuffle=True, verbose=0,
+                         callbacks=callbacks(s.patience, progress, "fine-tune"))
     return model, {"frozen_layers": frozen, "n_train": len(train_obs), "n_test": len(test_obs),
-                   "early_stopping_rows": 0 if val is None else len(val[0]),
+                   "early_stopping_rows": 0 if val is None else len(val_x),
                    "before": before, "after": errors(), "history": history(hist)}
