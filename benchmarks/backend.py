@@ -17,9 +17,9 @@ for n_in in (256, 2048):
     m.fit(x, x, epochs=1, batch_size=128, verbose=0)
     t = time.perf_counter(); m.fit(x, x, epochs=3, batch_size=128, verbose=0)
     out[f"AE n_in={n_in} s/epoch"] = (time.perf_counter() - t) / 3
-lat = np.random.default_rng(1).random((960, 32, 1)).astype("float32")
+lat = np.random.default_rng(1).random((960, 12, 32, 1)).astype("float32")  # one row per member
 y = np.random.default_rng(2).random((960, 12)).astype("float32")
-m = cnn.build_cnn(32, (64, 32, 32), 3e-3, 0, members=12)
+m = cnn.member_graph(cnn.build_cnn(32, (64, 32, 32), members=12), 3e-3)
 m.fit(lat, y, epochs=1, batch_size=128, verbose=0)
 t = time.perf_counter(); m.fit(lat, y, validation_data=(lat, y), epochs=3, batch_size=128, verbose=0)
 out["CNN ensemble (12 members, latents) s/epoch"] = (time.perf_counter() - t) / 3

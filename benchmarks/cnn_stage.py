@@ -1,16 +1,16 @@
-"""The CNN stage of the quick profile: `training.fit` against today's Keras `fit` loop, one process.
+"""The CNN stage of the quick profile against the implementation before issue 16, one process.
 
-Baseline (`keras_fit`): what `cnn.train_ensemble` ran before issue 16, `model.fit` with
-`keras.callbacks.EarlyStopping(restore_best_weights=True)` on the held-out rows. Both
-train the same ensembles (`cnn.train_variants`: 2 autoencoders x latents before/after
-fine-tuning, plus the `direct` CNN on the spectra; 20 members each) on the same data,
-with the same epochs, patience and members. Runs alternate baseline / new so that a
-change in the machine's load hits both. The baseline also runs with other CNN seeds: the
-spread between its two runs is the ensemble's run-to-run scatter, the yardstick for the
-difference between the baseline and the new loop.
+Baseline (`cnn_baseline.train_ensemble`): the layers and loop of commit 79912bf, with Keras
+`model.fit` + `EarlyStopping(restore_best_weights=True)` and `model.predict`; members share
+every batch (NaN-masked targets). New: `cnn.train_ensemble` (each member on batches of its own
+rows, members-first layers, pooled convolutions of the direct CNN recomputed at the maxima,
+`training.fit` as one XLA program). Both train the same ensembles (`cnn.train_variants`: 2
+autoencoders x latents before/after fine-tuning, plus the `direct` CNN on the spectra; 20
+members each) on the same data, with the same epochs, patience and members. Runs alternate
+baseline / new, with the CNN seeds +0 and +1: the baseline's seed-to-seed spread of the
+estimates is the ensemble's run-to-run scatter, the yardstick for baseline against new.
 
-First, a profile of one latent and the direct ensemble: compilation, seconds per epoch
-with and without the validation pass, per-batch overhead.
+First, a profile of the new stage: time in the training loops, in the predictions, and the rest.
 
     KERAS_BACKEND=jax python benchmarks/cnn_stage.py [RUN_DIR]
 
@@ -20,23 +20,17 @@ RUN_DIR: a quick-profile demo run (default: the book's, ``$CARMENES_DTL_RUN`` or
 import os
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 from unittest import mock
 
 from carmenes_dtl import cnn, pipeline, store, training  # first: it picks the default backend
-from carmenes_dtl.autoencoder import callbacks, history
 from carmenes_dtl.config import cache_dir, profile
 
+import cnn_baseline
 import keras
 import numpy as np
 import pandas as pd
-
-
-def keras_fit(model, x, y, validation, epochs, batch_size, patience, seed, shuffle=True, start=None,
-              progress=False, desc="epochs"):
-    """Today's loop (before issue 16): Keras `fit`, batches from Keras' shuffled global stream."""
-    return history(model.fit(x, y, validation_data=validation, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
-                             verbose=0, callbacks=callbacks(patience, progress, desc)))
 
 
 def prepared_run(out: Path) -> pipeline.RunPaths:
@@ -50,60 +44,40 @@ def prepared_run(out: Path) -> pipeline.RunPaths:
     return r.paths
 
 
-def stage(paths: pipeline.RunPaths, fit, seed_offset: int = 0) -> tuple[float, dict]:
-    """Seconds and estimates of the CNN stage (`cnn.train_variants`) with `fit` as the training loop."""
-    original = cnn.train_ensemble
-
+def stage(paths: pipeline.RunPaths, train_ensemble, seed_offset: int = 0) -> tuple[float, dict]:
+    """Seconds and estimates of the CNN stage (`cnn.train_variants`) with `train_ensemble`."""
     def reseeded(x, y, s, seed, **kw):
-        return original(x, y, s, seed + seed_offset, **kw)
+        return train_ensemble(x, y, s, seed + seed_offset, **kw)
 
     prof = profile("quick")
     t = time.perf_counter()
-    with mock.patch.object(training, "fit", fit), mock.patch.object(cnn, "train_ensemble", reseeded):
+    with mock.patch.object(cnn, "train_ensemble", reseeded):
         res = cnn.train_variants(store.read(paths.synthetic), store.read(paths.observed), np.load(paths.latents),
                                  prof.ae.n_models, prof.cnn, 42)
     return time.perf_counter() - t, {v: est for v, (est, _) in res["estimates"].items()}
 
 
-class Probe:
-    """Stands in for `training.fit` on one ensemble and times its parts, then trains it one epoch."""
+def profiled(paths: pipeline.RunPaths) -> pd.Series:
+    """Seconds of one new stage in `training.fit` (compilation included), in the ensembles'
+    predictions, and elsewhere (splits, model construction, estimates)."""
+    spent = defaultdict(float)
 
-    def __init__(self, epochs: int = 4):
-        self.epochs, self.rows = epochs, {}
-
-    def __call__(self, model, x, y, validation, epochs, batch_size, patience, seed, shuffle=True, start=None,
-                 progress=False, desc="epochs"):
-        kind = "direct (spectra)" if start else "latent"
-        if kind in self.rows:
-            return keras_fit(model, x, y, validation, 1, batch_size, None, seed)
-        weights = model.get_weights()
-        row = self.rows[kind] = {"rows": len(x), "batches/epoch": -(-len(x) // batch_size),
-                                 "members": model.output.shape[-1]}
-
-        def timed(f):
-            model.set_weights(weights)
+    def timer(name, f):
+        def wrapped(*a, **kw):
             t = time.perf_counter()
-            f()
-            return time.perf_counter() - t
+            try:
+                return f(*a, **kw)
+            finally:
+                spent[name] += time.perf_counter() - t
+        return wrapped
 
-        def keras_epochs(n, val):
-            return lambda: model.fit(x, y, validation_data=validation if val else None, epochs=n,
-                                     batch_size=batch_size, verbose=0)
-
-        def fast_epochs(n, val):
-            return lambda: training.fit(model, x, y, validation if val else None, n, batch_size, None, 0, start=start)
-
-        row["keras: first epoch (traces, compiles), s"] = timed(keras_epochs(1, True))
-        row["keras: s/epoch"] = timed(keras_epochs(self.epochs, True)) / self.epochs
-        row["keras: s/epoch without validation"] = timed(keras_epochs(self.epochs, False)) / self.epochs
-        row["training.fit: compile + 1 epoch, s"] = timed(fast_epochs(1, True))
-        row["training.fit: compile + all epochs, s"] = timed(fast_epochs(epochs, True))
-        for val, name in ((True, ""), (False, " without validation")):  # (T(epochs) - T(1)) / (epochs - 1)
-            timed(fast_epochs(epochs, val))  # compiles
-            row[f"training.fit: s/epoch{name}"] = (timed(fast_epochs(epochs, val))
-                                                   - timed(fast_epochs(1, val))) / (epochs - 1)
-        model.set_weights(weights)
-        return keras_fit(model, x, y, validation, 1, batch_size, None, seed)
+    with mock.patch.object(training, "fit", timer("training loops (training.fit)", training.fit)), \
+            mock.patch.object(cnn.Ensemble, "member_predictions",
+                              timer("predictions", cnn.Ensemble.member_predictions)):
+        total, _ = stage(paths, cnn.train_ensemble)
+    spent["other (splits, models, estimates)"] = total - sum(spent.values())
+    spent["whole stage"] = total
+    return pd.Series(spent)
 
 
 def scatter(a: dict, b: dict) -> pd.Series:
@@ -116,24 +90,23 @@ def main(run_dir=None):
     out = Path(run_dir or os.environ.get("CARMENES_DTL_RUN") or cache_dir() / "demo-run")
     paths = prepared_run(out)
     print(f"backend {keras.backend.backend()}, run {out}")
-    probe = Probe()
-    stage(paths, probe)
-    print(f"\nprofile (one ensemble of each kind; keras: {probe.epochs} epochs timed, training.fit: the stage's epochs):")
-    print(pd.DataFrame(probe.rows).round(3).to_string())
-    runs = [("keras", keras_fit, 0), ("training.fit", training.fit, 0), ("keras", keras_fit, 1),
-            ("training.fit", training.fit, 1)]
+    print("profile of the new stage, s:")
+    print(profiled(paths).round(1).to_string(), flush=True)
+    runs = [("baseline", cnn_baseline.train_ensemble, 0), ("new", cnn.train_ensemble, 0),
+            ("baseline", cnn_baseline.train_ensemble, 1), ("new", cnn.train_ensemble, 1)]
     times, est = {}, {}
-    for name, fit, offset in runs:
+    for name, train, offset in runs:
         training._COMPILED.clear()  # each run pays its own compilation
-        seconds, est[name, offset] = stage(paths, fit, offset)
+        seconds, est[name, offset] = stage(paths, train, offset)
         times.setdefault(name, []).append(seconds)
         print(f"CNN stage, {name}, CNN seeds +{offset}: {seconds:.1f} s", flush=True)
-    base, new = np.mean(times["keras"]), np.mean(times["training.fit"])
-    print(f"\nCNN stage (4 latent ensembles + direct, 20 members each): keras {base:.1f} s, "
-          f"training.fit {new:.1f} s: {base / new:.1f}x faster")
-    table = pd.DataFrame({"keras seed vs seed+1 (scatter)": scatter(est["keras", 0], est["keras", 1]),
-                          "training.fit vs keras, same seeds": scatter(est["training.fit", 0], est["keras", 0]),
-                          "training.fit vs keras, seeds +1": scatter(est["training.fit", 1], est["keras", 1])})
+    base, new = np.mean(times["baseline"]), np.mean(times["new"])
+    print(f"\nCNN stage (4 latent ensembles + direct, 20 members each): baseline {base:.1f} s, "
+          f"new {new:.1f} s: {base / new:.1f}x faster")
+    table = pd.DataFrame({"baseline seed vs seed+1 (scatter)": scatter(est["baseline", 0], est["baseline", 1]),
+                          "new seed vs seed+1": scatter(est["new", 0], est["new", 1]),
+                          "new vs baseline, same seeds": scatter(est["new", 0], est["baseline", 0]),
+                          "new vs baseline, seeds +1": scatter(est["new", 1], est["baseline", 1])})
     print("median |difference| of the estimates (all variants, all stars):")
     print(table.to_string(float_format="{:.4g}".format))
 

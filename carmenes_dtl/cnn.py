@@ -24,14 +24,6 @@ from . import training
 from .autoencoder import validation_slice
 from .config import OPTIONS, PAPER_RANGES, PARAMETERS, PUBLISHED_NAMES, CNNSettings, estimate_columns, stage_seed
 
-@keras.saving.register_keras_serializable(package="carmenes_dtl")
-def masked_mse(y_true, y_pred):
-    """MSE over the entries of `y_true` that are not NaN (a member's own split)."""
-    mask = ops.logical_not(ops.isnan(y_true))
-    diff = ops.where(mask, y_true - y_pred, ops.zeros_like(y_pred))
-    return ops.sum(ops.square(diff)) / ops.maximum(ops.sum(ops.cast(mask, y_pred.dtype)), 1.0)
-
-
 def _glorot(fan_in: int, fan_out: int):
     limit = float(np.sqrt(6.0 / (fan_in + fan_out)))
     return keras.initializers.RandomUniform(-limit, limit)
@@ -39,20 +31,29 @@ def _glorot(fan_in: int, fan_out: int):
 
 @keras.saving.register_keras_serializable(package="carmenes_dtl")
 class MemberConv1D(keras.layers.Layer):
-    """`members` independent Conv1D layers (stride 1) in one tensor op.
+    """`members` independent Conv1D layers (stride 1), members first.
 
-    Input (batch, length, channels) is shared by all members; (batch, members, length,
-    channels) gives each member its own. Output: (batch, members, length', filters), with
-    length' = length - k + 1 (``padding="valid"``) or length (``"same"``: zeros after the
-    end, k - 1 - (k - 1) // 2 of them, and (k - 1) // 2 before, as Keras does).
+    Input (batch, length, channels) is shared by all members (a star seen by every CNN);
+    (members, batch, length, channels) gives each member its own rows (training, `member_graph`).
+    Output: (members, batch, length', filters), with length' = length - k + 1
+    (``padding="valid"``) or length (``"same"``: zeros after the end, k - 1 - (k - 1) // 2 of
+    them, and (k - 1) // 2 before, as Keras does); with `pool` > 0, max-pooled by `pool`
+    (non-overlapping, a partial last bin dropped) after the activation.
+    One input channel: each tap is an outer product, summed elementwise over shifted inputs;
+    the pooled output is recomputed at each bin's maximum (ReLU is monotonic, so the same
+    values), which makes the gradient a function of the pooled positions only instead of
+    the whole unpooled tensor (the direct CNN: 20 members x 64 filters x 437 pixels per row).
+    More channels: all taps are one batched matrix product over the unshifted input, and the
+    taps' outputs (the smaller tensor) are shifted and summed.
     """
 
     def __init__(self, members: int, filters: int, kernel_size: int = 2, activation="relu", padding: str = "same",
-                 **kwargs):
+                 pool: int = 0, **kwargs):
         super().__init__(**kwargs)
         if padding not in OPTIONS["padding"]:
             raise ValueError(f"padding must be one of {OPTIONS['padding']}, got {padding!r}")
         self.members, self.filters, self.kernel_size, self.padding = members, filters, kernel_size, padding
+        self.pool = int(pool)
         self.activation = keras.activations.get(activation)
 
     def build(self, input_shape):
@@ -62,77 +63,105 @@ class MemberConv1D(keras.layers.Layer):
         self.bias = self.add_weight(shape=(self.members, self.filters), initializer="zeros", name="bias")
 
     def call(self, x):
+        m, k, f = self.members, self.kernel_size, self.filters
         shared = len(x.shape) == 3
-        if self.padding == "same":
-            before = (self.kernel_size - 1) // 2
-            pad = [(0, 0)] * (len(x.shape) - 2) + [(before, self.kernel_size - 1 - before), (0, 0)]
-            x = ops.pad(x, pad)
-        n = x.shape[-2] - self.kernel_size + 1
-        out = self.bias[None, :, None, :]
-        for j in range(self.kernel_size):
-            if shared:
-                out = out + ops.einsum("blc,mcf->bmlf", x[:, j:j + n, :], self.kernel[:, j])
-            else:
-                out = out + ops.einsum("bmlc,mcf->bmlf", x[:, :, j:j + n, :], self.kernel[:, j])
-        return self.activation(out)
+        length, c = x.shape[-2], x.shape[-1]
+        before = (k - 1) // 2 if self.padding == "same" else 0
+        n = length if self.padding == "same" else length - k + 1
+        out = self.bias[:, None, None, :]
+        if c == 1:  # out[l] = sum_j x[l + j - before] * w_j
+            x = ops.pad(x[None] if shared else x, [(0, 0), (0, 0), (before, n + k - 1 - before - length), (0, 0)])
+            taps = [self.kernel[:, j, 0][:, None, None, :] for j in range(k)]
+            full = sum((x[:, :, j:j + n, :] * taps[j] for j in range(k)), out)
+            if not self.pool:
+                return self.activation(full)
+            bins = n // self.pool
+            full = ops.reshape(ops.stop_gradient(full[:, :, :bins * self.pool]), (m, -1, bins, self.pool, f))
+            at = ops.argmax(full, axis=3) + ops.arange(bins)[:, None] * self.pool  # (m, batch, bins, f)
+            return self.activation(sum((ops.take_along_axis(x, at + j, axis=2) * taps[j] for j in range(k)), out))
+        taps = ops.reshape(ops.transpose(self.kernel, (0, 2, 1, 3)), (m, c, k * f))  # [m, c, (tap, filter)]
+        z = ops.einsum("blc,mcg->mblg" if shared else "mblc,mcg->mblg", x, taps)
+        z = ops.reshape(z, (m, -1, length, k, f))
+        for j in range(k):  # out[l] = sum_j z_j[l + j - before], zero outside the input
+            start, stop = max(0, j - before), min(length, n + j - before)
+            lo = max(0, before - j)
+            part = z[:, :, start:stop, j, :]
+            hi = n - lo - (stop - start)
+            out = out + (ops.pad(part, [(0, 0), (0, 0), (lo, hi), (0, 0)]) if lo or hi else part)
+        out = self.activation(out)
+        if self.pool:
+            bins = n // self.pool
+            out = ops.max(ops.reshape(out[:, :, :bins * self.pool], (m, -1, bins, self.pool, f)), axis=3)
+        return out
 
     def get_config(self):
         return {**super().get_config(), "members": self.members, "filters": self.filters,
-                "kernel_size": self.kernel_size, "padding": self.padding,
+                "kernel_size": self.kernel_size, "padding": self.padding, "pool": self.pool,
                 "activation": keras.activations.serialize(self.activation)}
 
 
 @keras.saving.register_keras_serializable(package="carmenes_dtl")
 class MemberDense(keras.layers.Layer):
-    """`members` independent Dense layers: (batch, members, in) -> (batch, members, units)."""
+    """`members` independent Dense layers, members first: (members, batch, ...) -> (members, batch,
+    units); trailing axes are flattened (a member's Flatten), ``out=True`` returns (batch, members)
+    from a one-unit layer."""
 
-    def __init__(self, members: int, units: int, activation=None, **kwargs):
+    def __init__(self, members: int, units: int, activation=None, out: bool = False, **kwargs):
         super().__init__(**kwargs)
-        self.members, self.units = members, units
+        self.members, self.units, self.out = members, units, out
         self.activation = keras.activations.get(activation)
 
     def build(self, input_shape):
-        n_in = input_shape[-1]
+        n_in = int(np.prod(input_shape[2:]))
         self.kernel = self.add_weight(shape=(self.members, n_in, self.units), name="kernel",
                                       initializer=_glorot(n_in, self.units))
         self.bias = self.add_weight(shape=(self.members, self.units), initializer="zeros", name="bias")
 
     def call(self, x):
-        return self.activation(ops.einsum("bmi,mio->bmo", x, self.kernel) + self.bias[None])
+        if len(x.shape) > 3:
+            x = ops.reshape(x, (self.members, -1, int(np.prod(x.shape[2:]))))
+        y = self.activation(ops.einsum("mbi,mio->mbo", x, self.kernel) + self.bias[:, None])
+        return ops.transpose(y[..., 0]) if self.out else y
 
     def get_config(self):
-        return {**super().get_config(), "members": self.members, "units": self.units,
+        return {**super().get_config(), "members": self.members, "units": self.units, "out": self.out,
                 "activation": keras.activations.serialize(self.activation)}
 
 
 @keras.saving.register_keras_serializable(package="carmenes_dtl")
 class BinPool(keras.layers.Layer):
-    """Non-overlapping ``mean`` or ``max`` pooling by `size` along the length axis (-2)."""
+    """Non-overlapping mean over bins of `size` along the length axis (-2); a partial last bin is dropped."""
 
-    def __init__(self, size: int, reduce: str = "max", **kwargs):
+    def __init__(self, size: int, **kwargs):
         super().__init__(**kwargs)
-        if reduce not in ("mean", "max"):
-            raise ValueError(f"reduce must be 'mean' or 'max', got {reduce!r}")
-        self.size, self.reduce = int(size), reduce
+        self.size = int(size)
 
     def call(self, x):
         n = x.shape[-2] // self.size
-        shape = (-1, *x.shape[1:-2], n, self.size, x.shape[-1])
-        return getattr(ops, self.reduce)(ops.reshape(x[..., :n * self.size, :], shape), axis=-2)
+        return ops.mean(ops.reshape(x[..., :n * self.size, :], (-1, n, self.size, x.shape[-1])), axis=-2)
 
     def get_config(self):
-        return {**super().get_config(), "size": self.size, "reduce": self.reduce}
+        return {**super().get_config(), "size": self.size}
 
 
-def build_cnn(n_inputs: int, widths: tuple[int, int, int] = (64, 32, 64), learning_rate: float = 0.01, pool: int = 0,
-              members: int = 1, padding: str = "same") -> keras.Model:
-    """`members` independent CNNs, output (batch, members): one column per CNN.
+@keras.saving.register_keras_serializable(package="carmenes_dtl")
+class MembersFirst(keras.layers.Layer):
+    """(batch, members, ...) -> (members, batch, ...): a training batch holding one row per member."""
+
+    def call(self, x):
+        return ops.swapaxes(x, 0, 1)
+
+
+def build_cnn(n_inputs: int, widths: tuple[int, int, int] = (64, 32, 64), pool: int = 0, members: int = 1,
+              padding: str = "same") -> keras.Model:
+    """`members` independent CNNs, input (batch, n_inputs, 1), output (batch, members): one column per CNN.
 
     Each CNN: Conv1D(nf1, 2) -> Conv1D(nf2, 2) -> Flatten -> Dense 256 -> 128 -> nu -> 1
     (ReLU, linear output), ``widths = (nf1, nf2, nu)``. The members' weights are stacked
     along a `members` axis and applied with einsum (`MemberConv1D`, `MemberDense`), so an
     ensemble is one small graph: it compiles in a second and trains every member in the
-    same step, instead of 20 Keras models or a 20-branch graph (see benchmarks/).
+    same step, instead of 20 Keras models or a 20-branch graph (see benchmarks/). It is
+    trained through `member_graph`, which gives each member its own rows.
     `pool` > 0 is for the `direct` baseline on 3501-pixel spectra: the input is averaged
     in bins of 8 pixels (0.08 Å, about one resolution element) and each convolution is
     followed by max-pooling by `pool`; without this the first dense layer alone would hold
@@ -140,17 +169,28 @@ def build_cnn(n_inputs: int, widths: tuple[int, int, int] = (64, 32, 64), learni
     """
     nf1, nf2, nu = widths
     inputs = keras.Input((n_inputs, 1))
-    x = BinPool(8, "mean", name="bin8")(inputs) if pool else inputs
+    x = BinPool(8, name="bin8")(inputs) if pool else inputs
     for filters, name in ((nf1, "conv1"), (nf2, "conv2")):
-        x = MemberConv1D(members, filters, padding=padding, name=name)(x)
-        if pool:
-            x = BinPool(pool, "max", name=f"pool_{name}")(x)
-    x = keras.layers.Reshape((members, -1), name="flatten")(x)
+        x = MemberConv1D(members, filters, padding=padding, pool=pool, name=name)(x)
     for width, name in ((256, "dense256"), (128, "dense128"), (nu, "tuned"), (1, "out")):
-        x = MemberDense(members, width, activation=None if name == "out" else "relu", name=name)(x)
-    model = keras.Model(inputs, keras.layers.Reshape((members,), name="members")(x))
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=masked_mse)
-    return model
+        x = MemberDense(members, width, activation=None if name == "out" else "relu", out=name == "out", name=name)(x)
+    return keras.Model(inputs, x)
+
+
+def member_graph(model: keras.Model, learning_rate: float) -> keras.Model:
+    """The layers of `model` from its first convolution on, fed (batch, members, length, 1):
+    row b of member m is that member's b-th row of the batch, so every member fits on batches
+    of its own training rows, as the published CNNs each do (Adam, MSE over members and rows).
+    The weightless binning of the direct CNN (``bin8``) is left to the caller, once per data set."""
+    layers = [layer for layer in model.layers[1:] if layer.name != "bin8"]
+    start = model.get_layer("bin8").output if len(layers) < len(model.layers) - 1 else model.inputs[0]
+    inputs = keras.Input((layers[0].members, *start.shape[1:]))
+    x = MembersFirst(name="members_first")(inputs)
+    for layer in layers:
+        x = layer(x)
+    graph = keras.Model(inputs, x)
+    graph.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse")
+    return graph
 
 
 def strata(y: np.ndarray, how: str = "values", bins: int = 10) -> np.ndarray:
@@ -232,13 +272,13 @@ def train_ensemble(x: np.ndarray, y: np.ndarray, s: CNNSettings, seed: int, pool
                    parameters: tuple[str, ...] = PARAMETERS, progress: bool = False) -> Ensemble:
     """`n_per_model` CNNs per parameter (columns of `y`) on stratified 70/30 splits (`splits`).
 
-    Parameters with the same widths train together in one graph (`build_cnn(members=...)`):
-    a member's loss sees only its training rows. With ``s.patience``, early stopping watches
-    the summed loss on a `validation_slice` of each member's training rows, never on its
-    held-out rows, which give the ``residuals`` uncertainties.
+    Parameters with the same widths train together in one graph (`build_cnn(members=...)`),
+    each member on batches of its own training rows (`member_graph`). With ``s.patience``,
+    early stopping watches the summed loss on a `validation_slice` of each member's training
+    rows, never on its held-out rows, which give the ``residuals`` uncertainties.
     """
     scaler = StandardScaler().fit(x) if s.inputs == "standardised" else None
-    xs = (scaler.transform(x) if scaler else x)[..., None]
+    xs = (scaler.transform(x) if scaler else x)[..., None].astype(np.float32)
     std_ok = np.where(y.std(axis=0) > 0, y.std(axis=0), 1.0)
     scaled = s.targets == "standardised"
     mean = dict(zip(parameters, y.mean(axis=0) if scaled else np.zeros(len(parameters))))
@@ -250,19 +290,18 @@ def train_ensemble(x: np.ndarray, y: np.ndarray, s: CNNSettings, seed: int, pool
     models, hists = [], []
     keras.utils.set_random_seed(seed)
     for widths, params in groups.items():
-        y_train = np.full((len(y), len(params) * s.n_per_model), np.nan, np.float32)
-        y_val = y_train.copy()
-        for i, p in enumerate(params):
-            yp = (y[:, parameters.index(p)] - mean[p]) / std[p]
+        model = build_cnn(x.shape[1], widths, pool, len(params) * s.n_per_model, s.padding)
+        binned = ops.convert_to_numpy(model.get_layer("bin8")(xs)) if pool else xs
+        fit, val = [], []  # per member (column i * n_per_model + k): (rows, targets)
+        for p in params:
+            yp = ((y[:, parameters.index(p)] - mean[p]) / std[p]).astype(np.float32)
             for k, (tr, _) in enumerate(member_splits[p]):
-                fit_rows, val = validation_slice(tr, s.patience, seed + k)
-                y_train[fit_rows, i * s.n_per_model + k] = yp[fit_rows]
-                if val:
-                    y_val[val[0], i * s.n_per_model + k] = yp[val[0]]
-        model = build_cnn(x.shape[1], widths, s.learning_rate, pool, y_train.shape[1], s.padding)
-        hists.append(training.fit(model, xs, y_train, (xs, y_val) if s.patience else None, s.epochs, s.batch_size, s.patience,
-                                  (seed, len(models)), start="bin8" if pool else None, progress=progress,
-                                  desc="CNN ensemble"))
+                fit_rows, held = validation_slice(tr, s.patience, seed + k)
+                fit.append((fit_rows, yp[fit_rows]))
+                val += [(held[0], yp[held[0]])] if held else []
+        hists.append(training.fit(member_graph(model, s.learning_rate), *_member_rows(binned, fit),
+                                  _member_rows(binned, val) if val else None, s.epochs, s.batch_size, s.patience,
+                                  (seed, len(models)), progress=progress, desc="CNN ensemble"))
         models.append((tuple(params), model))
     n = min(len(h["loss"]) for h in hists)  # graphs stopped early may differ in length
     hist = {k: [float(sum(h[k][e] for h in hists)) for e in range(n)] for k in hists[0]}
@@ -271,6 +310,13 @@ def train_ensemble(x: np.ndarray, y: np.ndarray, s: CNNSettings, seed: int, pool
     ensemble.residuals = {p: median_residuals(pred[p], y[:, parameters.index(p)], member_splits[p])
                           for p in parameters}
     return ensemble
+
+
+def _member_rows(x: np.ndarray, members: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, members, ...) inputs and (rows, members) targets from each member's (rows, targets);
+    every member has as many rows (splits of one size)."""
+    rows = np.stack([r for r, _ in members], axis=1)
+    return x[rows], np.stack([t for _, t in members], axis=1)
 
 
 def summarise(predictions: np.ndarray, residuals: np.ndarray | None = None) -> np.ndarray:

@@ -26,7 +26,7 @@ _COMPILED: dict[str, object] = {}
 
 
 def fit(model: keras.Model, x: np.ndarray, y: np.ndarray, validation: tuple | None, epochs: int, batch_size: int,
-        patience: int | None, seed, shuffle: bool = True, start: str | None = None, progress: bool = False,
+        patience: int | None, seed, shuffle: bool = True, progress: bool = False,
         desc: str = "epochs") -> dict[str, list[float]]:
     """Train the compiled `model` as ``model.fit(x, y, validation_data=validation, epochs=epochs,
     batch_size=batch_size, shuffle=True, callbacks=callbacks(patience))`` and return its history
@@ -34,9 +34,7 @@ def fit(model: keras.Model, x: np.ndarray, y: np.ndarray, validation: tuple | No
 
     `seed` (anything `numpy.random.default_rng` takes) draws the epochs' batch orders
     (`batch_orders`); ``shuffle=False`` keeps the rows in order, as Keras does.
-    `start` names a layer whose input needs no trainable weights (``bin8`` of the direct
-    CNN): the layers before it are applied once to the whole data set instead of to every
-    batch. Early stopping watches ``val_loss`` with Keras' rules (the first epoch always
+    Early stopping watches ``val_loss`` with Keras' rules (the first epoch always
     improves; stop once `patience` epochs passed without a strictly lower value; restore
     the best epoch's weights at the end).
     """
@@ -44,19 +42,8 @@ def fit(model: keras.Model, x: np.ndarray, y: np.ndarray, validation: tuple | No
         fitted = model.fit(x, y, validation_data=validation, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
                            verbose=0, callbacks=callbacks(patience, progress, desc))
         return history(fitted)
-    net = model
-    if start is not None:
-        head = keras.Model(model.inputs, model.get_layer(start).input)
-        if head.weights:
-            raise ValueError(f"layers before {start!r} have weights; they cannot be applied once")
-        net = keras.Model(model.get_layer(start).input, model.outputs)
-        same = validation is not None and validation[0] is x
-        x = np.asarray(head.predict(x, batch_size=1024, verbose=0))
-        if validation is not None:
-            validation = (x if same else np.asarray(head.predict(validation[0], batch_size=1024, verbose=0)),
-                          validation[1])
     order = batch_orders(seed, len(x), epochs) if shuffle else np.tile(np.arange(len(x), dtype=np.int32), (epochs, 1))
-    return _fit_jax(net, model.optimizer, model.loss, x, y, validation, order, batch_size, patience, progress, desc)
+    return _fit_jax(model, model.optimizer, model.loss, x, y, validation, order, batch_size, patience, progress, desc)
 
 
 def predict(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:

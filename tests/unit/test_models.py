@@ -240,32 +240,58 @@ def test_published_strata_are_the_grid_values():
     assert len(set(cnn.strata(np.arange(100.0), "deciles"))) == 10
 
 
-def test_member_layers_match_keras_conv_and_dense():
+def test_member_layers_match_keras_conv_pool_and_dense():
+    """Each member equals Keras' Conv1D (ReLU), then MaxPooling1D, and Dense with its own weights,
+    for an input shared by the members and for one input per member (members first); the
+    pooled convolution's weight gradient equals that of the unpooled layer followed by max-pooling."""
+    import jax
+
     keras.utils.set_random_seed(2)
-    x = np.random.default_rng(2).normal(size=(5, 12, 3)).astype("float32")
-    conv = cnn.MemberConv1D(2, 4, activation=None)
-    out = ops.convert_to_numpy(conv(x))
-    for padding, length in (("same", 12), ("valid", 11)):
-        conv = cnn.MemberConv1D(2, 4, activation=None, padding=padding)
-        out = ops.convert_to_numpy(conv(x))
-        assert out.shape == (5, 2, length, 4)
-        ref = keras.layers.Conv1D(4, 2, padding=padding)
-        ref.build(x.shape)
-        ref.set_weights([ops.convert_to_numpy(conv.kernel)[1], ops.convert_to_numpy(conv.bias)[1]])
-        np.testing.assert_allclose(out[:, 1], ops.convert_to_numpy(ref(x)), rtol=1e-5, atol=1e-6)
+    rng = np.random.default_rng(2)
+    for channels, pool, padding in ((1, 0, "same"), (1, 3, "same"), (1, 3, "valid"), (3, 0, "valid"), (3, 2, "same")):
+        x = rng.normal(size=(5, 13, channels)).astype("float32")
+        own = rng.normal(size=(2, 5, 13, channels)).astype("float32")
+        conv = cnn.MemberConv1D(2, 4, padding=padding, pool=pool)
+        shared, apart = ops.convert_to_numpy(conv(x)), ops.convert_to_numpy(conv(own))
+        length = (13 if padding == "same" else 12) // max(pool, 1)
+        assert shared.shape == apart.shape == (2, 5, length, 4)
+        ref = keras.Sequential([keras.Input((13, channels)), keras.layers.Conv1D(4, 2, padding=padding,
+                                                                                 activation="relu")]
+                               + ([keras.layers.MaxPooling1D(pool)] if pool else []))
+        for m in range(2):
+            ref.set_weights([ops.convert_to_numpy(conv.kernel)[m], ops.convert_to_numpy(conv.bias)[m]])
+            np.testing.assert_allclose(shared[m], ref.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(apart[m], ref.predict(own[m], verbose=0), rtol=1e-5, atol=1e-6)
+        if pool and keras.backend.backend() == "jax":
+            plain = cnn.MemberConv1D(2, 4, padding=padding)
+            plain.build(x.shape)
+            weights = [v.value for v in conv.trainable_variables]
+
+            def pooled(layer):
+                def f(w):
+                    out = layer.stateless_call(w, [], own)[0]
+                    if layer is plain:
+                        n = out.shape[2] // pool
+                        out = out[:, :, :n * pool].reshape(2, 5, n, pool, 4).max(axis=3)
+                    return (out ** 2).sum()
+                return jax.grad(f)(weights)
+
+            for a, b in zip(pooled(conv), pooled(plain)):
+                np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     dense = cnn.MemberDense(3, 5, activation="relu")
-    h = np.random.default_rng(3).normal(size=(4, 3, 7)).astype("float32")
+    h = rng.normal(size=(3, 4, 7)).astype("float32")
     ref = keras.layers.Dense(5, activation="relu")
     ref.build((4, 7))
     out = ops.convert_to_numpy(dense(h))
     ref.set_weights([ops.convert_to_numpy(dense.kernel)[2], ops.convert_to_numpy(dense.bias)[2]])
-    np.testing.assert_allclose(out[:, 2], ops.convert_to_numpy(ref(h[:, 2])), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out[2], ops.convert_to_numpy(ref(h[2])), rtol=1e-5, atol=1e-6)
 
 
 def test_cnn_has_published_layers_and_saves_as_keras(tmp_path):
     """cnn_training.py:16-35: Conv1D(64, 2, same) -> Conv1D(32, 2, same) -> 256 -> 128 -> 64 -> 1."""
     model = cnn.build_cnn(32, (64, 32, 64), members=1)
-    assert model.get_layer("flatten").output.shape == (None, 1, 32 * 32)
+    assert model.get_layer("conv2").output.shape == (1, None, 32, 32)  # members first
+    assert model.get_layer("dense256").kernel.shape == (1, 32 * 32, 256)  # after a member's Flatten
     assert [model.get_layer(n).units for n in ("dense256", "dense128", "tuned", "out")] == [256, 128, 64, 1]
     assert model.count_params() == (2 * 64 + 64) + (2 * 64 * 32 + 32) + (1024 * 256 + 256) + (256 * 128 + 128) \
         + (128 * 64 + 64) + (64 + 1)
@@ -332,19 +358,18 @@ def test_uncertainties_cover_held_out_truth_at_about_the_nominal_rate(sigma):
 
 
 def _small_cnn_problem():
-    """300 rows, 6 members; each member's targets on its own ~70 %, its validation rows the rest,
-    with targets unrelated to x: the validation loss rises after two epochs."""
+    """300 rows of 6 members (each its own inputs); targets of the validation rows unrelated to
+    x: the validation loss rises after two epochs."""
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(300, 32, 1)).astype("float32")
-    truth = x[:, :6, 0] * 2 + 1
-    held = rng.random((300, 6)) < 0.3
-    noise = rng.normal(size=(300, 6))
-    return x, np.where(held, np.nan, truth).astype("float32"), np.where(held, noise, np.nan).astype("float32")
+    x = rng.normal(size=(300, 6, 32, 1)).astype("float32")
+    y = x[:, :, :6, 0].sum(axis=2) + 1
+    x_val = rng.normal(size=(60, 6, 32, 1)).astype("float32")
+    return x, y, (x_val, rng.normal(size=(60, 6)).astype("float32"))
 
 
 def _fresh_cnn():
     keras.utils.set_random_seed(3)
-    return cnn.build_cnn(32, (16, 8, 8), 3e-3, members=6)
+    return cnn.member_graph(cnn.build_cnn(32, (16, 8, 8), members=6), 3e-3)
 
 
 @pytest.mark.parametrize("patience", [None, 2])
@@ -355,12 +380,12 @@ def test_compiled_fit_equals_keras_fit_and_its_early_stopping(patience):
     from carmenes_dtl import training
     from carmenes_dtl.autoencoder import callbacks
 
-    x, y, y_val = _small_cnn_problem()
+    x, y, val = _small_cnn_problem()
     ref = _fresh_cnn()
-    expected = ref.fit(x, y, validation_data=(x, y_val), epochs=12, batch_size=64, shuffle=False, verbose=0,
+    expected = ref.fit(x, y, validation_data=val, epochs=12, batch_size=64, shuffle=False, verbose=0,
                        callbacks=callbacks(patience, False)).history
     model = _fresh_cnn()
-    got = training.fit(model, x, y, (x, y_val), 12, 64, patience, seed=0, shuffle=False)
+    got = training.fit(model, x, y, val, 12, 64, patience, seed=0, shuffle=False)
     assert len(got["loss"]) == len(expected["loss"])
     assert (len(got["loss"]) < 12) == (patience is not None)
     for k in ("loss", "val_loss"):
@@ -371,22 +396,22 @@ def test_compiled_fit_equals_keras_fit_and_its_early_stopping(patience):
 
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="other backends run model.fit, shuffled by Keras")
 def test_compiled_fit_shuffles_with_its_seed_like_keras_fit_on_reordered_rows():
-    """Epoch e of `training.fit` = one Keras epoch on the rows in `batch_orders(seed)[e]` order;
-    applying the pooling layer once (``start``) changes nothing."""
+    """Epoch e of `training.fit` = one Keras epoch on the rows in `batch_orders(seed)[e]` order
+    (the direct CNN's graph: pooled convolutions)."""
     from carmenes_dtl import training
 
     rng = np.random.default_rng(1)
-    x = rng.normal(size=(150, 64, 1)).astype("float32")
-    y = np.repeat(x[:, :8, 0].mean(axis=1, keepdims=True), 2, axis=1)
+    x = rng.normal(size=(150, 2, 8, 1)).astype("float32")  # 64 pixels after the 8-pixel binning
+    y = x[:, :, :4, 0].mean(axis=2)
     keras.utils.set_random_seed(4)
-    ref = cnn.build_cnn(64, (8, 4, 4), 3e-3, pool=2, members=2)
+    ref = cnn.member_graph(cnn.build_cnn(64, (8, 4, 4), pool=2, members=2), 3e-3)
     model = keras.models.clone_model(ref)
     model.set_weights(ref.get_weights())
-    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=cnn.masked_mse)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="mse")
     expected = []
     for order in training.batch_orders(7, len(x), 3):
         expected += ref.fit(x[order], y[order], epochs=1, batch_size=32, shuffle=False, verbose=0).history["loss"]
-    got = training.fit(model, x, y, None, 3, 32, None, seed=7, start="bin8")
+    got = training.fit(model, x, y, None, 3, 32, None, seed=7)
     np.testing.assert_allclose(got["loss"], expected, rtol=1e-5)
     assert "val_loss" not in got
     for a, b in zip(model.get_weights(), ref.get_weights()):
