@@ -12,6 +12,12 @@ from importlib.metadata import PackageNotFoundError, version
 # Default Keras backend, chosen by benchmarks/backend.py (JAX is ~2x faster on CPU for
 # these models); TensorFlow stays installed and tested. An explicit KERAS_BACKEND wins.
 os.environ.setdefault("KERAS_BACKEND", "jax")
+# JAX's persistent compilation cache: a new process (a stage, a notebook, an experiment cell)
+# loads the programs an earlier one compiled for the same shapes instead of compiling them
+# again (a tiny run: 28 s -> 18 s). Same programs, same numbers; an explicit setting wins.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
+    os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache")), "carmenes-dtl", "xla"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
 
 try:
     __version__ = version("carmenes-dtl")
