@@ -19,8 +19,9 @@ import numpy as np
 from . import __version__
 from .config import PARAMETERS, Window
 
-#: Version of the layout above; `read_manifest` refuses any other.
-FORMAT = 1
+#: Version of the layout above; `read_manifest` refuses any other. 2: members-first CNN layers
+#: with pooling inside `MemberConv1D` (format 1's graphs had separate max-pooling layers).
+FORMAT = 2
 #: What `predict` reads from a manifest besides its format.
 MANIFEST_KEYS = ("files", "window", "profile", "n_models", "ensembles")
 #: Names of the CNN input spaces in file names (`cnn.SPACES`: latents before/after fine-tuning, spectra).

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from carmenes_dtl import bundle
 from carmenes_dtl.config import estimate_columns
 
 pytestmark = pytest.mark.integration
@@ -186,7 +187,6 @@ def test_saved_models_open_after_only_importing_the_package(tiny_run):
 
 def test_predict_reproduces_the_run_estimates(tiny_run, tmp_path):
     """`predict` on the run's own observed set writes its estimates and flags byte for byte, every variant."""
-    from carmenes_dtl import bundle
 
     out, _ = tiny_run
     res = cli("predict", "--model", out / "model", "--observed", out / "observed.h5", "--out", tmp_path / "est.csv")
@@ -302,7 +302,7 @@ def bad_inputs(tiny_run, tmp_path_factory):
     for name in ("v2", "corrupt", "unreadable", "broken"):
         shutil.copytree(out / "model", d / name)
     manifest = json.loads((out / "model" / "manifest.json").read_text())
-    (d / "v2" / "manifest.json").write_text(json.dumps({**manifest, "format": 2, "package_version": "9.0"}))
+    (d / "v2" / "manifest.json").write_text(json.dumps({**manifest, "format": bundle.FORMAT + 1, "package_version": "9.0"}))
     (d / "broken" / "manifest.json").write_text(json.dumps(manifest)[:-100])
     for name in ("corrupt", "unreadable"):
         with open(d / name / "cnn_pre_0_0.keras", "r+b") as f:
@@ -355,7 +355,8 @@ CLI_ERRORS = [
      r"obs9700\.h5: wavelength grid 9700\.00-9735\.00 Å \(3501 pixels\) is not the window 8800-8835 Å "
      r"\(3501 pixels\) of the model .*model$"),
     (["predict", "--model", "V2", "--observed", "OBS", "--out", "OUT"],
-     r"v2/manifest\.json: bundle format 2 \(written by carmenes-dtl 9\.0\); carmenes-dtl .* reads format 1$"),
+     rf"v2/manifest\.json: bundle format {bundle.FORMAT + 1} \(written by carmenes-dtl 9\.0\); carmenes-dtl .* reads "
+     rf"format {bundle.FORMAT}$"),
     (["predict", "--model", "CORRUPT", "--observed", "OBS", "--out", "OUT"],
      r"corrupt/cnn_pre_0_0\.keras: corrupt \(its SHA-256 differs from the manifest's\)"),
     (["predict", "--model", "UNREADABLE", "--observed", "OBS", "--out", "OUT"],
