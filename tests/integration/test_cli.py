@@ -187,7 +187,6 @@ def test_saved_models_open_after_only_importing_the_package(tiny_run):
 
 def test_predict_reproduces_the_run_estimates(tiny_run, tmp_path):
     """`predict` on the run's own observed set writes its estimates and flags byte for byte, every variant."""
-
     out, _ = tiny_run
     res = cli("predict", "--model", out / "model", "--observed", out / "observed.h5", "--out", tmp_path / "est.csv")
     assert res.stdout.startswith(f"estimates of 16 star(s) (method): {tmp_path / 'est.csv'}")
