@@ -42,7 +42,7 @@ book: demo-run
 # every page of a book built on a tiny run.
 test: $(STAMP) chromium
 	$(BIN)/ruff check carmenes_dtl tests scripts benchmarks book
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 # The browser test on the site `make book` built (screenshots in _build/screenshots/).
 browser-test: $(STAMP) chromium

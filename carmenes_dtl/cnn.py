@@ -152,7 +152,7 @@ class MembersFirst(keras.layers.Layer):
         return ops.swapaxes(x, 0, 1)
 
 
-def build_cnn(n_inputs: int, widths: tuple[int, int, int] = (64, 32, 64), pool: int = 0, members: int = 1,
+def build_cnn(n_inputs: int, widths: tuple[int, int, int] = (64, 32, 64), *, pool: int = 0, members: int = 1,
               padding: str = "same") -> keras.Model:
     """`members` independent CNNs, input (batch, n_inputs, 1), output (batch, members): one column per CNN.
 
@@ -177,10 +177,18 @@ def build_cnn(n_inputs: int, widths: tuple[int, int, int] = (64, 32, 64), pool: 
     return keras.Model(inputs, x)
 
 
+@keras.saving.register_keras_serializable(package="carmenes_dtl")
+def members_mse(y_true, y_pred):
+    """Per row, the sum over members of their squared errors: averaged over a batch, the sum of
+    the members' own MSE, so each member's gradient is that of its own Keras fit."""
+    return ops.sum(ops.square(y_true - y_pred), axis=-1)
+
+
 def member_graph(model: keras.Model, learning_rate: float) -> keras.Model:
     """The layers of `model` from its first convolution on, fed (batch, members, length, 1):
     row b of member m is that member's b-th row of the batch, so every member fits on batches
-    of its own training rows, as the published CNNs each do (Adam, MSE over members and rows).
+    of its own training rows (`training.fit(members=...)` shuffles each member's rows on its
+    own), as each published CNN does: Adam on the sum of the members' MSE (`members_mse`).
     The weightless binning of the direct CNN (``bin8``) is left to the caller, once per data set."""
     layers = [layer for layer in model.layers[1:] if layer.name != "bin8"]
     start = model.get_layer("bin8").output if len(layers) < len(model.layers) - 1 else model.inputs[0]
@@ -189,7 +197,7 @@ def member_graph(model: keras.Model, learning_rate: float) -> keras.Model:
     for layer in layers:
         x = layer(x)
     graph = keras.Model(inputs, x)
-    graph.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse")
+    graph.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=members_mse)
     return graph
 
 
@@ -273,9 +281,10 @@ def train_ensemble(x: np.ndarray, y: np.ndarray, s: CNNSettings, seed: int, pool
     """`n_per_model` CNNs per parameter (columns of `y`) on stratified 70/30 splits (`splits`).
 
     Parameters with the same widths train together in one graph (`build_cnn(members=...)`),
-    each member on batches of its own training rows (`member_graph`). With ``s.patience``,
-    early stopping watches the summed loss on a `validation_slice` of each member's training
-    rows, never on its held-out rows, which give the ``residuals`` uncertainties.
+    each member on batches of its own training rows in its own order (`member_graph`). With
+    ``s.patience`` (not in the authors' code), early stopping watches the members' summed loss
+    on a `validation_slice` of each member's training rows, never on its held-out rows, which
+    give the ``residuals`` uncertainties: one stopping epoch for the whole graph.
     """
     scaler = StandardScaler().fit(x) if s.inputs == "standardised" else None
     xs = (scaler.transform(x) if scaler else x)[..., None].astype(np.float32)
@@ -290,7 +299,7 @@ def train_ensemble(x: np.ndarray, y: np.ndarray, s: CNNSettings, seed: int, pool
     models, hists = [], []
     keras.utils.set_random_seed(seed)
     for widths, params in groups.items():
-        model = build_cnn(x.shape[1], widths, pool, len(params) * s.n_per_model, s.padding)
+        model = build_cnn(x.shape[1], widths, pool=pool, members=len(params) * s.n_per_model, padding=s.padding)
         binned = ops.convert_to_numpy(model.get_layer("bin8")(xs)) if pool else xs
         fit, val = [], []  # per member (column i * n_per_model + k): (rows, targets)
         for p in params:
@@ -301,7 +310,8 @@ def train_ensemble(x: np.ndarray, y: np.ndarray, s: CNNSettings, seed: int, pool
                 val += [(held[0], yp[held[0]])] if held else []
         hists.append(training.fit(member_graph(model, s.learning_rate), *_member_rows(binned, fit),
                                   _member_rows(binned, val) if val else None, s.epochs, s.batch_size, s.patience,
-                                  (seed, len(models)), progress=progress, desc="CNN ensemble"))
+                                  (seed, len(models)), progress=progress, desc="CNN ensemble",
+                                  members=len(fit)))
         models.append((tuple(params), model))
     n = min(len(h["loss"]) for h in hists)  # graphs stopped early may differ in length
     hist = {k: [float(sum(h[k][e] for h in hists)) for e in range(n)] for k in hists[0]}

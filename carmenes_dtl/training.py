@@ -27,13 +27,16 @@ _COMPILED: dict[str, object] = {}
 
 def fit(model: keras.Model, x: np.ndarray, y: np.ndarray, validation: tuple | None, epochs: int, batch_size: int,
         patience: int | None, seed, shuffle: bool = True, progress: bool = False,
-        desc: str = "epochs") -> dict[str, list[float]]:
+        desc: str = "epochs", members: int | None = None) -> dict[str, list[float]]:
     """Train the compiled `model` as ``model.fit(x, y, validation_data=validation, epochs=epochs,
     batch_size=batch_size, shuffle=True, callbacks=callbacks(patience))`` and return its history
     (``loss``, and ``val_loss`` with `validation`) as plain floats.
 
     `seed` (anything `numpy.random.default_rng` takes) draws the epochs' batch orders
-    (`batch_orders`); ``shuffle=False`` keeps the rows in order, as Keras does.
+    (`batch_orders`); ``shuffle=False`` keeps the rows in order, as Keras does. `members`:
+    axis 1 of `x` and `y` holds that many independent models' own rows (`cnn.member_graph`),
+    and each is shuffled with its own permutation per epoch (JAX; other backends shuffle
+    the rows of all members alike).
     Early stopping watches ``val_loss`` with Keras' rules (the first epoch always
     improves; stop once `patience` epochs passed without a strictly lower value; restore
     the best epoch's weights at the end).
@@ -42,7 +45,8 @@ def fit(model: keras.Model, x: np.ndarray, y: np.ndarray, validation: tuple | No
         fitted = model.fit(x, y, validation_data=validation, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
                            verbose=0, callbacks=callbacks(patience, progress, desc))
         return history(fitted)
-    order = batch_orders(seed, len(x), epochs) if shuffle else np.tile(np.arange(len(x), dtype=np.int32), (epochs, 1))
+    order = (batch_orders(seed, len(x), epochs, members) if shuffle
+             else np.tile(np.arange(len(x), dtype=np.int32), (epochs, 1)))
     return _fit_jax(model, model.optimizer, model.loss, x, y, validation, order, batch_size, patience, progress, desc)
 
 
@@ -70,10 +74,14 @@ def _architecture(model: keras.Model) -> list:
             for layer in model.layers]
 
 
-def batch_orders(seed, n: int, epochs: int) -> np.ndarray:
-    """(epochs, n) row orders: one `permutation` of ``numpy.random.default_rng(seed)`` per epoch."""
+def batch_orders(seed, n: int, epochs: int, members: int | None = None) -> np.ndarray:
+    """(epochs, n) row orders: one `permutation` of ``numpy.random.default_rng(seed)`` per epoch;
+    with `members`, (epochs, n, members): one per epoch and member."""
     rng = np.random.default_rng(seed)
-    return np.stack([rng.permutation(n) for _ in range(epochs)]).astype(np.int32)
+    if members is None:
+        return np.stack([rng.permutation(n) for _ in range(epochs)]).astype(np.int32)
+    return np.stack([np.stack([rng.permutation(n) for _ in range(members)], axis=1)
+                     for _ in range(epochs)]).astype(np.int32)
 
 
 def _fit_jax(net, opt, loss, x, y, validation, order, batch_size, patience, progress, desc):
@@ -150,7 +158,12 @@ def _program(net, opt, loss, batch_size: int, patience: int | None, validate: bo
     def run(tv, ntv, ov, x, y, xv, yv, order):
         def train_step(carry, idx):
             tv, ntv, ov = carry
-            (value, ntv), g = grad(tv, ntv, x[idx], y[idx], True)
+            if idx.ndim == 2:  # (batch, members): each member's own rows
+                xb = jnp.take_along_axis(x, idx.reshape(*idx.shape, *(1,) * (x.ndim - 2)), axis=0)
+                yb = jnp.take_along_axis(y, idx, axis=0)
+            else:
+                xb, yb = x[idx], y[idx]
+            (value, ntv), g = grad(tv, ntv, xb, yb, True)
             tv, ov = opt.stateless_apply(ov, g, tv)
             return (tv, ntv, ov), value
 

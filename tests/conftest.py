@@ -2,6 +2,7 @@
 writers) and the CI rule: under ``CI=true`` a test may skip only for a missing optional extra."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import tomllib
@@ -35,6 +36,23 @@ def _fail_disallowed_skip(report) -> None:
         if not allowed_skip(reason):
             report.outcome = "failed"
             report.longrepr = f"skipped under CI=true, which allows only a missing optional extra: {reason}"
+
+
+#: Test files that read the one built book (the session fixture `html`).
+BOOK_FILES = {"test_book.py", "test_browser.py"}
+
+if importlib.util.find_spec("xdist"):
+    def pytest_xdist_make_scheduler(config, log):
+        """`make test` runs ``pytest -n auto --dist loadfile``: each test file on one worker, so its
+        module and session fixtures are built once, and the book's two files on the same one."""
+        from xdist.scheduler import LoadFileScheduling
+
+        class BookTogether(LoadFileScheduling):
+            def _split_scope(self, nodeid):
+                scope = super()._split_scope(nodeid)
+                return "book" if Path(scope).name in BOOK_FILES else scope
+
+        return BookTogether(config, log) if config.getvalue("dist") == "loadfile" else None
 
 
 @pytest.hookimpl(hookwrapper=True)

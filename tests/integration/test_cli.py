@@ -276,7 +276,7 @@ def test_validate_command(tiny_run, tmp_path):
 def test_models_under_tensorflow_backend():
     res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/unit/test_models.py",
                           "-k", "(penalty or frozen or parameter_count or member_layers or finetune or compiled_fit "
-                          "or widths_group_graphs or reusing) and not shuffles_with_its_seed"],  # that one is JAX's loop
+                          "or widths_group_graphs or reusing)"],
                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, "KERAS_BACKEND": "tensorflow"})
     assert res.returncode == 0, res.stdout[-3000:]
     assert " passed" in res.stdout.splitlines()[-1]
