@@ -1,5 +1,6 @@
-"""The CNN ensembles as `cnn.train_ensemble` trained them before issue 16 (commit 79912bf's
-layers and loop), kept here as the baseline of `cnn_stage.py`.
+"""The CNN ensembles as `cnn.train_ensemble` trained them before issue 16, kept here as the
+baseline of `cnn_stage.py`: the stacked layers of commit 79912bf with the loop and predictions
+of before commit c4b3853 (Keras `model.fit` and `model.predict`).
 
 Members share every batch (the graph's input is shared; a member's rows outside its training
 part have NaN targets, masked in the loss), the activations are (batch, members, ...) and the

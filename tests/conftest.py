@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import tempfile
 import tomllib
 from pathlib import Path
 
@@ -12,6 +13,10 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# JAX's compilation cache of the tests' processes (workers, CLI runs, notebook kernels): shared
+# by them, kept out of the user's own cache.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(),
+                                                                f"carmenes-dtl-tests-xla-{os.getuid()}"))
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -99,3 +99,21 @@ def test_importing_the_package_leaves_keras_unimported():
     code = "import sys, carmenes_dtl; print(sorted(m for m in ('keras', 'jax', 'tensorflow') if m in sys.modules))"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0 and res.stdout.strip() == "[]", res.stderr[-2000:]
+
+
+def test_compilation_cache_per_jaxlib_version_unless_set(tmp_path):
+    """Importing the package points JAX's persistent cache at the user's cache, one folder per
+    jaxlib version; a JAX_COMPILATION_CACHE_DIR already set is kept."""
+    import os
+    import subprocess
+    import sys
+    from importlib.metadata import version
+
+    code = "import os, carmenes_dtl; print(os.environ['JAX_COMPILATION_CACHE_DIR'])"
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    default = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env={**env, "XDG_CACHE_HOME": str(tmp_path)}).stdout.strip()
+    assert default == str(tmp_path / "carmenes-dtl" / "xla" / f"jaxlib-{version('jaxlib')}")
+    kept = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**env, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "mine")}).stdout.strip()
+    assert kept == str(tmp_path / "mine")
