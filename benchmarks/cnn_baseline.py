@@ -12,11 +12,12 @@ name ``baseline`` so that it never replaces the package's layers.
 import keras
 import numpy as np
 from keras import ops
-from sklearn.preprocessing import StandardScaler
 
+from carmenes_dtl import cnn
 from carmenes_dtl.autoencoder import callbacks, history, validation_slice
-from carmenes_dtl.cnn import Ensemble, _glorot, median_residuals, splits
-from carmenes_dtl.config import OPTIONS, PARAMETERS, CNNSettings
+from carmenes_dtl.cnn import Ensemble, _assemble, _setup
+from carmenes_dtl.config import PARAMETERS, CNNSettings
+
 
 class KerasEnsemble(Ensemble):
     """`cnn.Ensemble` predicting with `model.predict`, as before issue 16."""
@@ -39,28 +40,9 @@ def masked_mse(y_true, y_pred):
 
 
 @keras.saving.register_keras_serializable(package="baseline")
-class MemberConv1D(keras.layers.Layer):
-    """`members` independent Conv1D layers (stride 1) in one tensor op.
-
-    Input (batch, length, channels) is shared by all members; (batch, members, length,
-    channels) gives each member its own. Output: (batch, members, length', filters), with
-    length' = length - k + 1 (``padding="valid"``) or length (``"same"``: zeros after the
-    end, k - 1 - (k - 1) // 2 of them, and (k - 1) // 2 before, as Keras does).
-    """
-
-    def __init__(self, members: int, filters: int, kernel_size: int = 2, activation="relu", padding: str = "same",
-                 **kwargs):
-        super().__init__(**kwargs)
-        if padding not in OPTIONS["padding"]:
-            raise ValueError(f"padding must be one of {OPTIONS['padding']}, got {padding!r}")
-        self.members, self.filters, self.kernel_size, self.padding = members, filters, kernel_size, padding
-        self.activation = keras.activations.get(activation)
-
-    def build(self, input_shape):
-        c = input_shape[-1]
-        self.kernel = self.add_weight(shape=(self.members, self.kernel_size, c, self.filters), name="kernel",
-                                      initializer=_glorot(self.kernel_size * c, self.kernel_size * self.filters))
-        self.bias = self.add_weight(shape=(self.members, self.filters), initializer="zeros", name="bias")
+class MemberConv1D(cnn.MemberConv1D):
+    """Today's weights and settings, applied as before issue 16: activations (batch, members, ...),
+    the (padded) input shifted for every tap; pooling is a separate layer (`BinPool`)."""
 
     def call(self, x):
         shared = len(x.shape) == 3
@@ -77,33 +59,13 @@ class MemberConv1D(keras.layers.Layer):
                 out = out + ops.einsum("bmlc,mcf->bmlf", x[:, :, j:j + n, :], self.kernel[:, j])
         return self.activation(out)
 
-    def get_config(self):
-        return {**super().get_config(), "members": self.members, "filters": self.filters,
-                "kernel_size": self.kernel_size, "padding": self.padding,
-                "activation": keras.activations.serialize(self.activation)}
-
 
 @keras.saving.register_keras_serializable(package="baseline")
-class MemberDense(keras.layers.Layer):
-    """`members` independent Dense layers: (batch, members, in) -> (batch, members, units)."""
-
-    def __init__(self, members: int, units: int, activation=None, **kwargs):
-        super().__init__(**kwargs)
-        self.members, self.units = members, units
-        self.activation = keras.activations.get(activation)
-
-    def build(self, input_shape):
-        n_in = input_shape[-1]
-        self.kernel = self.add_weight(shape=(self.members, n_in, self.units), name="kernel",
-                                      initializer=_glorot(n_in, self.units))
-        self.bias = self.add_weight(shape=(self.members, self.units), initializer="zeros", name="bias")
+class MemberDense(cnn.MemberDense):
+    """Today's weights, applied as before issue 16: (batch, members, in) -> (batch, members, units)."""
 
     def call(self, x):
         return self.activation(ops.einsum("bmi,mio->bmo", x, self.kernel) + self.bias[None])
-
-    def get_config(self):
-        return {**super().get_config(), "members": self.members, "units": self.units,
-                "activation": keras.activations.serialize(self.activation)}
 
 
 @keras.saving.register_keras_serializable(package="baseline")
@@ -127,18 +89,8 @@ class BinPool(keras.layers.Layer):
 
 def build_cnn(n_inputs: int, widths: tuple[int, int, int] = (64, 32, 64), learning_rate: float = 0.01, pool: int = 0,
               members: int = 1, padding: str = "same") -> keras.Model:
-    """`members` independent CNNs, output (batch, members): one column per CNN.
-
-    Each CNN: Conv1D(nf1, 2) -> Conv1D(nf2, 2) -> Flatten -> Dense 256 -> 128 -> nu -> 1
-    (ReLU, linear output), ``widths = (nf1, nf2, nu)``. The members' weights are stacked
-    along a `members` axis and applied with einsum (`MemberConv1D`, `MemberDense`), so an
-    ensemble is one small graph: it compiles in a second and trains every member in the
-    same step, instead of 20 Keras models or a 20-branch graph (see benchmarks/).
-    `pool` > 0 is for the `direct` baseline on 3501-pixel spectra: the input is averaged
-    in bins of 8 pixels (0.08 Å, about one resolution element) and each convolution is
-    followed by max-pooling by `pool`; without this the first dense layer alone would hold
-    28 M weights per member.
-    """
+    """`cnn.build_cnn` before issue 16: the same CNNs with separate max-pooling layers and a
+    Flatten, activations (batch, members, ...), compiled with the NaN-masked loss."""
     nf1, nf2, nu = widths
     inputs = keras.Input((n_inputs, 1))
     x = BinPool(8, "mean", name="bin8")(inputs) if pool else inputs
@@ -156,17 +108,9 @@ def build_cnn(n_inputs: int, widths: tuple[int, int, int] = (64, 32, 64), learni
 
 def train_ensemble(x: np.ndarray, y: np.ndarray, s: CNNSettings, seed: int, pool: int = 0,
                    parameters: tuple[str, ...] = PARAMETERS, progress: bool = False) -> Ensemble:
-    """`cnn.train_ensemble` before issue 16: masked shared batches, Keras `fit`."""
-    scaler = StandardScaler().fit(x) if s.inputs == "standardised" else None
-    xs = (scaler.transform(x) if scaler else x)[..., None]
-    std_ok = np.where(y.std(axis=0) > 0, y.std(axis=0), 1.0)
-    scaled = s.targets == "standardised"
-    mean = dict(zip(parameters, y.mean(axis=0) if scaled else np.zeros(len(parameters))))
-    std = dict(zip(parameters, std_ok if scaled else np.ones(len(parameters))))
-    member_splits = {p: splits(y[:, i], s, seed) for i, p in enumerate(parameters)}
-    groups: dict[tuple, list[str]] = {}
-    for p in parameters:
-        groups.setdefault(s.width(p), []).append(p)
+    """`cnn.train_ensemble` before issue 16: masked shared batches, Keras `fit` (the same
+    scaling, splits and assembly as today's: `cnn._setup`, `cnn._assemble`)."""
+    scaler, xs, mean, std, member_splits, groups = _setup(x, y, s, seed, parameters)
     models, hists = [], []
     keras.utils.set_random_seed(seed)
     for widths, params in groups.items():
@@ -184,10 +128,4 @@ def train_ensemble(x: np.ndarray, y: np.ndarray, s: CNNSettings, seed: int, pool
                                        epochs=s.epochs, batch_size=s.batch_size, shuffle=True, verbose=0,
                                        callbacks=callbacks(s.patience, progress, "CNN ensemble"))))
         models.append((tuple(params), model))
-    n = min(len(h["loss"]) for h in hists)  # graphs stopped early may differ in length
-    hist = {k: [float(sum(h[k][e] for h in hists)) for e in range(n)] for k in hists[0]}
-    ensemble = KerasEnsemble(scaler, mean, std, models, {}, hist)
-    pred = ensemble.member_predictions(x)
-    ensemble.residuals = {p: median_residuals(pred[p], y[:, parameters.index(p)], member_splits[p])
-                          for p in parameters}
-    return ensemble
+    return _assemble(KerasEnsemble, x, y, scaler, mean, std, models, hists, member_splits, parameters)

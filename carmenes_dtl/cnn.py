@@ -75,9 +75,8 @@ class MemberConv1D(keras.layers.Layer):
             full = sum((x[:, :, j:j + n, :] * taps[j] for j in range(k)), out)
             if not self.pool:
                 return self.activation(full)
-            bins = n // self.pool
-            full = ops.reshape(ops.stop_gradient(full[:, :, :bins * self.pool]), (m, -1, bins, self.pool, f))
-            at = ops.argmax(full, axis=3) + ops.arange(bins)[:, None] * self.pool  # (m, batch, bins, f)
+            at = ops.argmax(self._bins(ops.stop_gradient(full)), axis=3)  # (m, batch, bins, f)
+            at = at + ops.arange(at.shape[2])[:, None] * self.pool
             return self.activation(sum((ops.take_along_axis(x, at + j, axis=2) * taps[j] for j in range(k)), out))
         taps = ops.reshape(ops.transpose(self.kernel, (0, 2, 1, 3)), (m, c, k * f))  # [m, c, (tap, filter)]
         z = ops.einsum("blc,mcg->mblg" if shared else "mblc,mcg->mblg", x, taps)
@@ -89,10 +88,12 @@ class MemberConv1D(keras.layers.Layer):
             hi = n - lo - (stop - start)
             out = out + (ops.pad(part, [(0, 0), (0, 0), (lo, hi), (0, 0)]) if lo or hi else part)
         out = self.activation(out)
-        if self.pool:
-            bins = n // self.pool
-            out = ops.max(ops.reshape(out[:, :, :bins * self.pool], (m, -1, bins, self.pool, f)), axis=3)
-        return out
+        return ops.max(self._bins(out), axis=3) if self.pool else out
+
+    def _bins(self, t):
+        """(members, batch, length, f) -> (members, batch, bins, pool, f), a partial last bin dropped."""
+        bins = t.shape[2] // self.pool
+        return ops.reshape(t[:, :, :bins * self.pool], (self.members, -1, bins, self.pool, t.shape[3]))
 
     def get_config(self):
         return {**super().get_config(), "members": self.members, "filters": self.filters,
@@ -191,7 +192,7 @@ def member_graph(model: keras.Model, learning_rate: float) -> keras.Model:
     own), as each published CNN does: Adam on the sum of the members' MSE (`members_mse`).
     The weightless binning of the direct CNN (``bin8``) is left to the caller, once per data set."""
     layers = [layer for layer in model.layers[1:] if layer.name != "bin8"]
-    start = model.get_layer("bin8").output if len(layers) < len(model.layers) - 1 else model.inputs[0]
+    start = model.get_layer("bin8").output if isinstance(model.layers[1], BinPool) else model.inputs[0]
     inputs = keras.Input((layers[0].members, *start.shape[1:]))
     x = MembersFirst(name="members_first")(inputs)
     for layer in layers:
@@ -286,16 +287,7 @@ def train_ensemble(x: np.ndarray, y: np.ndarray, s: CNNSettings, seed: int, pool
     on a `validation_slice` of each member's training rows, never on its held-out rows, which
     give the ``residuals`` uncertainties: one stopping epoch for the whole graph.
     """
-    scaler = StandardScaler().fit(x) if s.inputs == "standardised" else None
-    xs = (scaler.transform(x) if scaler else x)[..., None].astype(np.float32)
-    std_ok = np.where(y.std(axis=0) > 0, y.std(axis=0), 1.0)
-    scaled = s.targets == "standardised"
-    mean = dict(zip(parameters, y.mean(axis=0) if scaled else np.zeros(len(parameters))))
-    std = dict(zip(parameters, std_ok if scaled else np.ones(len(parameters))))
-    member_splits = {p: splits(y[:, i], s, seed) for i, p in enumerate(parameters)}
-    groups: dict[tuple, list[str]] = {}
-    for p in parameters:
-        groups.setdefault(s.width(p), []).append(p)
+    scaler, xs, mean, std, member_splits, groups = _setup(x, y, s, seed, parameters)
     models, hists = [], []
     keras.utils.set_random_seed(seed)
     for widths, params in groups.items():
@@ -313,9 +305,33 @@ def train_ensemble(x: np.ndarray, y: np.ndarray, s: CNNSettings, seed: int, pool
                                   (seed, len(models)), progress=progress, desc="CNN ensemble",
                                   members=len(fit)))
         models.append((tuple(params), model))
+    return _assemble(Ensemble, x, y, scaler, mean, std, models, hists, member_splits, parameters)
+
+
+def _setup(x: np.ndarray, y: np.ndarray, s: CNNSettings, seed: int, parameters: tuple[str, ...]):
+    """What `train_ensemble` starts from: the input scaler (None for raw inputs) and the scaled
+    inputs (rows, length, 1), the targets' mean and std per parameter (0 and 1 for raw targets),
+    each parameter's member splits (`splits`) and the parameters grouped by CNN width."""
+    scaler = StandardScaler().fit(x) if s.inputs == "standardised" else None
+    xs = (scaler.transform(x) if scaler else x)[..., None].astype(np.float32)
+    std_ok = np.where(y.std(axis=0) > 0, y.std(axis=0), 1.0)
+    scaled = s.targets == "standardised"
+    mean = dict(zip(parameters, y.mean(axis=0) if scaled else np.zeros(len(parameters))))
+    std = dict(zip(parameters, std_ok if scaled else np.ones(len(parameters))))
+    member_splits = {p: splits(y[:, i], s, seed) for i, p in enumerate(parameters)}
+    groups: dict[tuple, list[str]] = {}
+    for p in parameters:
+        groups.setdefault(s.width(p), []).append(p)
+    return scaler, xs, mean, std, member_splits, groups
+
+
+def _assemble(kind: type, x: np.ndarray, y: np.ndarray, scaler, mean: dict, std: dict, models: list, hists: list,
+             member_splits: dict, parameters: tuple[str, ...]) -> Ensemble:
+    """The trained graphs as an ensemble of class `kind`: the training curves summed over graphs
+    (as long as the shortest) and each parameter's held-out residuals (`median_residuals`)."""
     n = min(len(h["loss"]) for h in hists)  # graphs stopped early may differ in length
     hist = {k: [float(sum(h[k][e] for h in hists)) for e in range(n)] for k in hists[0]}
-    ensemble = Ensemble(scaler, mean, std, models, {}, hist)
+    ensemble = kind(scaler, mean, std, models, {}, hist)
     pred = ensemble.member_predictions(x)
     ensemble.residuals = {p: median_residuals(pred[p], y[:, parameters.index(p)], member_splits[p])
                           for p in parameters}

@@ -47,7 +47,7 @@ def fit(model: keras.Model, x: np.ndarray, y: np.ndarray, validation: tuple | No
         return history(fitted)
     order = (batch_orders(seed, len(x), epochs, members) if shuffle
              else np.tile(np.arange(len(x), dtype=np.int32), (epochs, 1)))
-    return _fit_jax(model, model.optimizer, model.loss, x, y, validation, order, batch_size, patience, progress, desc)
+    return _fit_jax(model, x, y, validation, order, batch_size, patience, progress, desc)
 
 
 def predict(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -78,15 +78,14 @@ def batch_orders(seed, n: int, epochs: int, members: int | None = None) -> np.nd
     """(epochs, n) row orders: one `permutation` of ``numpy.random.default_rng(seed)`` per epoch;
     with `members`, (epochs, n, members): one per epoch and member."""
     rng = np.random.default_rng(seed)
-    if members is None:
-        return np.stack([rng.permutation(n) for _ in range(epochs)]).astype(np.int32)
-    return np.stack([np.stack([rng.permutation(n) for _ in range(members)], axis=1)
-                     for _ in range(epochs)]).astype(np.int32)
+    orders = np.array([[rng.permutation(n) for _ in range(members or 1)] for _ in range(epochs)], np.int32)
+    return orders[:, 0] if members is None else orders.transpose(0, 2, 1)
 
 
-def _fit_jax(net, opt, loss, x, y, validation, order, batch_size, patience, progress, desc):
+def _fit_jax(net, x, y, validation, order, batch_size, patience, progress, desc):
     import jax
 
+    opt, loss = net.optimizer, net.loss
     if not opt.built:
         opt.build(net.trainable_variables)
     validate = validation is not None
