@@ -144,12 +144,7 @@ def cmd_import_grid(a):
 def cmd_train(a):
     from . import pipeline
 
-    prof = PROFILES[a.profile]
-    if a.data_parallel:
-        from .autoencoder import data_parallel
-
-        data_parallel(prof.ae.batch_size)  # no JAX backend or an uneven split: say so before any stage
-    r = pipeline.Runner(a.out, prof, a.seed, data_parallel=a.data_parallel)
+    r = pipeline.Runner(a.out, PROFILES[a.profile], a.seed, data_parallel=a.data_parallel)
     r.autoencoders()
     r.finetune()
     print(f"models in {r.paths.models}")

@@ -106,6 +106,8 @@ class Runner:
         """`prof`: the run's settings (None will do for `gap_variant`, which uses none);
         `data_parallel`: autoencoder training and fine-tuning data-parallel over every
         device of the JAX backend (`autoencoder.data_parallel`)."""
+        if data_parallel:
+            autoencoder.data_parallel(prof.ae.batch_size)  # no JAX backend or an uneven split: say so before any stage
         self.paths, self.prof, self.seed, self.progress = RunPaths(out), prof, seed, progress
         self.scheduler = scheduler  # where prepare's tasks run; does not change any output
         self.data_parallel = data_parallel
@@ -459,8 +461,6 @@ def run(out: Path, demo: bool = True, synthetic: Path | None = None, observed: P
 
         tf.config.experimental.enable_op_determinism()
         logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notices of the many small models
-    if data_parallel:
-        autoencoder.data_parallel(prof.ae.batch_size)  # no JAX backend or an uneven split: say so before any stage
     r = Runner(out, prof, seed, progress, scheduler, data_parallel)
     truth = None
     if shared is not None and not demo:
