@@ -42,6 +42,15 @@ def _keys(text: str) -> list[str]:
     return [k.strip() for k in text.split(",") if k.strip()]
 
 
+def _projections(text: str) -> tuple[str, ...]:
+    from .gap import PROJECTIONS
+
+    methods = tuple(_keys(text))
+    if not set(methods) <= set(PROJECTIONS):
+        raise argparse.ArgumentTypeError(f"projections must be among {', '.join(PROJECTIONS)}, got {text!r}")
+    return methods
+
+
 def _scheduler(text: str) -> str:
     from .scheduling import check
 
@@ -153,7 +162,7 @@ def cmd_train(a):
 def cmd_gap(a):
     from . import gap
 
-    result = gap.report(a.synthetic, a.observed, a.out, latent_model=a.latent, seed=a.seed)
+    result = gap.report(a.synthetic, a.observed, a.out, latent_model=a.latent, seed=a.seed, projections=a.projections)
     print(json.dumps(result["metrics"], indent=1))
 
 
@@ -274,6 +283,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--latent", type=Path, help="a .keras autoencoder: compare latents instead of spectra")
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--projections", type=_projections, default="pca,tsne,umap", metavar="pca,tsne,umap",
+                   help="2-D projection figures to draw, comma-separated (default all three; umap compiles for ~10 s)")
     s.set_defaults(func=cmd_gap)
 
     s = sub.add_parser("train", help="autoencoder search, training and fine-tuning in a run folder")

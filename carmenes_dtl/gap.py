@@ -25,6 +25,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 NO_GAP = {"domain_auc": 0.5, "mmd2": 0.0, "mmd_p_value": "> 0.05", "nn_distance_ratio": 1.0}
+#: The 2-D projections `project` draws (UMAP: umap-learn's first fit in a process compiles for ~10 s).
+PROJECTIONS = ("pca", "tsne", "umap")
 
 
 def _balanced(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, cap: int) -> tuple[np.ndarray, np.ndarray]:
@@ -95,7 +97,7 @@ def project(synthetic: np.ndarray, observed: np.ndarray, method: str = "pca", se
         import umap
 
         return umap.UMAP(n_components=2, random_state=seed, n_neighbors=min(15, len(x) - 1)).fit_transform(x)
-    raise ValueError(f"unknown projection {method!r}; choose pca, tsne or umap")
+    raise ValueError(f"unknown projection {method!r}; choose from {', '.join(PROJECTIONS)}")
 
 
 def best_match_residual(synthetic: np.ndarray, observed: np.ndarray) -> np.ndarray:
@@ -105,8 +107,9 @@ def best_match_residual(synthetic: np.ndarray, observed: np.ndarray) -> np.ndarr
 
 
 def report(synthetic_h5: Path, observed_h5: Path, out: Path, latent_model: Path | None = None, seed: int = 0,
-           max_synthetic: int = 2000) -> dict:
-    """`carmenes-dtl gap`: metrics in ``OUT/gap.json`` plus projection and residual figures."""
+           max_synthetic: int = 2000, projections: tuple[str, ...] = PROJECTIONS) -> dict:
+    """`carmenes-dtl gap`: metrics in ``OUT/gap.json`` plus a figure per method of `projections`
+    (``projection_<method>.png``) and the residual figure."""
     from . import autoencoder, plotting, store
 
     syn, obs = store.read(synthetic_h5), store.read(observed_h5)
@@ -125,7 +128,7 @@ def report(synthetic_h5: Path, observed_h5: Path, out: Path, latent_model: Path 
               "metrics": metrics(a, b, seed), "no_gap_reference": NO_GAP}
     (out / "gap.json").write_text(json.dumps(result, indent=1))
     params = syn.parameters.iloc[keep].reset_index(drop=True)
-    for method in ("pca", "tsne", "umap"):
+    for method in projections:
         fig = plotting.projection(project(a, b, method, seed), len(a), params, method.upper())
         fig.savefig(out / f"projection_{method}.png", dpi=110)
     if latent_model is None:
