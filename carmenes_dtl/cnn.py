@@ -72,9 +72,11 @@ class MemberConv1D(keras.layers.Layer):
         if c == 1:  # out[l] = sum_j x[l + j - before] * w_j
             x = ops.pad(x[None] if shared else x, [(0, 0), (0, 0), (before, n + k - 1 - before - length), (0, 0)])
             taps = [self.kernel[:, j, 0][:, None, None, :] for j in range(k)]
+            if not self.pool:  # the k shifted inputs side by side: one product, whose weight gradient is one too
+                shifted = ops.concatenate([x[:, :, j:j + n, :] for j in range(k)], axis=-1)
+                return self.activation(ops.einsum("blj,mjf->mblf" if shared else "mblj,mjf->mblf",
+                                                  shifted[0] if shared else shifted, self.kernel[:, :, 0, :]) + out)
             full = sum((x[:, :, j:j + n, :] * taps[j] for j in range(k)), out)
-            if not self.pool:
-                return self.activation(full)
             at = ops.argmax(self._bins(ops.stop_gradient(full)), axis=3)  # (m, batch, bins, f)
             at = at + ops.arange(at.shape[2])[:, None] * self.pool
             return self.activation(sum((ops.take_along_axis(x, at + j, axis=2) * taps[j] for j in range(k)), out))

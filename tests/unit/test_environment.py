@@ -117,3 +117,35 @@ def test_compilation_cache_per_jaxlib_version_unless_set(tmp_path):
     kept = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={**env, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "mine")}).stdout.strip()
     assert kept == str(tmp_path / "mine")
+
+
+def test_xla_copy_insertion_flag_added_unless_named_and_changes_no_weight():
+    """Importing the package adds XLA's region-analysis copy insertion to XLA_FLAGS (keeping the
+    user's other flags), leaves an XLA_FLAGS that names it alone, and an autoencoder trained with
+    it on and off ends with bitwise the same weights."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os, sys, carmenes_dtl\n"
+            "if len(sys.argv) == 1:\n"
+            "    print(os.environ['XLA_FLAGS']); raise SystemExit\n"
+            "import hashlib, keras, numpy as np\n"
+            "from carmenes_dtl import autoencoder\n"
+            "x = np.random.default_rng(0).random((96, 3501)).astype('float32')\n"
+            "keras.utils.set_random_seed(1)\n"
+            "m = autoencoder.build_autoencoder(3501, 128)\n"
+            "m.fit(x, x, epochs=2, batch_size=32, verbose=0)\n"
+            "print(hashlib.sha256(b''.join(np.asarray(w).tobytes() for w in m.get_weights())).hexdigest())\n")
+    flag = "--xla_cpu_copy_insertion_use_region_analysis"
+
+    def run(xla_flags, *args):
+        env = {**os.environ, "XLA_FLAGS": xla_flags, "KERAS_BACKEND": "jax"}
+        res = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env)
+        assert res.returncode == 0, res.stderr[-2000:]
+        return res.stdout.strip()
+
+    assert run("--xla_cpu_enable_fast_math=false") == f"--xla_cpu_enable_fast_math=false {flag}=true"
+    assert run(f"{flag}=false") == f"{flag}=false"
+    on, off = run("", "train"), run(f"{flag}=false", "train")
+    assert len(on) == 64 and on == off
