@@ -37,9 +37,10 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
 #: competing with the first layer's product for memory); with it the paper-size epoch is ~11 %
 #: faster, with bitwise the same weights (benchmarks/autoencoder_epoch.py, README there). Like
 #: the cache, it takes effect when this package is imported before JAX computes anything; an
-#: XLA_FLAGS that names the option already wins.
+#: XLA_FLAGS that names the option already wins. Set for the JAX backend only (TensorFlow's XLA
+#: reads XLA_FLAGS too, and an XLA that does not know a flag stops the process).
 XLA_COPY_FLAG = "--xla_cpu_copy_insertion_use_region_analysis"
-if XLA_COPY_FLAG not in os.environ.get("XLA_FLAGS", ""):
+if os.environ["KERAS_BACKEND"] == "jax" and XLA_COPY_FLAG not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {XLA_COPY_FLAG}=true".strip()
 
 try:

@@ -45,8 +45,8 @@ def _keys(text: str) -> list[str]:
 def _projections(text: str) -> tuple[str, ...]:
     from .gap import PROJECTIONS
 
-    methods = tuple(_keys(text))
-    if not set(methods) <= set(PROJECTIONS):
+    methods = tuple(dict.fromkeys(_keys(text)))  # in order, each once
+    if not methods or not set(methods) <= set(PROJECTIONS):
         raise argparse.ArgumentTypeError(f"projections must be among {', '.join(PROJECTIONS)}, got {text!r}")
     return methods
 

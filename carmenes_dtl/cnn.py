@@ -39,10 +39,11 @@ class MemberConv1D(keras.layers.Layer):
     (``padding="valid"``) or length (``"same"``: zeros after the end, k - 1 - (k - 1) // 2 of
     them, and (k - 1) // 2 before, as Keras does); with `pool` > 0, max-pooled by `pool`
     (non-overlapping, a partial last bin dropped) after the activation.
-    One input channel: each tap is an outer product, summed elementwise over shifted inputs;
-    the pooled output is recomputed at each bin's maximum (ReLU is monotonic, so the same
-    values), which makes the gradient a function of the pooled positions only instead of
-    the whole unpooled tensor (the direct CNN: 20 members x 64 filters x 437 pixels per row).
+    One input channel, unpooled: one product of the k shifted inputs (so is its weight
+    gradient); pooled: each tap an outer product, the pooled output recomputed at each bin's
+    maximum (ReLU is monotonic, so the same values), which makes the gradient a function of
+    the pooled positions only instead of the whole unpooled tensor (the direct CNN: 20
+    members x 64 filters x 437 pixels per row).
     More channels: all taps are one batched matrix product over the unshifted input, and the
     taps' outputs (the smaller tensor) are shifted and summed.
     """
@@ -71,11 +72,11 @@ class MemberConv1D(keras.layers.Layer):
         out = self.bias[:, None, None, :]
         if c == 1:  # out[l] = sum_j x[l + j - before] * w_j
             x = ops.pad(x[None] if shared else x, [(0, 0), (0, 0), (before, n + k - 1 - before - length), (0, 0)])
-            taps = [self.kernel[:, j, 0][:, None, None, :] for j in range(k)]
             if not self.pool:  # the k shifted inputs side by side: one product, whose weight gradient is one too
                 shifted = ops.concatenate([x[:, :, j:j + n, :] for j in range(k)], axis=-1)
                 return self.activation(ops.einsum("blj,mjf->mblf" if shared else "mblj,mjf->mblf",
                                                   shifted[0] if shared else shifted, self.kernel[:, :, 0, :]) + out)
+            taps = [self.kernel[:, j, 0][:, None, None, :] for j in range(k)]
             full = sum((x[:, :, j:j + n, :] * taps[j] for j in range(k)), out)
             at = ops.argmax(self._bins(ops.stop_gradient(full)), axis=3)  # (m, batch, bins, f)
             at = at + ops.arange(at.shape[2])[:, None] * self.pool

@@ -248,14 +248,17 @@ def test_member_layers_match_keras_conv_pool_and_dense():
 
     keras.utils.set_random_seed(2)
     rng = np.random.default_rng(2)
-    for channels, pool, padding in ((1, 0, "same"), (1, 3, "same"), (1, 3, "valid"), (3, 0, "valid"), (3, 2, "same")):
+    for channels, pool, padding, k in ((1, 0, "same", 2), (1, 0, "valid", 2), (1, 0, "same", 3), (1, 3, "same", 2),
+                                       (1, 3, "valid", 2), (3, 0, "valid", 2), (3, 0, "same", 3), (3, 2, "same", 2)):
         x = rng.normal(size=(5, 13, channels)).astype("float32")
         own = rng.normal(size=(2, 5, 13, channels)).astype("float32")
-        conv = cnn.MemberConv1D(2, 4, padding=padding, pool=pool)
+        conv = cnn.MemberConv1D(2, 4, kernel_size=k, padding=padding, pool=pool)
+        conv.build(x.shape)
+        conv.bias.assign(rng.normal(0, 0.5, size=(2, 4)).astype("float32"))  # Keras' zeros would hide its place
         shared, apart = ops.convert_to_numpy(conv(x)), ops.convert_to_numpy(conv(own))
-        length = (13 if padding == "same" else 12) // max(pool, 1)
+        length = (13 if padding == "same" else 14 - k) // max(pool, 1)
         assert shared.shape == apart.shape == (2, 5, length, 4)
-        ref = keras.Sequential([keras.Input((13, channels)), keras.layers.Conv1D(4, 2, padding=padding,
+        ref = keras.Sequential([keras.Input((13, channels)), keras.layers.Conv1D(4, k, padding=padding,
                                                                                  activation="relu")]
                                + ([keras.layers.MaxPooling1D(pool)] if pool else []))
         for m in range(2):
@@ -263,7 +266,7 @@ def test_member_layers_match_keras_conv_pool_and_dense():
             np.testing.assert_allclose(shared[m], ref.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
             np.testing.assert_allclose(apart[m], ref.predict(own[m], verbose=0), rtol=1e-5, atol=1e-6)
         if pool and keras.backend.backend() == "jax":
-            plain = cnn.MemberConv1D(2, 4, padding=padding)
+            plain = cnn.MemberConv1D(2, 4, kernel_size=k, padding=padding)
             plain.build(x.shape)
             weights = [v.value for v in conv.trainable_variables]
 
