@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from unittest import mock
 
+os.environ["JAX_ENABLE_COMPILATION_CACHE"] = "false"  # before JAX is imported: every fit compiles what it builds
+
 import numpy as np
 from sklearn.model_selection import train_test_split
 
