@@ -76,6 +76,8 @@ class MemberConv1D(keras.layers.Layer):
                 shifted = ops.concatenate([x[:, :, j:j + n, :] for j in range(k)], axis=-1)
                 return self.activation(ops.einsum("blj,mjf->mblf" if shared else "mblj,mjf->mblf",
                                                   shifted[0] if shared else shifted, self.kernel[:, :, 0, :]) + out)
+            # outer products, not the product above: XLA fuses them into the search for each bin's
+            # maximum (the direct CNN's train step: 180-190 ms, against 220-235 ms with the product)
             taps = [self.kernel[:, j, 0][:, None, None, :] for j in range(k)]
             full = sum((x[:, :, j:j + n, :] * taps[j] for j in range(k)), out)
             at = ops.argmax(self._bins(ops.stop_gradient(full)), axis=3)  # (m, batch, bins, f)
