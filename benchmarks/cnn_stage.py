@@ -29,6 +29,7 @@ from unittest import mock
 os.environ["JAX_ENABLE_COMPILATION_CACHE"] = "false"  # before JAX is imported
 
 from carmenes_dtl import cnn, pipeline, store, training  # first: it picks the default backend
+from carmenes_dtl.rundir import RunFolder
 from carmenes_dtl.config import cache_dir, profile
 
 import cnn_baseline
@@ -37,18 +38,18 @@ import numpy as np
 import pandas as pd
 
 
-def prepared_run(out: Path) -> pipeline.RunPaths:
+def prepared_run(out: Path) -> RunFolder:
     """A quick demo run up to the latents (finished stages are reused)."""
     r = pipeline.Runner(out, profile("quick"), seed=42, progress=False)
     r.demo()
-    r.prepare(r.paths.demo / "phoenix", r.paths.demo / "carmenes")
+    r.prepare(r.folder.phoenix_dir, r.folder.carmenes_dir)
     r.autoencoders()
     r.finetune()
     r.encode()
-    return r.paths
+    return r.folder
 
 
-def stage(paths: pipeline.RunPaths, train_ensemble, seed_offset: int = 0) -> tuple[float, dict]:
+def stage(run: RunFolder, train_ensemble, seed_offset: int = 0) -> tuple[float, dict]:
     """Seconds and estimates of the CNN stage (`cnn.train_variants`) with `train_ensemble`."""
     def reseeded(x, y, s, seed, **kw):
         return train_ensemble(x, y, s, seed + seed_offset, **kw)
@@ -56,7 +57,7 @@ def stage(paths: pipeline.RunPaths, train_ensemble, seed_offset: int = 0) -> tup
     prof = profile("quick")
     t = time.perf_counter()
     with mock.patch.object(cnn, "train_ensemble", reseeded):
-        res = cnn.train_variants(store.read(paths.synthetic), store.read(paths.observed), np.load(paths.latents),
+        res = cnn.train_variants(store.read(run.synthetic), store.read(run.observed), run.latents(),
                                  prof.ae.n_models, prof.cnn, 42)
     return time.perf_counter() - t, {v: est for v, (est, _) in res["estimates"].items()}
 
@@ -95,7 +96,7 @@ def step_times() -> pd.DataFrame:
     return pd.DataFrame(rows).T
 
 
-def profiled(paths: pipeline.RunPaths) -> pd.Series:
+def profiled(run: RunFolder) -> pd.Series:
     """Seconds of one new stage in `training.fit` (compilation included), in the ensembles'
     predictions, and elsewhere (splits, model construction, estimates)."""
     spent = defaultdict(float)
@@ -112,7 +113,7 @@ def profiled(paths: pipeline.RunPaths) -> pd.Series:
     with mock.patch.object(training, "fit", timer("training loops (training.fit)", training.fit)), \
             mock.patch.object(cnn.Ensemble, "member_predictions",
                               timer("predictions", cnn.Ensemble.member_predictions)):
-        total, _ = stage(paths, cnn.train_ensemble)
+        total, _ = stage(run, cnn.train_ensemble)
     spent["other (splits, models, estimates)"] = total - sum(spent.values())
     spent["whole stage"] = total
     return pd.Series(spent)
@@ -126,18 +127,18 @@ def scatter(a: dict, b: dict) -> pd.Series:
 
 def main(run_dir=None):
     out = Path(run_dir or os.environ.get("CARMENES_DTL_RUN") or cache_dir() / "demo-run")
-    paths = prepared_run(out)
+    run = prepared_run(out)
     print(f"backend {keras.backend.backend()}, run {out}")
     print("train step, 128 rows x 20 members, forward + backward:")
     print(step_times().round(1).to_string(), flush=True)
     print("profile of the new stage, s:")
-    print(profiled(paths).round(1).to_string(), flush=True)
+    print(profiled(run).round(1).to_string(), flush=True)
     runs = [("baseline", cnn_baseline.train_ensemble, 0), ("new", cnn.train_ensemble, 0),
             ("baseline", cnn_baseline.train_ensemble, 1), ("new", cnn.train_ensemble, 1)]
     times, est = {}, {}
     for name, train, offset in runs:
         training._COMPILED.clear()  # each run pays its own compilation
-        seconds, est[name, offset] = stage(paths, train, offset)
+        seconds, est[name, offset] = stage(run, train, offset)
         times.setdefault(name, []).append(seconds)
         print(f"CNN stage, {name}, CNN seeds +{offset}: {seconds:.1f} s", flush=True)
     base, new = np.mean(times["baseline"]), np.mean(times["new"])

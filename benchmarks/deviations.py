@@ -19,7 +19,6 @@ paired 95 % t-intervals).
 """
 import argparse
 import dataclasses
-import json
 import platform
 import subprocess
 import sys
@@ -31,7 +30,9 @@ import pandas as pd
 
 from carmenes_dtl import __version__, cnn, pipeline, store
 from carmenes_dtl.config import PROFILES, PUBLISHED_NAMES, stage_seed
-from carmenes_dtl.transfer import VARIANTS, latent_pair
+from carmenes_dtl.rundir import RunFolder
+from carmenes_dtl.validation import coverage, errors
+from carmenes_dtl.variants import VARIANTS
 
 OUT = Path(__file__).resolve().parents[1] / "carmenes_dtl" / "measured_deviations.csv"
 OUT_VARIANTS = OUT.with_name("measured_variants.csv")
@@ -47,10 +48,10 @@ CNN_OPTIONS = {"inputs": ("raw", "standardised"), "targets": ("raw", "standardis
 def scores(est: pd.DataFrame, hold: pd.DataFrame, truth: pd.DataFrame) -> list[dict]:
     """MAE and bias on the demo stars; MAE and coverage on the held-out synthetic nodes."""
     rows = []
-    for name, e in pipeline.errors(est, truth).items():
+    for name, e in errors(est, truth).items():
         rows += [{"parameter": name, "metric": "demo_mae", "number": e["mae"]},
                  {"parameter": name, "metric": "demo_bias", "number": e["bias"]}]
-    for name, c in pipeline.coverage(hold).items():
+    for name, c in coverage(hold).items():
         mae = float((hold[name] - hold[f"true_{name}"]).abs().mean())
         rows += [{"parameter": name, "metric": "holdout_mae", "number": mae},
                  {"parameter": name, "metric": "holdout_coverage", "number": c}]
@@ -62,16 +63,16 @@ def method_scores(run: Path, s, seed: int, uncertainties: tuple[str, ...], n_ae:
     """Scores of `variants` of `run`'s first `n_ae` autoencoders with CNN settings `s`:
     ``{uncertainty: rows}`` for one variant, ``{variant: {uncertainty: rows}}`` for several
     (variants that train on the same latents share their CNNs)."""
-    paths = pipeline.RunPaths(run)
-    info = json.loads(paths.run.read_text()) if paths.run.exists() else {"seed": 42}
-    syn, obs = store.read(paths.synthetic), store.read(paths.observed)
-    lat, truth = np.load(paths.latents), pd.read_csv(paths.demo / "truth.csv")
+    folder = RunFolder(run)
+    info = folder.summary() if folder.exists() else {"seed": 42}
+    syn, obs = store.read(folder.synthetic), store.read(folder.observed)
+    lat, truth = folder.latents(), folder.truth()
     held = cnn.holdout_mask(syn.parameters, stage_seed(info["seed"], "holdout"), s.holdout_fraction)
     true = pd.DataFrame(syn.labels[held], columns=list(PUBLISHED_NAMES.values())).add_prefix("true_")
     trained, out = {}, {}
     for variant in variants:
-        pairs = [latent_pair(lat, variant, i) for i in range(n_ae)]
-        space = VARIANTS[variant][0]
+        pairs = [lat.pair(variant, i) for i in range(n_ae)]
+        space = VARIANTS[variant].train
         if space not in trained:
             trained[space] = [cnn.train_ensemble(x[~held], syn.labels[~held], s, stage_seed(seed, "cnn", 0, a))
                               for a, (x, _) in enumerate(pairs)]
@@ -123,10 +124,10 @@ def make_relu_run(run: Path, out: Path) -> None:
     """RUN's autoencoders again with the exact Jacobian (quick profile, same seed and data), up to the latents."""
     quick = PROFILES["quick"]
     prof = dataclasses.replace(quick, ae=dataclasses.replace(quick.ae, penalty="relu"))
-    src = pipeline.RunPaths(run)
-    r = pipeline.Runner(out, prof, json.loads(src.run.read_text())["seed"], progress=False)
-    for name in ("synthetic", "observed", "demo"):
-        dst = getattr(r.paths, name)
+    src = RunFolder(run)
+    r = pipeline.Runner(out, prof, src.summary()["seed"], progress=False)
+    for name in ("synthetic", "observed", "demo_dir"):
+        dst = getattr(r.folder, name)
         if not dst.exists():
             dst.symlink_to(getattr(src, name).resolve())
     r.autoencoders()

@@ -302,5 +302,14 @@ def save(model: keras.Model, path: Path, info: dict) -> Path:
     return path
 
 
-def load(path: Path) -> keras.Model:
-    return keras.saving.load_model(path)
+def load(path: Path, saved_with: str = "?") -> keras.Model:
+    """The model saved at `path`; a one-line error naming it when it is missing or this Keras cannot
+    open it (`saved_with`: the Keras version that wrote it, when known)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: model not found")
+    try:
+        return keras.saving.load_model(path)
+    except Exception as err:  # Keras raises many types for files that are no model or of other versions
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ValueError(f"{path}: Keras {keras.__version__} cannot open this model (saved with Keras "
+                         f"{saved_with}): {type(err).__name__}: {first}") from None

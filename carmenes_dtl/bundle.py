@@ -9,28 +9,23 @@ ensemble and CNN width (``cnn_<space>_<i>_<g>.keras``) and the members' held-out
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from . import __version__, store
 from .config import PARAMETERS, Window
+from .rundir import Latents, ae_name
+from .stages import sha256
+from .variants import SPACES
 
 #: Version of the layout above; `read_manifest` refuses any other. 2: members-first CNN layers
 #: with pooling inside `MemberConv1D` (format 1's graphs had separate max-pooling layers).
 FORMAT = 2
 #: What `predict` reads from a manifest besides its format.
 MANIFEST_KEYS = ("files", "window", "profile", "n_models", "ensembles")
-#: Names of the CNN input spaces in file names (`cnn.SPACES`: latents before/after fine-tuning, spectra).
-SPACE_NAMES = {"pre": "pre", "ft": "ft", None: "spectra"}
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def inference_copy(model):
@@ -50,13 +45,13 @@ def save(folder: Path, ensembles: dict, autoencoders: list[tuple[Path, Path]], i
     folder = Path(folder)
     folder.mkdir(parents=True)
     for i, pair in enumerate(autoencoders):
-        for src, name in zip(pair, (f"ae_{i}.keras", f"ae_{i}_ft.keras")):
+        for src, name in zip(pair, (ae_name(i, "pre"), ae_name(i, "ft"))):
             inference_copy(load(src)).save(folder / name)
     spaces = write_ensembles(folder, ensembles)
     manifest = {"format": FORMAT, "package_version": __version__, "keras": keras.__version__,
                 "backend": keras.backend.backend(), "numpy": np.__version__, "python": platform.python_version(),
                 **info, "n_models": len(autoencoders), "ensembles": spaces,
-                "files": {f.name: _sha256(f) for f in sorted(folder.iterdir())}}
+                "files": {f.name: sha256(f) for f in sorted(folder.iterdir())}}
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return folder
 
@@ -66,7 +61,7 @@ def write_ensembles(folder: Path, ensembles: dict) -> dict:
     manifest entries {space name: [per ensemble: files, scaler, target normalisation]}."""
     spaces = {}
     for space, group in ensembles.items():
-        tag, entries = SPACE_NAMES[space], []
+        tag, entries = space, []
         for i, ens in enumerate(group):
             models = []
             for g, (params, model) in enumerate(ens.models):
@@ -90,7 +85,7 @@ def save_trained(folder: Path, ensembles: dict) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True)
     spaces = write_ensembles(folder, ensembles)
-    histories = {SPACE_NAMES[space]: [e.history for e in group] for space, group in ensembles.items()}
+    histories = {space: [e.history for e in group] for space, group in ensembles.items()}
     (folder / "ensembles.json").write_text(json.dumps({"keras": keras.__version__, "ensembles": spaces,
                                                        "histories": histories}, indent=1))
     return folder
@@ -100,10 +95,10 @@ def load_trained(folder: Path) -> dict:
     """{space: [cnn.Ensemble]} saved by `save_trained`, training curves included."""
     info = json.loads((Path(folder) / "ensembles.json").read_text())
     out = {}
-    for space, tag in SPACE_NAMES.items():
-        if tag in info["ensembles"]:
+    for space in SPACES:
+        if space in info["ensembles"]:
             out[space] = load_ensembles(Path(folder), info, space)
-            for ens, hist in zip(out[space], info["histories"][tag]):
+            for ens, hist in zip(out[space], info["histories"][space]):
                 ens.history = hist
     return out
 
@@ -130,37 +125,30 @@ def read_manifest(folder: Path) -> dict:
     for name, digest in manifest["files"].items():
         if not (folder / name).is_file():
             raise FileNotFoundError(f"{folder / name}: missing from the model bundle")
-        if _sha256(folder / name) != digest:
+        if sha256(folder / name) != digest:
             raise ValueError(f"{folder / name}: corrupt (its SHA-256 differs from the manifest's)")
     return manifest
 
 
 def load_model(path: Path, manifest: dict):
-    """A model of the bundle; a one-line ValueError naming it when this Keras cannot open it."""
-    import keras
-
+    """A model of the bundle (`autoencoder.load`, naming the Keras that saved it)."""
     from .autoencoder import load
 
-    try:
-        return load(path)
-    except Exception as err:  # Keras raises many types for files of other versions
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise ValueError(f"{path}: Keras {keras.__version__} cannot open this model (saved with Keras "
-                         f"{manifest.get('keras', '?')}): {type(err).__name__}: {first}") from None
+    return load(path, manifest.get("keras", "?"))
 
 
 def window(manifest: dict) -> Window:
     return Window(**manifest["window"])
 
 
-def load_ensembles(folder: Path, manifest: dict, space: str | None) -> list:
-    """The `cnn.Ensemble`s of input space `space` ("pre", "ft" or None for the spectra)."""
+def load_ensembles(folder: Path, manifest: dict, space: str) -> list:
+    """The `cnn.Ensemble`s of input space `space` (`variants.SPACES`)."""
     from sklearn.preprocessing import StandardScaler
 
     from .cnn import Ensemble
 
     out = []
-    for entry in manifest["ensembles"][SPACE_NAMES[space]]:
+    for entry in manifest["ensembles"][space]:
         scaler = None
         if entry["x_scaler"] is not None:
             scaler = StandardScaler()
@@ -177,32 +165,25 @@ def load_ensembles(folder: Path, manifest: dict, space: str | None) -> list:
 
 def check_observed(observed: Path, manifest: dict, folder: Path) -> None:
     """A one-line ValueError naming `observed` unless it is an observed set on the bundle's window."""
-    from . import store
-
-    desc, win = store.describe(observed), window(manifest)
-    if "karmn" not in desc["columns"]:
-        raise ValueError(f"{observed}: not an observed set (no karmn column); was it made by prepare-observed?")
-    wave = desc["wavelength"]
-    if not (wave.size == win.n and np.allclose(wave, win.wavelength)):
+    wave, win = store.check_observed(observed)["wavelength"], window(manifest)
+    if not store.on_window(wave, win):
         raise ValueError(f"{observed}: wavelength grid {wave[0]:.2f}-{wave[-1]:.2f} Å ({wave.size} pixels) is not "
                          f"the window {win.start:g}-{win.stop:g} Å ({win.n} pixels) of the model {folder}")
 
 
 def predict(folder: Path, observed: Path, variant: str = "method"):
     """(estimates, flags) of the stars in `observed` with the bundle in `folder`, as `run` makes them."""
-    from . import autoencoder, store
+    from . import autoencoder
     from .cnn import estimate_variant
-    from .transfer import VARIANTS
+    from .variants import get
 
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; choose one of {list(VARIANTS)}")
+    v = get(variant)
     folder = Path(folder)
     manifest = read_manifest(folder)
     check_observed(observed, manifest, folder)
     obs = store.read(observed)
-    space, tag = VARIANTS[variant]
-    latents = {} if tag is None else {
-        f"obs_{tag}_{i}": autoencoder.encode(load_model(folder / f"ae_{i}{'_ft' if tag == 'ft' else ''}.keras", manifest),
-                                             obs.flux) for i in range(manifest["n_models"])}
-    return estimate_variant({space: load_ensembles(folder, manifest, space)}, latents, obs, variant,
+    latents = Latents({} if not v.latent else {
+        ("obs", v.apply, i): autoencoder.encode(load_model(folder / ae_name(i, v.apply), manifest), obs.flux)
+        for i in range(manifest["n_models"])})
+    return estimate_variant({v.train: load_ensembles(folder, manifest, v.train)}, latents, obs, variant,
                             manifest["profile"]["cnn"]["uncertainty"])

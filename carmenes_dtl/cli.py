@@ -156,7 +156,7 @@ def cmd_train(a):
     r = pipeline.Runner(a.out, PROFILES[a.profile], a.seed, data_parallel=a.data_parallel)
     r.autoencoders()
     r.finetune()
-    print(f"models in {r.paths.models}")
+    print(f"models in {r.folder.models_dir}")
 
 
 def cmd_gap(a):
@@ -168,6 +168,8 @@ def cmd_gap(a):
 
 def cmd_run(a):
     from . import pipeline
+    from .demo import parse_gap
+    from .rundir import RunFolder
 
     given = [f"--{k}" for k in ("synthetic", "observed") if getattr(a, k)]
     if a.demo and given:
@@ -177,10 +179,11 @@ def cmd_run(a):
     demo_options = [f"--{k.replace('_', '-')}" for k in ("gap", "gap_mix", "stars") if getattr(a, k)]
     if given and demo_options:
         raise ValueError(f"{demo_options[0]} sets the demo survey: drop it with --synthetic and --observed")
-    info = pipeline.run(a.out, demo=not given, synthetic=a.synthetic, observed=a.observed, profile_name=a.profile,
-                        seed=a.seed, gap=a.gap_mix or a.gap or "paper", progress=not a.quiet, window=a.window,
-                        scheduler=a.scheduler, stars=a.stars or "published", data_parallel=a.data_parallel)
-    print(f"estimates: {Path(a.out) / 'estimates.csv'}")
+    inputs = (pipeline.SetsInput(a.synthetic, a.observed) if given else
+              pipeline.DemoInput(parse_gap(a.gap_mix or a.gap or "paper"), a.stars or "published"))
+    info = pipeline.run(a.out, inputs, a.profile, a.seed, progress=not a.quiet, scheduler=a.scheduler,
+                        data_parallel=a.data_parallel, window=a.window)
+    print(f"estimates: {RunFolder(a.out).estimates_file()}")
     if "errors_vs_truth" in info:
         for variant, errs in info["errors_vs_truth"].items():
             print(f"  {variant:14s} " + "  ".join(f"{k} MAE={v['mae']:.3g}" for k, v in errs.items()))
@@ -228,7 +231,7 @@ def cmd_fetch_literature(a):
 def cmd_validate(a):
     from . import validation
 
-    stats = validation.validate(a.estimates, a.out, literature_dir=a.literature)
+    stats = validation.validate(a.estimates, a.out, literature_dir=a.literature).stats
     print(stats.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 

@@ -23,6 +23,8 @@ from tqdm.auto import tqdm
 from . import training
 from .autoencoder import validation_slice
 from .config import OPTIONS, PAPER_RANGES, PARAMETERS, PUBLISHED_NAMES, CNNSettings, estimate_columns, stage_seed
+from .variants import SPACES, VARIANTS
+from .variants import get as get_variant
 
 def _glorot(fan_in: int, fan_out: int):
     limit = float(np.sqrt(6.0 / (fan_in + fan_out)))
@@ -398,47 +400,40 @@ def holdout_mask(params: pd.DataFrame, seed: int, fraction: float) -> np.ndarray
     return params.merge(held.assign(_h=True), how="left", on=["teff", "logg", "mh"])["_h"].eq(True).to_numpy()
 
 
-#: Synthetic input spaces the CNNs train on: latents before/after fine-tuning, or the spectra (None).
-SPACES = ("pre", "ft", None)
-#: The spaces that see only the synthetic set and the original encoders: their ensembles are
-#: the same for every observed set (the pipeline's stage ``cnn-synthetic``).
-SYNTHETIC_SPACES = ("pre", None)
+def synthetic_inputs(syn, latents, space: str, n_models: int) -> list[np.ndarray]:
+    """The synthetic inputs of `space`'s ensembles (`variants.SPACES`), one per autoencoder (the spectra: one)."""
+    return [syn.flux] if space == "spectra" else [latents.get("syn", space, i) for i in range(n_models)]
 
 
-def synthetic_inputs(syn, latents, space: str | None, n_models: int) -> list[np.ndarray]:
-    """The synthetic inputs of `space`'s ensembles, one per autoencoder (the spectra: one)."""
-    return [syn.flux] if space is None else [latents[f"syn_{space}_{i}"] for i in range(n_models)]
-
-
-def train_space(syn, latents, space: str | None, n_models: int, s: CNNSettings, seed: int,
+def train_space(syn, latents, space: str, n_models: int, s: CNNSettings, seed: int,
                 progress: bool = False) -> list[Ensemble]:
     """The ensembles of one input space, trained on the synthetic rows outside `holdout_mask`,
     each seeded from the run's SeedSequence by space and autoencoder."""
     held = holdout_mask(syn.parameters, stage_seed(seed, "holdout"), s.holdout_fraction)
     return [train_ensemble(x[~held], syn.labels[~held], s, stage_seed(seed, "cnn", SPACES.index(space), a),
-                           pool=0 if space else 8, progress=progress)
+                           pool=8 if space == "spectra" else 0, progress=progress)
             for a, x in enumerate(synthetic_inputs(syn, latents, space, n_models))]
 
 
 def train_variants(syn, obs, latents, n_models: int, s: CNNSettings, seed: int, progress: bool = False,
                    trained: dict | None = None) -> dict:
-    """Every variant of `transfer.VARIANTS`: its estimates and flags, its held-out check and the training curves.
+    """Every variant of `variants.VARIANTS`: its estimates and flags, its held-out check and the training curves.
 
-    A variant's CNNs train on the synthetic half of its `transfer.latent_pair` (outside
-    `holdout_mask`) and predict the observed half. Variants that train on the same space
-    (`SPACES`) share its ensembles (`train_space`); `trained` {space: [Ensemble]} holds
-    spaces already trained by `train_space` with these inputs, settings and seed (e.g. the
-    `SYNTHETIC_SPACES` of stage ``cnn-synthetic``). The held-out table has both uncertainty
-    methods (column ``uncertainty``).
+    A variant's CNNs train on the synthetic inputs of its training space (outside
+    `holdout_mask`) and predict the observed inputs of its prediction space (`latents`: a
+    `rundir.Latents`). Variants that train on the same space share its ensembles
+    (`train_space`); `trained` {space: [Ensemble]} holds spaces already trained by
+    `train_space` with these inputs, settings and seed (e.g. the `variants.SYNTHETIC_SPACES`
+    of stage ``cnn-synthetic``). The held-out table has both uncertainty methods (column
+    ``uncertainty``).
     Returns ``{"estimates": {variant: (est, flags)}, "holdout": DataFrame, "ensembles": {space: [Ensemble]},
     "histories": {space: [...]}}``.
     """
-    from .transfer import VARIANTS
-
     held = holdout_mask(syn.parameters, stage_seed(seed, "holdout"), s.holdout_fraction)
     truth = pd.DataFrame(syn.labels[held], columns=[PUBLISHED_NAMES[k] for k in PARAMETERS]).add_prefix("true_")
     ensembles, out, holdout, held_est = dict(trained or {}), {}, [], {}
-    for variant, (space, _) in tqdm(VARIANTS.items(), desc="CNN variants", disable=not progress):
+    for variant, v in tqdm(VARIANTS.items(), desc="CNN variants", disable=not progress):
+        space = v.train
         if space not in ensembles:
             ensembles[space] = train_space(syn, latents, space, n_models, s, seed, progress)
         ens = ensembles[space]
@@ -451,17 +446,15 @@ def train_variants(syn, obs, latents, n_models: int, s: CNNSettings, seed: int, 
     empty = pd.DataFrame(columns=[*estimate_columns(), "variant", "uncertainty", *truth.columns])
     return {"estimates": out, "holdout": pd.concat(holdout, ignore_index=True) if holdout else empty,
             "ensembles": ensembles,
-            "histories": {space or "spectra": [e.history for e in ens] for space, ens in ensembles.items()}}
+            "histories": {space: [e.history for e in ens] for space, ens in ensembles.items()}}
 
 
 def estimate_variant(ensembles: dict, latents, obs, variant: str, uncertainty: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """`variant`'s estimates and flags for the observed set `obs`: the ensembles of its synthetic
-    space (`ensembles[space]`, one per autoencoder) applied to the observed latents of its
-    encoder (``latents["obs_<tag>_<i>"]``) or, for ``direct``, to the spectra. `run` and
+    """`variant`'s estimates and flags for the observed set `obs`: the ensembles of its training
+    space (`ensembles[space]`, one per autoencoder) applied to the observed inputs of its
+    prediction space (`latents`: a `rundir.Latents`; the spectra for ``direct``). `run` and
     `predict` both estimate through here."""
-    from .transfer import VARIANTS
-
-    space, tag = VARIANTS[variant]
-    ens = ensembles[space]
-    inputs = [obs.flux] if tag is None else [latents[f"obs_{tag}_{i}"] for i in range(len(ens))]
+    v = get_variant(variant)
+    ens = ensembles[v.train]
+    inputs = [obs.flux] if v.apply == "spectra" else [latents.get("obs", v.apply, i) for i in range(len(ens))]
     return estimate(ens, inputs, obs.parameters["karmn"], uncertainty)

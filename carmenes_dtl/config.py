@@ -155,6 +155,20 @@ class Profile:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "Profile":
+        """The profile `to_dict` wrote (lists back to tuples)."""
+        def settings(kind, values):
+            return kind(**{k: _tuples(v) for k, v in values.items()})
+
+        return cls(**{**d, "ae": settings(AESettings, d["ae"]), "cnn": settings(CNNSettings, d["cnn"]),
+                      "vsini": tuple(d["vsini"]), "window": Window(**d["window"])})
+
+
+def _tuples(value):
+    """JSON lists back to the (nested) tuples of the settings."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
 
 PROFILES = {
     "quick": Profile(
@@ -192,7 +206,7 @@ def profile(name: str) -> Profile:
 
 
 #: Stages that draw random numbers; each gets its own branch of the run's SeedSequence.
-SEED_STAGES = ("split", "search", "autoencoder", "finetune", "holdout", "cnn")
+SEED_STAGES = ("split", "search", "autoencoder", "fine-tune", "holdout", "cnn")
 
 
 def stage_seed(seed: int, stage: str, *index: int) -> int:

@@ -32,7 +32,9 @@ from scipy import stats
 
 from . import __version__, autoencoder, demo, gap, pipeline, snapshots, store, twin
 from .config import PUBLISHED_NAMES, Window, profile
-from .transfer import DESCRIPTIONS, VARIANTS
+from .rundir import RunFolder
+from .stages import write_text
+from .variants import VARIANTS
 
 #: Named settings: the gap spec of each, `S` the strength of the family switched on.
 SETTINGS = {"none": "none", "shared": "degenerate=0,shared={s}", "degenerate": "degenerate={s},shared=0",
@@ -61,7 +63,7 @@ def gap_spec(setting: str, strength: float = 0.5) -> str:
 
 def _cell(args: tuple) -> Path:
     out, spec, seed, profile_name, shared, progress = args
-    pipeline.run(out, profile_name=profile_name, seed=seed, gap=spec, progress=progress, shared=shared)
+    pipeline.run(out, pipeline.DemoInput(demo.parse_gap(spec), shared=shared), profile_name, seed, progress)
     return out
 
 
@@ -80,7 +82,7 @@ def run_cells(out: Path, settings: list[str], seeds: list[int], profile_name: st
     out = Path(out)
 
     def full(s, seed):  # the cell has its own mock PHOENIX tree: it ran without a base
-        return (out / s / f"seed{seed}" / "demo" / "phoenix").is_dir()
+        return RunFolder(out / s / f"seed{seed}").phoenix_dir.is_dir()
 
     base = {seed: next((s for s in settings if full(s, seed)), settings[0]) for seed in seeds}
     cells = [(s, seed) for s in settings for seed in seeds]
@@ -95,18 +97,18 @@ def run_cells(out: Path, settings: list[str], seeds: list[int], profile_name: st
             with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
                 list(pool.map(_cell, batch))
     info = {"profile": profile_name, "settings": specs, "seeds": seeds, "strength": strength}
-    pipeline.write_text(out / "experiment.json", json.dumps(info, indent=1))
+    write_text(out / "experiment.json", json.dumps(info, indent=1))
     return info
 
 
 def star_table(cell: Path) -> pd.DataFrame:
     """Per star, variant and parameter of a finished cell: truth, estimate, error (estimate - truth), region."""
-    truth = pd.read_csv(Path(cell) / "demo" / "truth.csv")
+    run = RunFolder(cell)
+    truth = run.truth()
     truth["region"] = truth["coverage"] if "coverage" in truth else "all"
-    paths = pipeline.RunPaths(cell)
     rows = []
-    for variant in DESCRIPTIONS:
-        m = pd.read_csv(paths.estimates(variant)).merge(truth, on="karmn", suffixes=("", "_true"), validate="1:1")
+    for variant in VARIANTS:
+        m = run.estimates(variant).merge(truth, on="karmn", suffixes=("", "_true"), validate="1:1")
         for p in PARAMS:
             rows.append(pd.DataFrame({"karmn": m["karmn"], "variant": variant, "parameter": p,
                                       "Teff_true": m["Teff_true"], "truth": m[f"{p}_true"], "estimate": m[p],
@@ -126,24 +128,24 @@ def twin_metrics(cell: Path, seed: int = 0) -> pd.DataFrame:
 
     A star's twin is its exact noise-free synthetic vector (`twin.exact_vectors`). Latent
     variants: the twins through the encoder whose synthetic latents the variant's CNNs train
-    on, against the observed latents they are applied to (`transfer.VARIANTS`), per
+    on, against the observed latents they are applied to (`variants.VARIANTS`), per
     autoencoder; ``direct``: the vectors themselves. ``latent_auc``: `gap.domain_auc`
     (seeded) of twins against observed; ``twin_distance``: mean Euclidean distance of each
     star to its twin; both averaged over the autoencoders.
     """
-    paths = pipeline.RunPaths(cell)
-    obs = store.read(paths.observed)
-    window = Window(**store.describe(paths.synthetic)["attrs"]["window"])
-    truth = pd.read_csv(paths.demo / "truth.csv").set_index("karmn").loc[obs.parameters["karmn"]]
+    run = RunFolder(cell)
+    obs = store.read(run.observed)
+    window = Window(**store.describe(run.synthetic)["attrs"]["window"])
+    truth = run.truth().set_index("karmn").loc[obs.parameters["karmn"]]
     twins = twin.exact_vectors(truth, window)
-    latents = np.load(paths.latents)
-    n_models = sum(k.startswith("syn_pre_") for k in latents.files)
-    encoded = {(tag, i): autoencoder.encode(autoencoder.load(paths.ae(i, tag == "ft")), twins)
-               for tag in ("pre", "ft") for i in range(n_models)}
+    latents = run.latents()
+    n_models = latents.n_models
+    encoded = {(encoder, i): autoencoder.encode(autoencoder.load(run.ae_file(i, encoder)), twins)
+               for encoder in ("pre", "ft") for i in range(n_models)}
     rows = []
-    for variant, (syn_tag, obs_tag) in VARIANTS.items():
-        pairs = ([(twins, obs.flux)] if syn_tag is None else
-                 [(encoded[syn_tag, i], latents[f"obs_{obs_tag}_{i}"]) for i in range(n_models)])
+    for variant, v in VARIANTS.items():
+        pairs = ([(twins, obs.flux)] if not v.latent else
+                 [(encoded[v.train, i], latents.get("obs", v.apply, i)) for i in range(n_models)])
         rows.append({"variant": variant,
                      "latent_auc": float(np.mean([gap.domain_auc(a, b, seed)["domain_auc"] for a, b in pairs])),
                      "twin_distance": float(np.mean([np.linalg.norm(a - b, axis=1).mean() for a, b in pairs]))})
@@ -153,11 +155,8 @@ def twin_metrics(cell: Path, seed: int = 0) -> pd.DataFrame:
 def cell_counts(cell: Path) -> dict:
     """Stars of a cell: in its truth table, estimated, and excluded by prepare-observed (with reasons in
     the cell's ``run.json``); none is dropped without being counted here."""
-    paths = pipeline.RunPaths(cell)
-    info = json.loads(paths.run.read_text())
-    return {"n_truth": len(pd.read_csv(paths.demo / "truth.csv")),
-            "n_estimated": len(pd.read_csv(paths.estimates())),
-            "n_excluded": len(info.get("observed_excluded", []))}
+    run = RunFolder(cell)
+    return {"n_truth": len(run.truth()), "n_estimated": len(run.estimates()), "n_excluded": len(run.excluded())}
 
 
 def summarise_cell(stars: pd.DataFrame, twins: pd.DataFrame) -> pd.DataFrame:
@@ -221,7 +220,7 @@ def intervals(stars: pd.DataFrame, table: pd.DataFrame, n_boot: int = 2000, seed
         for p in PARAMS:
             per_seed = [g for _, g in err.loc[p].groupby(level="seed")]
             n = {"n_seeds": len(per_seed), "n_stars": sum(len(g) for g in per_seed)}
-            for v, ref in [(v, None) for v in DESCRIPTIONS] + PAIRS:
+            for v, ref in [(v, None) for v in VARIANTS] + PAIRS:
                 a, b = [g[v] for g in per_seed], None if ref is None else [g[ref] for g in per_seed]
                 est = paired_bootstrap(a, b, n_boot, seed)
                 t = seed_t_interval([x.mean() - (0 if b is None else y.mean()) for x, y in zip(a, b or a)])
@@ -300,7 +299,7 @@ def publish(out: Path, results: Path, command: list[str]) -> list[Path]:
     written = []
     for src, dst in (("experiment.csv", results), ("experiment_intervals.csv",
                                                    results.with_name(f"{results.stem}_intervals.csv"))):
-        pipeline.write_text(dst, text + (Path(out) / src).read_text())
+        write_text(dst, text + (Path(out) / src).read_text())
         written.append(dst)
     return written
 

@@ -112,10 +112,8 @@ def report(synthetic_h5: Path, observed_h5: Path, out: Path, latent_model: Path 
     (``projection_<method>.png``) and the residual figure."""
     from . import autoencoder, plotting, store
 
+    store.check_pair(synthetic_h5, observed_h5)
     syn, obs = store.read(synthetic_h5), store.read(observed_h5)
-    if not np.array_equal(syn.wavelength, obs.wavelength):
-        raise ValueError(f"{observed_h5}: its wavelength grid ({obs.wavelength.size} px from {obs.wavelength[0]:.2f} Å) "
-                         f"differs from {synthetic_h5}'s ({syn.wavelength.size} px from {syn.wavelength[0]:.2f} Å)")
     rng = np.random.default_rng(seed)
     keep = np.sort(rng.choice(len(syn), min(max_synthetic, len(syn)), replace=False))
     a, b, space = syn.flux[keep], obs.flux, "spectra"
@@ -140,12 +138,7 @@ def _latent_model(path: Path, n_pixels: int):
     """The autoencoder at `path`, checked to take `n_pixels`-pixel spectra and to have a bottleneck."""
     from . import autoencoder
 
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: model not found")
-    try:
-        model = autoencoder.load(path)
-    except Exception as err:  # Keras raises many kinds for a file that is not a model
-        raise ValueError(f"{path}: not a Keras model ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+    model = autoencoder.load(path)
     n_in = model.inputs[0].shape[-1]
     if n_in != n_pixels:
         raise ValueError(f"{path}: the model takes spectra of {n_in} pixels, the sets have {n_pixels}")

@@ -118,6 +118,36 @@ def describe(path: Path) -> dict:
                 "columns": list(h5["parameters"].dtype.names), "attrs": {k: _decode(v) for k, v in h5.attrs.items()}}
 
 
+def on_window(wavelength: np.ndarray, window) -> bool:
+    """True when `wavelength` is the grid of `window` (a `config.Window`)."""
+    return wavelength.size == window.n and np.allclose(wavelength, window.wavelength)
+
+
+def check_observed(path: Path) -> dict:
+    """`describe` of the observed set at `path`; a one-line ValueError naming it when it is another kind
+    of set or holds no spectrum."""
+    desc = describe(path)
+    if "karmn" not in desc["columns"]:
+        raise ValueError(f"{path}: not an observed set (no karmn column); was it made by prepare-observed?")
+    if desc["n"] == 0:
+        raise ValueError(f"{path}: the set holds no spectrum")
+    return desc
+
+
+def check_pair(synthetic: Path, observed: Path, window=None) -> None:
+    """A one-line ValueError naming the file when two sets cannot be used together (or with `window`)."""
+    syn, obs = describe(synthetic), check_observed(observed)
+    if syn["n"] == 0:
+        raise ValueError(f"{synthetic}: the set holds no spectrum")
+    wave = syn["wavelength"]
+    if not np.array_equal(wave, obs["wavelength"]):
+        raise ValueError(f"{observed}: wavelength grid {obs['wavelength'][0]:.2f}-{obs['wavelength'][-1]:.2f} Å "
+                         f"differs from {synthetic}'s {wave[0]:.2f}-{wave[-1]:.2f} Å")
+    if window is not None and not on_window(wave, window):
+        raise ValueError(f"--window {window.start:g},{window.stop:g} does not match {synthetic}'s grid "
+                         f"{wave[0]:.2f}-{wave[-1]:.2f} Å")
+
+
 def read(path: Path) -> SpectrumSet:
     with _open(path) as h5:
         table = h5["parameters"][()]

@@ -1,14 +1,12 @@
-"""Fine-tuning on observed spectra (paper Sect. 3.2) and the latent pairings the CNNs see.
+"""Fine-tuning on observed spectra (paper Sect. 3.2).
 
 The first `frozen` encoder layers keep their synthetic weights, so observed spectra pass
 through the same low-level features; the last encoder layer, the bottleneck and the
 decoder learn to reconstruct the observed domain. In the authors' code the CNNs then train
 on synthetic latents of the *original* encoder and are applied to observed latents of the
-*fine-tuned* one (`VARIANTS["method"]`).
+*fine-tuned* one (`variants.VARIANTS["method"]`).
 """
 from __future__ import annotations
-
-from collections.abc import Mapping
 
 import keras
 import numpy as np
@@ -16,35 +14,14 @@ from sklearn.model_selection import train_test_split
 
 from .autoencoder import (callbacks, data_parallel, history, load, reconstruction_mse, scope, validation_slice,
                           whole_batches)
-from .config import AESettings
-
-#: variant -> (encoder of the synthetic latents the CNNs train on, encoder of the observed
-#: latents they are applied to): "pre" before fine-tuning, "ft" after, None = the spectra.
-VARIANTS: dict[str, tuple[str | None, str | None]] = {
-    "method": ("pre", "ft"),
-    "finetuned_both": ("ft", "ft"),
-    "no_finetune": ("pre", "pre"),
-    "direct": (None, None),
-}
-DESCRIPTIONS = {
-    "method": "the authors' pairing: CNNs on synthetic latents of the original encoder, applied to "
-              "observed latents of the fine-tuned encoder",
-    "finetuned_both": "both domains through the fine-tuned encoder, CNNs retrained on its synthetic latents",
-    "no_finetune": "both domains through the original encoder",
-    "direct": "CNN on the spectra themselves",
-}
+from .config import AESettings, stage_seed
 
 
-def latent_pair(latents: Mapping[str, np.ndarray], variant: str, i: int) -> tuple[np.ndarray, np.ndarray]:
-    """(synthetic, observed) latents that `variant`'s CNNs of autoencoder `i` train on and predict.
-
-    `latents` holds ``syn_pre_i``, ``obs_pre_i``, ``syn_ft_i``, ``obs_ft_i`` (``latents.npz``).
-    """
-    if variant not in VARIANTS or VARIANTS[variant][0] is None:
-        raise ValueError(f"variant must be one of the latent variants "
-                         f"{[v for v, t in VARIANTS.items() if t[0]]}, got {variant!r}")
-    syn_tag, obs_tag = VARIANTS[variant]
-    return latents[f"syn_{syn_tag}_{i}"], latents[f"obs_{obs_tag}_{i}"]
+def synthetic_sample(flux: np.ndarray, seed: int, n: int = 512) -> np.ndarray:
+    """The synthetic spectra that measure what fine-tuning costs the synthetic domain: `n` rows
+    (all when fewer) drawn with the run's fine-tuning seed."""
+    rng = np.random.default_rng(stage_seed(seed, "fine-tune"))
+    return flux[rng.choice(len(flux), min(n, len(flux)), replace=False)]
 
 
 def affine_residual(before: np.ndarray, after: np.ndarray) -> float:

@@ -1,11 +1,14 @@
-"""Estimates against the literature: cross-match, statistics, figures and the paper's findings.
+"""Estimates against the truth and the literature.
 
-Works on any file in the published format (the paper's table, a run's `estimates.csv`,
-a user's). Differences are always estimate - literature.
+`evaluate` scores a run against its demo truth and its held-out synthetic nodes (run.json).
+The rest cross-matches any file in the published format (the paper's table, a run's
+estimates, a user's) with the literature: statistics, figures and the paper's findings.
+Differences are always estimate - literature (or truth).
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -13,6 +16,46 @@ from scipy import stats
 
 from . import literature
 from .config import PUBLISHED_NAMES, estimate_columns
+
+def errors(est: pd.DataFrame, truth: pd.DataFrame) -> dict:
+    """Per-parameter bias (mean of estimate - truth), scatter (std) and MAE."""
+    m = est.merge(truth, on="karmn", suffixes=("", "_true"))
+    out = {}
+    for name in PUBLISHED_NAMES.values():
+        d = m[name] - m[f"{name}_true"]
+        out[name] = {"n": int(d.size), "bias": float(d.mean()), "scatter": float(d.std(ddof=1)),
+                     "mae": float(d.abs().mean())}
+    return out
+
+
+def coverage(table: pd.DataFrame) -> dict:
+    """Fraction of held-out truths inside [estimate - e, estimate + E], per parameter."""
+    out = {}
+    for name in PUBLISHED_NAMES.values():
+        t, v = table[f"true_{name}"], table[name]
+        out[name] = float(((t >= v - table[f"e_{name}"]) & (t <= v + table[f"E_{name}"])).mean())
+    return out
+
+
+def evaluate(run, truth_csv: Path | None) -> dict:
+    """What run.json reports of the run in `run` (a `rundir.RunFolder`): with a truth table, each
+    variant's `errors` (and per grid-coverage class of the demo stars); the `coverage` of the
+    held-out synthetic nodes per uncertainty method and variant."""
+    from .variants import VARIANTS
+
+    info = {}
+    if truth_csv is not None and Path(truth_csv).exists():
+        truth = pd.read_csv(truth_csv)
+        estimates = {v: run.estimates(v) for v in VARIANTS}
+        info["errors_vs_truth"] = {v: errors(est, truth) for v, est in estimates.items()}
+        if "coverage" in truth:  # demo stars inside / at the edge of the paper grid's coverage
+            info["errors_by_coverage"] = {v: {c: errors(est, t) for c, t in truth.groupby("coverage")}
+                                          for v, est in estimates.items()}
+    holdout = run.holdout()
+    info["holdout_coverage"] = {u: {v: coverage(g) for v, g in h.groupby("variant", sort=False)}
+                                for u, h in holdout.groupby("uncertainty")}
+    return info
+
 
 STAT_COLUMNS = ["catalogue", "parameter", "n", "mean_diff", "std_diff", "median_diff", "mad", "pearson_r"]
 
@@ -109,7 +152,16 @@ def findings(est: pd.DataFrame, catalogues: dict[str, pd.DataFrame]) -> pd.DataF
     return pd.DataFrame(rows)
 
 
-def validate(estimates: Path, out: Path, literature_dir: Path | None = None, figures: bool = True) -> pd.DataFrame:
+class Validation(NamedTuple):
+    """What `validate` finds: per catalogue and parameter statistics, the stars left unmatched
+    (with reasons) and the paper's findings, each also written as a CSV."""
+
+    stats: pd.DataFrame
+    unmatched: pd.DataFrame
+    findings: pd.DataFrame
+
+
+def validate(estimates: Path, out: Path, literature_dir: Path | None = None, figures: bool = True) -> Validation:
     """`carmenes-dtl validate`: statistics, unmatched stars, findings and figures in `out`."""
     est = read_estimates(estimates)
     cats = load_all(literature_dir)
@@ -119,13 +171,13 @@ def validate(estimates: Path, out: Path, literature_dir: Path | None = None, fig
                          f"first ids: {', '.join(est['karmn'].head(3))}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "comparison_stats.csv", index=False)
-    unmatched.to_csv(out / "unmatched.csv", index=False)
-    findings(est, cats).to_csv(out / "findings.csv", index=False)
+    result = Validation(table, unmatched, findings(est, cats))
+    for name, frame in zip(("comparison_stats", "unmatched", "findings"), result):
+        frame.to_csv(out / f"{name}.csv", index=False)
     if figures:
         for name, fig in make_figures(est, cats).items():
             fig.savefig(out / f"{name}.png", dpi=100)
-    return table
+    return result
 
 
 def make_figures(est: pd.DataFrame, cats: dict[str, pd.DataFrame]) -> dict:

@@ -9,6 +9,8 @@ import pytest
 from test_cli import ROOT, cli
 
 from carmenes_dtl import experiment, pipeline
+from carmenes_dtl.demo import parse_gap
+from carmenes_dtl.rundir import RunFolder
 
 pytestmark = pytest.mark.integration
 COMMITTED = ROOT / "data" / "results" / "experiment_tiny.csv"
@@ -43,13 +45,13 @@ def test_the_command_reproduces_the_committed_cell(tiny_cell):
 
 
 def test_tables_agree_with_the_runs_error_summary(tiny_cell):
-    """MAE and bias from `pipeline.errors` (run.json), n from the estimates files; the intervals'
+    """MAE and bias from `validation.errors` (run.json), n from the estimates files; the intervals'
     point differences from the table's MAEs."""
     exp = tiny_cell / "exp"
     table = pd.read_csv(exp / "experiment.csv").query("region == 'all'").set_index(["variant", "parameter"])
     info = json.loads((exp / "strong" / "seed1" / "run.json").read_text())
     for variant, errs in info["errors_vs_truth"].items():
-        n = len(pd.read_csv(pipeline.RunPaths(exp / "strong" / "seed1").estimates(variant)))
+        n = len(RunFolder(exp / "strong" / "seed1").estimates(variant))
         for p, e in errs.items():
             row = table.loc[(variant, p)]
             assert row["n"] == e["n"] == n and row["mae"] == pytest.approx(e["mae"], rel=1e-12)
@@ -71,12 +73,12 @@ def test_twin_distances_pair_the_encoders_each_variant_uses(tiny_cell):
     from carmenes_dtl import autoencoder, store, twin
 
     cell = tiny_cell / "exp" / "strong" / "seed1"
-    paths = pipeline.RunPaths(cell)
-    obs = store.read(paths.observed)
-    truth = pd.read_csv(paths.demo / "truth.csv").set_index("karmn").loc[obs.parameters["karmn"]]
+    obs = store.read(cell / "observed.h5")
+    truth = pd.read_csv(cell / "demo" / "truth.csv").set_index("karmn").loc[obs.parameters["karmn"]]
     twins = twin.exact_vectors(truth)
-    enc = {ft: autoencoder.encode(autoencoder.load(paths.ae(0, ft)), twins) for ft in (False, True)}
-    lat = np.load(paths.latents)
+    enc = {ft: autoencoder.encode(autoencoder.load(cell / "models" / f"ae_0{'_ft' if ft else ''}.keras"), twins)
+           for ft in (False, True)}
+    lat = np.load(cell / "latents.npz")
     expected = {"no_finetune": (enc[False], lat["obs_pre_0"]), "method": (enc[False], lat["obs_ft_0"]),
                 "finetuned_both": (enc[True], lat["obs_ft_0"]), "direct": (twins, obs.flux)}
     table = pd.read_csv(tiny_cell / "exp" / "experiment.csv").query("region == 'all' and parameter == 'Teff'")
@@ -87,15 +89,16 @@ def test_twin_distances_pair_the_encoders_each_variant_uses(tiny_cell):
 
 def test_adopted_stages_give_the_plain_runs_estimates(tiny_cell, tmp_path, capsys):
     base = tiny_cell / "exp" / "strong" / "seed1"
-    pipeline.run(tmp_path, profile_name="tiny", seed=1, gap="strong", progress=False, shared=base)
+    pipeline.run(tmp_path, pipeline.DemoInput(parse_gap("strong"), shared=base), "tiny", seed=1, progress=False)
     log = capsys.readouterr().out
     assert all(f"{name}: up to date" in log for name in pipeline.SHARED_STAGES), log
     assert not (tmp_path / "demo" / "phoenix").exists()
     for variant in ("method", "finetuned_both", "no_finetune", "direct"):
-        name = pipeline.RunPaths(tmp_path).estimates(variant).name
+        name = RunFolder(tmp_path).estimates_file(variant).name
         assert (tmp_path / name).read_bytes() == (base / name).read_bytes(), name
     # another gap adopts the same shared stages and runs the rest: its own observed set, fine-tuning and CNNs
-    pipeline.run(tmp_path / "none", profile_name="tiny", seed=1, gap="none", progress=False, shared=base)
+    pipeline.run(tmp_path / "none", pipeline.DemoInput(parse_gap("none"), shared=base), "tiny", seed=1,
+                 progress=False)
     log = capsys.readouterr().out
     assert all(f"{name}: up to date" in log for name in pipeline.SHARED_STAGES), log
     assert all(f"{name} done in" in log for name in ("prepare-observed", "fine-tune", "encode", "cnn")), log

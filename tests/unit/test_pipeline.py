@@ -15,6 +15,7 @@ import pytest
 
 from carmenes_dtl import pipeline, prepare, store
 from carmenes_dtl.config import PROFILES
+from carmenes_dtl.demo import parse_gap
 
 TINY = PROFILES["tiny"]
 SMALL = dataclasses.replace(TINY, n_nodes=4, n_stars=3)  # whole runs of the preparation in seconds
@@ -23,8 +24,9 @@ SMALL_NODES = pd.DataFrame({"teff": [3300.0, 3350.0], "logg": [5.0, 5.0], "mh": 
 
 def _copy_stage(r: pipeline.Runner, src: Path, scale: float = 1.0) -> bool:
     """A stage reading the numbers in `src` and writing them, times `scale`, as the run's latents."""
-    return r.stage("copy", [r.paths.latents],
-                   lambda: np.savez(r.paths.latents, x=np.loadtxt(src) * scale), extra=scale, inputs=[src])
+    return r.stages.run("copy", [r.folder.latents_file],
+                        lambda staged: np.savez(staged(r.folder.latents_file), x=np.loadtxt(src) * scale),
+                        extra=scale, inputs=[src])
 
 
 def test_stage_reruns_when_an_input_or_a_setting_changes(tmp_path):
@@ -37,25 +39,25 @@ def test_stage_reruns_when_an_input_or_a_setting_changes(tmp_path):
     link.unlink()
     link.symlink_to(b)  # same name, other file: as `run --observed OTHER.h5` into the same folder
     assert _copy_stage(r, link)
-    assert np.load(r.paths.latents)["x"].tolist() == [4, 5, 6]
+    assert np.load(r.folder.latents_file)["x"].tolist() == [4, 5, 6]
     assert _copy_stage(r, link, scale=2.0)
-    assert np.load(r.paths.latents)["x"].tolist() == [8, 10, 12]
+    assert np.load(r.folder.latents_file)["x"].tolist() == [8, 10, 12]
     again = pipeline.Runner(tmp_path / "run", TINY, seed=1, progress=False)  # a later process
     assert not _copy_stage(again, link, scale=2.0)
-    np.savez(again.paths.latents, x=np.zeros(3))  # an output replaced by hand: the stage makes it again
-    assert _copy_stage(again, link, scale=2.0) and np.load(again.paths.latents)["x"].tolist() == [8, 10, 12]
+    np.savez(again.folder.latents_file, x=np.zeros(3))  # an output replaced by hand: the stage makes it again
+    assert _copy_stage(again, link, scale=2.0) and np.load(again.folder.latents_file)["x"].tolist() == [8, 10, 12]
     assert _copy_stage(pipeline.Runner(tmp_path / "run", TINY, seed=2, progress=False), link, scale=2.0)
 
 
 def test_failed_stage_leaves_no_output_and_no_key(tmp_path):
     r = pipeline.Runner(tmp_path, TINY, progress=False)
 
-    def half_then_fail():
-        r.paths.latents.write_bytes(b"half")
+    def half_then_fail(staged):
+        staged(r.folder.latents_file).write_bytes(b"half")
         raise RuntimeError("killed")
 
     with pytest.raises(RuntimeError):
-        r.stage("copy", [r.paths.latents], half_then_fail)
+        r.stages.run("copy", [r.folder.latents_file], half_then_fail)
     assert not (tmp_path / "latents.npz").exists() and (tmp_path / "latents.partial.npz").exists()
     assert "copy" not in json.loads((tmp_path / "stages.json").read_text())
     src = tmp_path / "x.txt"
@@ -67,13 +69,13 @@ def test_failed_stage_leaves_no_output_and_no_key(tmp_path):
 def test_a_set_written_inside_a_stage_is_staged_once(tmp_path):
     r = pipeline.Runner(tmp_path, TINY, progress=False)
 
-    def write():
-        writer = store.SpectrumWriter(r.paths.synthetic, np.arange(3.0), {})
+    def write(staged):
+        writer = store.SpectrumWriter(staged(r.folder.synthetic), np.arange(3.0), {})
         assert sorted(f.name for f in tmp_path.iterdir()) == ["stages.json", "synthetic.partial.h5"]
         writer.append(np.ones((1, 3)), pd.DataFrame({"teff": [3000.0], "logg": 5.0, "mh": 0.0, "vsini": 2.0}))
         writer.close()
 
-    assert r.stage("write", [r.paths.synthetic], write)
+    assert r.stages.run("write", [r.folder.synthetic], write)
     assert sorted(f.name for f in tmp_path.iterdir()) == ["stages.json", "synthetic.h5"]
 
 
@@ -84,28 +86,29 @@ def test_prepare_reruns_for_other_archives_in_the_same_folder(tmp_path, capsys):
     second = write_demo(tmp_path / "d2", seed=6, n_stars=3, gap="strong", progress=False, phoenix=False)
     r = pipeline.Runner(tmp_path / "run", TINY, seed=1, progress=False)
     r.prepare(first / "phoenix", first / "carmenes")
-    before = store.read(r.paths.observed)
+    before = store.read(r.folder.observed)
     capsys.readouterr()
     r.prepare(first / "phoenix", second / "carmenes")
     out = capsys.readouterr().out
     assert "prepare-synthetic: up to date" in out and "prepare-observed done" in out
-    after = store.read(r.paths.observed)
+    after = store.read(r.folder.observed)
     assert set(after.parameters["karmn"]).isdisjoint(before.parameters["karmn"])
     assert after.attrs["inputs"] == str((second / "carmenes").resolve())
     fresh = pipeline.Runner(tmp_path / "fresh", TINY, seed=1, progress=False)
     fresh.prepare(first / "phoenix", second / "carmenes")
-    assert store.read(fresh.paths.observed).flux.tobytes() == after.flux.tobytes()
+    assert store.read(fresh.folder.observed).flux.tobytes() == after.flux.tobytes()
 
 
-def _stars(path: Path) -> list[str]:
-    return sorted(store.read(path).parameters["karmn"])
+def _stars(path) -> list[str]:
+    """The stars of an observed set (a path or a `rundir.GapFolder`)."""
+    return sorted(store.read(getattr(path, "observed", path)).parameters["karmn"])
 
 
 def _estimates_stage(self):
     """Stands in for the model stages: a keyed stage whose estimates name the observed stars."""
-    p = self.paths
-    self.stage("cnn", [p.estimates()], lambda: store.read(p.observed).parameters[["karmn"]].to_csv(
-        p.estimates(), index=False), inputs=[p.synthetic, p.observed])
+    f = self.folder
+    self.stages.run("cnn", [f.estimates_file()], lambda staged: store.read(f.observed).parameters[["karmn"]].to_csv(
+        staged(f.estimates_file()), index=False), inputs=[f.synthetic, f.observed])
 
 
 def test_run_on_other_sets_into_the_same_folder_recomputes(tmp_path, monkeypatch):
@@ -116,7 +119,7 @@ def test_run_on_other_sets_into_the_same_folder_recomputes(tmp_path, monkeypatch
     for name in ("autoencoders", "cnn_synthetic", "finetune", "encode"):
         monkeypatch.setattr(pipeline.Runner, name, lambda self: None)
     monkeypatch.setattr(pipeline.Runner, "cnns", _estimates_stage)
-    monkeypatch.setattr(pipeline.Runner, "summary", lambda self, truth: sorted(pd.read_csv(self.paths.estimates())["karmn"]))
+    monkeypatch.setattr(pipeline.Runner, "summary", lambda self, truth: sorted(self.folder.estimates()["karmn"]))
     out = tmp_path / "R"
     assert pipeline.run(out, prof=SMALL, seed=1, progress=False) == sorted(pd.read_csv(out / "demo" / "truth.csv")["karmn"])
     demo_bytes = {n: (out / n).read_bytes() for n in ("synthetic.h5", "observed.h5")}
@@ -128,7 +131,7 @@ def test_run_on_other_sets_into_the_same_folder_recomputes(tmp_path, monkeypatch
                                               template=prepare.template_from_set(a), progress=False)[0]
     user_bytes = {p: p.read_bytes() for p in (a, *sets.values())}
     for name in ("B", "C"):
-        assert pipeline.run(out, demo=False, synthetic=a, observed=sets[name], prof=SMALL, seed=1,
+        assert pipeline.run(out, pipeline.SetsInput(a, sets[name]), prof=SMALL, seed=1,
                             progress=False) == _stars(sets[name]), name
     assert pipeline.run(out, prof=SMALL, seed=1, progress=False) == sorted(pd.read_csv(out / "demo" / "truth.csv")["karmn"])
     for name, data in demo_bytes.items():
@@ -142,21 +145,21 @@ def test_gap_variant_follows_gap_stars_seed_and_window(tmp_path, capsys):
     from carmenes_dtl.config import Window
 
     r = pipeline.Runner(tmp_path, SMALL, seed=1, progress=False)
-    r.demo("none")
-    r.prepare(r.paths.demo / "phoenix", r.paths.demo / "carmenes")
-    first = _stars(pipeline.gap_variant(r.paths, "strong", n_stars=2, seed=1))
+    r.demo(parse_gap("none"))
+    r.prepare(r.folder.phoenix_dir, r.folder.carmenes_dir)
+    first = _stars(pipeline.gap_variant(r.folder, "strong", n_stars=2, seed=1))
     capsys.readouterr()
-    assert _stars(pipeline.gap_variant(r.paths, "strong", n_stars=2, seed=1)) == first
+    assert _stars(pipeline.gap_variant(r.folder, "strong", n_stars=2, seed=1)) == first
     assert capsys.readouterr().out.count("up to date") == 2
-    assert len(_stars(pipeline.gap_variant(r.paths, "strong", n_stars=3, seed=1))) == 3
-    other = _stars(pipeline.gap_variant(r.paths, "strong", n_stars=2, seed=2))
+    assert len(_stars(pipeline.gap_variant(r.folder, "strong", n_stars=3, seed=1))) == 3
+    other = _stars(pipeline.gap_variant(r.folder, "strong", n_stars=2, seed=2))
     assert len(other) == 2 and set(other).isdisjoint(first)
-    assert _stars(pipeline.gap_variant(r.paths, "mild", n_stars=2, seed=2)) == other  # its own folder
+    assert _stars(pipeline.gap_variant(r.folder, "mild", n_stars=2, seed=2)) == other  # its own folder
     window = Window(8805.0, 8830.0)
     pipeline.Runner(tmp_path, dataclasses.replace(SMALL, window=window), seed=1, progress=False).prepare(
-        r.paths.demo / "phoenix", r.paths.demo / "carmenes")  # `run --window` into the same folder
+        r.folder.phoenix_dir, r.folder.carmenes_dir)  # `run --window` into the same folder
     for gap in ("strong", "mild"):
-        s = store.read(pipeline.gap_variant(r.paths, gap, n_stars=2, seed=2))
+        s = store.read(pipeline.gap_variant(r.folder, gap, n_stars=2, seed=2).observed)
         np.testing.assert_array_equal(s.wavelength, window.wavelength)
         assert sorted(s.parameters["karmn"]) == other
 
@@ -166,6 +169,7 @@ import sys, time
 from pathlib import Path
 from carmenes_dtl import demo, pipeline
 from carmenes_dtl.config import PROFILES
+from carmenes_dtl.demo import parse_gap
 
 out, marker = map(Path, sys.argv[1:3])
 if marker.name != "none":  # stall once the CARMENES files are written, before truth.csv, so the kill lands mid-stage
@@ -176,7 +180,7 @@ if marker.name != "none":  # stall once the CARMENES files are written, before t
         time.sleep(120)
         return files
     demo.write_carmenes = slow
-pipeline.Runner(out, PROFILES["tiny"], seed=1, progress=False).demo("paper")
+pipeline.Runner(out, PROFILES["tiny"], seed=1, progress=False).demo(demo.parse_gap("paper"))
 """
 
 
@@ -218,15 +222,15 @@ def test_window_reaches_every_prepared_set(tmp_path, capsys):
 
     window = Window(8805.0, 8830.0)
     r = pipeline.Runner(tmp_path, dataclasses.replace(TINY, window=window, n_stars=3, n_nodes=4), progress=False)
-    r.demo("mild")
+    r.demo(parse_gap("mild"))
     assert "the demo's line list is built for the default window 8800-8835 Å" in capsys.readouterr().err
-    r.prepare(r.paths.demo / "phoenix", r.paths.demo / "carmenes")
-    for path in (r.paths.synthetic, r.paths.observed, pipeline.gap_variant(r.paths, "none", n_stars=2)):
+    r.prepare(r.folder.phoenix_dir, r.folder.carmenes_dir)
+    for path in (r.folder.synthetic, r.folder.observed, pipeline.gap_variant(r.folder, "none", n_stars=2).observed):
         s = store.read(path)
         np.testing.assert_array_equal(s.wavelength, window.wavelength)
         assert s.flux.shape[1] == 2501 and s.attrs["window"]["start"] == 8805.0
     with pytest.raises(ValueError, match="--window 8800,8835 does not match .*synthetic.h5's grid 8805.00-8830.00"):
-        pipeline.check_sets(r.paths.synthetic, r.paths.observed, Window())
+        store.check_pair(r.folder.synthetic, r.folder.observed, Window())
 
 
 def test_adopted_stage_is_skipped_only_where_its_key_matches(tmp_path):
@@ -235,11 +239,11 @@ def test_adopted_stage_is_skipped_only_where_its_key_matches(tmp_path):
     base = pipeline.Runner(tmp_path / "base", TINY, seed=1, progress=False)
     assert _copy_stage(base, src)
     same = pipeline.Runner(tmp_path / "same", TINY, seed=1, progress=False)
-    assert same.adopt(base.paths.out, ["copy", "absent"]) == ["copy"]
+    assert same.stages.adopt(base.folder.out, ["copy", "absent"]) == ["copy"]
     assert (tmp_path / "same" / "latents.npz").samefile(tmp_path / "base" / "latents.npz")
     assert not _copy_stage(same, src)  # its own key equals the adopted record's
     other = pipeline.Runner(tmp_path / "other", TINY, seed=2, progress=False)
-    assert other.adopt(base.paths.out, ["copy"]) == ["copy"] and _copy_stage(other, src)  # other seed: runs
+    assert other.stages.adopt(base.folder.out, ["copy"]) == ["copy"] and _copy_stage(other, src)  # other seed: runs
     assert np.load(tmp_path / "base" / "latents.npz")["x"].tolist() == [1, 2, 3]
     np.savez(tmp_path / "base" / "latents.npz", x=np.zeros(3))  # the base's output changed since its record
-    assert pipeline.Runner(tmp_path / "late", TINY, seed=1, progress=False).adopt(base.paths.out, ["copy"]) == []
+    assert pipeline.Runner(tmp_path / "late", TINY, seed=1, progress=False).stages.adopt(base.folder.out, ["copy"]) == []

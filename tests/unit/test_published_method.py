@@ -8,6 +8,8 @@ import pytest
 
 from carmenes_dtl import cnn, config, transfer
 from carmenes_dtl.config import PROFILES, AESettings, CNNSettings
+from carmenes_dtl.rundir import Latents
+from carmenes_dtl.variants import VARIANTS
 
 
 def test_paper_profile_equals_published_settings_field_by_field():
@@ -100,8 +102,8 @@ def test_each_variant_trains_and_predicts_on_its_pairing(monkeypatch):
     rng = np.random.default_rng(0)
     nodes = pd.DataFrame({"teff": np.repeat(np.arange(20) * 100.0 + 3000, 2), "logg": 5.0, "mh": 0.0,
                           "vsini": np.tile([2.0, 10.0], 20)})
-    lat = {f"{d}_{t}_0": np.full((40 if d == "syn" else 5, 4), code, np.float32)
-           for code, (d, t) in enumerate((("syn", "pre"), ("syn", "ft"), ("obs", "pre"), ("obs", "ft")))}
+    lat = Latents({(d, t, 0): np.full((40 if d == "syn" else 5, 4), code, np.float32)
+                   for code, (d, t) in enumerate((("syn", "pre"), ("syn", "ft"), ("obs", "pre"), ("obs", "ft")))})
     syn = _SpectrumSet(0.1 * rng.random((40, 16)) + 10, nodes)
     obs = _SpectrumSet(0.1 * rng.random((5, 16)) + 20, pd.DataFrame({"karmn": list("abcde")}))
     trained, applied, rows = [], {}, []
@@ -123,9 +125,9 @@ def test_each_variant_trains_and_predicts_on_its_pairing(monkeypatch):
     res = cnn.train_variants(syn, obs, lat, 1, CNNSettings(holdout_fraction=0.1), seed=42)
     assert [(m, p) for m, p, _ in trained] == [(0.0, 0), (1.0, 0), (10.0, 8)]  # syn_pre, syn_ft, spectra
     assert applied == {"ens0": [3.0, 2.0], "ens1": [3.0], "ens2": [20.0]}  # method obs_ft, no_finetune obs_pre
-    assert list(res["estimates"]) == list(transfer.VARIANTS)
+    assert list(res["estimates"]) == list(VARIANTS)
     assert set(res["holdout"].groupby(["variant", "uncertainty"]).groups) == \
-        {(v, u) for v in transfer.VARIANTS for u in ("members", "residuals")}
+        {(v, u) for v in VARIANTS for u in ("members", "residuals")}
     assert len({seed for *_, seed in trained}) == 3
     assert rows == [36] * 3  # 2 of the 20 nodes (4 rows) held out
     trained.clear(), rows.clear()

@@ -86,7 +86,7 @@ def published(tmp_path):
 
 
 def test_statistics_recomputed_independently(published, tmp_path):
-    stats = validation.validate(published, tmp_path / "v", figures=False).set_index(["catalogue", "parameter"])
+    stats = validation.validate(published, tmp_path / "v", figures=False).stats.set_index(["catalogue", "parameter"])
     est = pd.read_csv(published)
     for key, name in (("mar21", "Teff"), ("interferometric", "Teff"), ("pass20", "[M/H]")):
         m = est.merge(literature.load(key), on="karmn", suffixes=("", "_lit")).dropna(subset=[f"{name}_lit"])
