@@ -3,10 +3,7 @@
 A reference implementation and executable book of Mas-Buitrago et al. (2024),
 A&A 687, A205, doi:10.1051/0004-6361/202449865.
 """
-import importlib
-import importlib.abc
 import os
-import sys
 from importlib.metadata import PackageNotFoundError, version
 
 # Default Keras backend, chosen by benchmarks/backend.py (JAX is ~2x faster on CPU for
@@ -59,50 +56,4 @@ __bibtex__ = r"""@article{MasBuitrago2024,
   doi     = {10.1051/0004-6361/202449865}
 }"""
 
-#: Modules whose import registers custom Keras objects (layers, losses) for `keras.models.load_model`.
-LAYER_MODULES = ("autoencoder", "cnn")
-
-
-def register_layers() -> None:
-    """Import the modules that define custom Keras objects (registers them with Keras)."""
-    for name in LAYER_MODULES:
-        importlib.import_module(f"{__name__}.{name}")
-
-
-class _RegisterWithKeras(importlib.abc.MetaPathFinder):
-    """Registers the custom objects as soon as Keras is imported and no module of this
-    package is half-imported, so `import carmenes_dtl` stays cheap (no Keras) and
-    `keras.models.load_model` still finds every custom layer."""
-
-    def __init__(self):
-        self.depth = 0  # modules of this package being executed
-
-    def find_spec(self, name, path=None, target=None):
-        if name != "keras" and not name.startswith(f"{__name__}."):
-            return None
-        spec = next((s for f in sys.meta_path if f is not self and hasattr(f, "find_spec")
-                     for s in [f.find_spec(name, path, target)] if s is not None), None)
-        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
-            return spec
-        run = spec.loader.exec_module
-
-        def exec_module(module):
-            self.depth += 1
-            try:
-                run(module)
-            finally:
-                self.depth -= 1
-            if self.depth == 0 and "keras" in sys.modules and self in sys.meta_path:
-                sys.meta_path.remove(self)
-                register_layers()
-
-        spec.loader.exec_module = exec_module
-        return spec
-
-
-if "keras" in sys.modules:
-    register_layers()
-elif not any(isinstance(f, _RegisterWithKeras) for f in sys.meta_path):
-    sys.meta_path.insert(0, _RegisterWithKeras())
-
-__all__ = ["__version__", "__bibtex__", "register_layers"]
+__all__ = ["__version__", "__bibtex__"]
