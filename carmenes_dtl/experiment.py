@@ -30,8 +30,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from . import __version__, autoencoder, demo, gap, pipeline, snapshots, store, twin
+from . import __version__, autoencoder, demo, gap, pipeline, store, twin
 from .config import PUBLISHED_NAMES, Window, profile
+from .snapshots import snapshot
 from .transfer import DESCRIPTIONS, VARIANTS
 
 #: Named settings: the gap spec of each, `S` the strength of the family switched on.
@@ -44,7 +45,7 @@ AUC_PAIRS = [("method", "no_finetune"), ("finetuned_both", "no_finetune")]
 PARAMS = list(PUBLISHED_NAMES.values())
 #: The committed tables (data/results/ in the repository): `make experiment` writes the first,
 #: the tiny reproducibility cell that `make test` reruns the second; each has ``<stem>_intervals.csv``.
-RESULTS = Path(snapshots.__file__).parent / "results" / "transfer_experiment.csv"
+RESULTS = snapshot("results/transfer_experiment.csv")
 TINY_RESULTS = RESULTS.with_name("experiment_tiny.csv")
 
 

@@ -6,12 +6,12 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from test_cli import ROOT, cli
+from test_cli import cli
 
 from carmenes_dtl import experiment, pipeline
 
 pytestmark = pytest.mark.integration
-COMMITTED = ROOT / "data" / "results" / "experiment_tiny.csv"
+COMMITTED = experiment.TINY_RESULTS
 #: The command that wrote `COMMITTED` (its header records it, with --out and --results).
 COMMAND = ["experiment", "--profile", "tiny", "--seeds", "1", "--settings", "strong"]
 

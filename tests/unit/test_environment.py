@@ -37,26 +37,6 @@ def test_notebooks_stored_without_outputs():
             assert c["outputs"] == [] and c["execution_count"] is None, (nb.name, "".join(c["source"])[:60])
 
 
-def test_every_committed_snapshot_ships_in_the_package():
-    """`pip install git+...` (Colab) gets data/ as carmenes_dtl.snapshots: every committed file matches a glob."""
-    import fnmatch
-    import subprocess
-    import tomllib
-
-    from carmenes_dtl import grid, literature, snapshots
-
-    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    assert setup["package-dir"]["carmenes_dtl.snapshots"] == "data"
-    globs = setup["package-data"]["carmenes_dtl.snapshots"]
-    files = subprocess.run(["git", "ls-files", "data"], cwd=ROOT, capture_output=True, text=True).stdout.split()
-    assert len(files) >= 14
-    for f in files:
-        rel = f.removeprefix("data/")
-        assert rel == "__init__.py" or any(fnmatch.fnmatch(rel, g) for g in globs), f"{f} would not ship"
-    assert Path(snapshots.__file__).parent.resolve() == (ROOT / "data").resolve()
-    assert grid.PAPER_GRID_FILE.exists() and (literature.SNAPSHOT_DIR / "mar21.ecsv").exists()
-
-
 def test_each_chapter_installs_itself_on_colab_first():
     import json
 
