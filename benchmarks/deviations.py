@@ -9,9 +9,9 @@ the same demo's autoencoders trained with ``penalty="relu"`` (the exact Jacobian
 `--make-relu-run` makes them), compared with RUN_DIR's published penalty under the same
 CNN settings and seeds. The latent variants (`method`, `no_finetune`, `finetuned_both`;
 not `direct`, whose CNNs on spectra cost several times more) are scored with the quick
-settings under the same seeds. Writes the tidy tables ``carmenes_dtl/measured_deviations.csv``
+settings under the same seeds. Writes the tidy tables ``data/results/measured_deviations.csv``
 (option, choice, value, seed, parameter, metric, number) and
-``carmenes_dtl/measured_variants.csv`` (variant, seed, parameter, metric, number) with the
+``data/results/measured_variants.csv`` (variant, seed, parameter, metric, number) with the
 command, commit and versions in their headers; `--partial` writes one process's rows
 (seeds can run as parallel processes) and `--merge` joins such files into the two tables.
 `config.measured_deviations` and `config.measured_variants` summarise them (means and
@@ -33,8 +33,9 @@ from carmenes_dtl.config import PROFILES, PUBLISHED_NAMES, stage_seed
 from carmenes_dtl.rundir import RunFolder
 from carmenes_dtl.validation import coverage, errors
 from carmenes_dtl.variants import VARIANTS
+from carmenes_dtl.snapshots import snapshot
 
-OUT = Path(__file__).resolve().parents[1] / "carmenes_dtl" / "measured_deviations.csv"
+OUT = snapshot("results/measured_deviations.csv")
 OUT_VARIANTS = OUT.with_name("measured_variants.csv")
 #: latent variants scored per seed (their CNNs train on syn_pre or syn_ft)
 LATENT_VARIANTS = ("method", "no_finetune", "finetuned_both")

@@ -3,45 +3,11 @@
 A reference implementation and executable book of Mas-Buitrago et al. (2024),
 A&A 687, A205, doi:10.1051/0004-6361/202449865.
 """
-import importlib
-import importlib.abc
-import os
-import sys
 from importlib.metadata import PackageNotFoundError, version
 
-# Default Keras backend, chosen by benchmarks/backend.py (JAX is ~2x faster on CPU for
-# these models); TensorFlow stays installed and tested. An explicit KERAS_BACKEND wins.
-os.environ.setdefault("KERAS_BACKEND", "jax")
+from . import environment
 
-
-def _jax_cache_dir() -> str:
-    """Where JAX's persistent compilation cache goes: per jaxlib version under the user's cache."""
-    try:
-        tag = f"jaxlib-{version('jaxlib')}"
-    except PackageNotFoundError:
-        tag = "jaxlib"
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "carmenes-dtl", "xla", tag)
-
-
-# JAX's persistent compilation cache: a new process (a stage, a notebook, an experiment cell)
-# loads the programs an earlier one compiled for the same shapes instead of compiling them
-# again (a tiny run: 28 s -> 18 s). Same programs, same numbers. Takes effect only when this
-# package is imported before JAX; JAX_COMPILATION_CACHE_DIR set elsewhere wins, and
-# JAX_ENABLE_COMPILATION_CACHE=false turns it off.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _jax_cache_dir())
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
-
-#: XLA's copy insertion by region analysis. Without it, XLA's CPU backend copies every weight
-#: matrix but the first before each Keras train step of the autoencoder (72 MB at the paper size,
-#: competing with the first layer's product for memory); with it the paper-size epoch is ~11 %
-#: faster, with bitwise the same weights (benchmarks/autoencoder_epoch.py, README there). Like
-#: the cache, it takes effect when this package is imported before JAX computes anything; an
-#: XLA_FLAGS that names the option already wins. Set for the JAX backend only (TensorFlow's XLA
-#: reads XLA_FLAGS too, and an XLA that does not know a flag stops the process).
-XLA_COPY_FLAG = "--xla_cpu_copy_insertion_use_region_analysis"
-if os.environ["KERAS_BACKEND"] == "jax" and XLA_COPY_FLAG not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {XLA_COPY_FLAG}=true".strip()
+environment.apply_defaults()  # before anything imports JAX, Keras or TensorFlow
 
 try:
     __version__ = version("carmenes-dtl")
@@ -59,50 +25,4 @@ __bibtex__ = r"""@article{MasBuitrago2024,
   doi     = {10.1051/0004-6361/202449865}
 }"""
 
-#: Modules whose import registers custom Keras objects (layers, losses) for `keras.models.load_model`.
-LAYER_MODULES = ("autoencoder", "cnn")
-
-
-def register_layers() -> None:
-    """Import the modules that define custom Keras objects (registers them with Keras)."""
-    for name in LAYER_MODULES:
-        importlib.import_module(f"{__name__}.{name}")
-
-
-class _RegisterWithKeras(importlib.abc.MetaPathFinder):
-    """Registers the custom objects as soon as Keras is imported and no module of this
-    package is half-imported, so `import carmenes_dtl` stays cheap (no Keras) and
-    `keras.models.load_model` still finds every custom layer."""
-
-    def __init__(self):
-        self.depth = 0  # modules of this package being executed
-
-    def find_spec(self, name, path=None, target=None):
-        if name != "keras" and not name.startswith(f"{__name__}."):
-            return None
-        spec = next((s for f in sys.meta_path if f is not self and hasattr(f, "find_spec")
-                     for s in [f.find_spec(name, path, target)] if s is not None), None)
-        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
-            return spec
-        run = spec.loader.exec_module
-
-        def exec_module(module):
-            self.depth += 1
-            try:
-                run(module)
-            finally:
-                self.depth -= 1
-            if self.depth == 0 and "keras" in sys.modules and self in sys.meta_path:
-                sys.meta_path.remove(self)
-                register_layers()
-
-        spec.loader.exec_module = exec_module
-        return spec
-
-
-if "keras" in sys.modules:
-    register_layers()
-elif not any(isinstance(f, _RegisterWithKeras) for f in sys.meta_path):
-    sys.meta_path.insert(0, _RegisterWithKeras())
-
-__all__ = ["__version__", "__bibtex__", "register_layers"]
+__all__ = ["__version__", "__bibtex__"]

@@ -18,67 +18,12 @@ from keras import ops
 from sklearn.base import BaseEstimator
 from sklearn.model_selection import GridSearchCV, KFold, train_test_split
 
-from .config import OPTIONS, PUBLISHED_L1_LAYERS, AESettings, stage_seed
+from .config import PUBLISHED_L1_LAYERS, AESettings, stage_seed
+from .layers import ContractiveDense
 
 ENCODER_FRACTIONS = (1.0, 0.75, 0.5, 0.25, 0.125)
-PENALTIES = OPTIONS["penalty"]
 #: Fraction of a training part that steers early stopping when it is on.
 EARLY_STOPPING_FRACTION = 0.1
-
-
-@keras.saving.register_keras_serializable(package="carmenes_dtl")
-class ContractiveDense(keras.layers.Dense):
-    """Bottleneck layer that adds the contractive penalty to the model's losses.
-
-    ``penalty="relu"``: h = relu(xW + b), ∂h_j/∂x_i = 1[z_j > 0] W_ij, so
-    ||J||²_F = Σ_j 1[z_j > 0] Σ_i W_ij², with the weights of the current step.
-    ``penalty="sigmoid_frozen"`` reproduces the original Keras code: derivative h(1 - h)
-    (a sigmoid's, although the layer is ReLU) and a copy of W frozen when the model is
-    built, so the penalty does not follow W while it trains; `refreeze` copies the current
-    W in again (fine-tuning does, so its penalty starts from the trained weights).
-    """
-
-    def __init__(self, units, lam: float = 1e-4, penalty: str = "sigmoid_frozen", **kwargs):
-        kwargs.setdefault("activation", "relu")
-        super().__init__(units, **kwargs)
-        if penalty not in PENALTIES:
-            raise ValueError(f"penalty must be one of {PENALTIES}, got {penalty!r}")
-        self.lam, self.penalty = float(lam), penalty
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        if self.penalty == "sigmoid_frozen":
-            self.frozen_kernel = self.add_weight(shape=self.kernel.shape, initializer="zeros",
-                                                 trainable=False, name="frozen_kernel")
-            self.refreeze()
-
-    def refreeze(self):
-        """``sigmoid_frozen``: copy the current kernel into the frozen one (a copy, not a shared buffer)."""
-        if self.penalty == "sigmoid_frozen":
-            self.frozen_kernel.assign(ops.convert_to_numpy(self.kernel))
-
-    def jacobian_norm(self, inputs):
-        """Per-sample ||∂h/∂x||²_F."""
-        z = ops.add(ops.matmul(inputs, self.kernel), self.bias)
-        if self.penalty == "relu":
-            d2 = ops.cast(ops.greater(z, 0), z.dtype)
-            w2 = ops.sum(ops.square(self.kernel), axis=0)
-        else:
-            h = self.activation(z)
-            d2 = ops.square(h * (1 - h))
-            w2 = ops.sum(ops.square(self.frozen_kernel), axis=0)
-        return ops.sum(d2 * w2, axis=1)
-
-    def call(self, inputs):
-        self.add_loss(self.lam * ops.mean(self.jacobian_norm(inputs)))
-        return super().call(inputs)
-
-    # Dense saves only kernel and bias; the generic Layer methods keep the frozen kernel too.
-    save_own_variables = keras.layers.Layer.save_own_variables
-    load_own_variables = keras.layers.Layer.load_own_variables
-
-    def get_config(self):
-        return {**super().get_config(), "lam": self.lam, "penalty": self.penalty}
 
 
 def layer_sizes(n_in: int) -> list[int]:

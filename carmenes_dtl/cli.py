@@ -9,6 +9,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import PROFILES, VSINI_GRID, Window
+from .snapshots import snapshot
 
 
 class Parser(argparse.ArgumentParser):
@@ -342,7 +343,8 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("validate", help="compare an estimates file with the literature")
     s.add_argument("estimates", type=Path)
     s.add_argument("--out", type=Path, required=True)
-    s.add_argument("--literature", type=Path, default=None, help="snapshot folder (default data/literature)")
+    s.add_argument("--literature", type=Path, default=snapshot("literature"),
+                   help="snapshot folder (default: the one shipped with the package)")
     s.set_defaults(func=cmd_validate)
     return p
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .snapshots import snapshot
+
 #: Rotational velocities of the paper's training grid, km/s.
 VSINI_GRID: tuple[float, ...] = (1.5, 2, 2.5, 3, 4, 5, 6, 8, 10, 15, 20, 25, 30)
 #: CARMENES VIS resolving power.
@@ -223,16 +225,12 @@ def stage_seed(seed: int, stage: str, *index: int) -> int:
 
 def published_settings() -> list[dict]:
     """Every setting of the published method with its source (``published_method.json``)."""
-    from importlib.resources import files
-
-    return json.loads(files("carmenes_dtl").joinpath("published_method.json").read_text())["settings"]
+    return json.loads(snapshot("published_method.json").read_text())["settings"]
 
 
 def implementation_deviations() -> list[dict]:
     """How the code differs from the authors' beyond the settings: what, published, here, source, why."""
-    from importlib.resources import files
-
-    return json.loads(files("carmenes_dtl").joinpath("published_method.json").read_text())["implementation"]
+    return json.loads(snapshot("published_method.json").read_text())["implementation"]
 
 
 def setting(prof: Profile, name: str):
@@ -304,12 +302,9 @@ def _paired(table, keys: list[str], pair: str, first: str, second: str, names: t
 
 
 def _measured(name: str):
-    from importlib.resources import files
-
     import pandas as pd
 
-    with files("carmenes_dtl").joinpath(name).open() as f:
-        return pd.read_csv(f, comment="#", keep_default_na=False)  # the value "None" stays a string
+    return pd.read_csv(snapshot(f"results/{name}"), comment="#", keep_default_na=False)  # "None" stays a string
 
 
 def measured_deviations(metrics: tuple[str, ...] = ("holdout_mae", "holdout_coverage", "demo_mae", "demo_bias")):

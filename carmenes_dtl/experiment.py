@@ -30,9 +30,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from . import __version__, autoencoder, demo, gap, pipeline, snapshots, store, twin
+from . import __version__, autoencoder, demo, gap, pipeline, store, twin
 from .config import PUBLISHED_NAMES, Window, profile
 from .rundir import RunFolder
+from .snapshots import snapshot
 from .stages import write_text
 from .variants import VARIANTS
 
@@ -46,7 +47,7 @@ AUC_PAIRS = [("method", "no_finetune"), ("finetuned_both", "no_finetune")]
 PARAMS = list(PUBLISHED_NAMES.values())
 #: The committed tables (data/results/ in the repository): `make experiment` writes the first,
 #: the tiny reproducibility cell that `make test` reruns the second; each has ``<stem>_intervals.csv``.
-RESULTS = Path(snapshots.__file__).parent / "results" / "transfer_experiment.csv"
+RESULTS = snapshot("results/transfer_experiment.csv")
 TINY_RESULTS = RESULTS.with_name("experiment_tiny.csv")
 
 

@@ -15,10 +15,11 @@ import numpy as np
 import pandas as pd
 from astropy.table import Table
 
-from . import archives, snapshots
+from . import archives
+from .snapshots import snapshot
 
 #: The paper's training set (data/grid/ in the repository, shipped as carmenes_dtl.snapshots).
-PAPER_GRID_FILE = Path(snapshots.__file__).parent / "grid" / "paper_training_grid.ecsv"
+PAPER_GRID_FILE = snapshot("grid/paper_training_grid.ecsv")
 AXES = ("teff", "logg", "mh")
 
 

@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 from astropy.table import Table
 
-from . import snapshots
 from .config import PUBLISHED_NAMES, estimate_columns
+from .snapshots import snapshot
 
 #: Catalogue snapshots (data/literature/ in the repository, shipped as carmenes_dtl.snapshots).
-SNAPSHOT_DIR = Path(snapshots.__file__).parent / "literature"
+SNAPSHOT_DIR = snapshot("literature")
 #: CARMENES ids that catalogues spell differently.
 ALIASES = {"J11110+304W": "J11110+304"}
 

@@ -154,14 +154,14 @@ def test_run_resumes_finished_stages(tiny_run):
     assert not list(out.rglob("*.partial*"))
 
 
-def test_saved_models_open_after_only_importing_the_package(tiny_run):
+def test_saved_models_open_after_only_importing_the_layers(tiny_run):
     """`keras.models.load_model` on every saved model (run and bundle), in a fresh interpreter,
-    after `import carmenes_dtl`: the autoencoders and the CNN ensembles of every input space."""
+    after `import carmenes_dtl.layers`: the autoencoders and the CNN ensembles of every input space."""
     out, _ = tiny_run
     models = sorted((out / "models").glob("*.keras")) + sorted((out / "model").glob("*.keras"))
     assert [m.name for m in models] == ["ae_0.keras", "ae_0_ft.keras", "ae_0.keras", "ae_0_ft.keras",
                                         "cnn_ft_0_0.keras", "cnn_pre_0_0.keras", "cnn_spectra_0_0.keras"]
-    code = ("import sys, carmenes_dtl, keras\n"
+    code = ("import sys, carmenes_dtl.layers, keras\n"
             "for path in sys.argv[1:]:\n"
             "    model = keras.models.load_model(path)\n"
             "    print(model.count_params(), sorted({type(l).__name__ for l in model.layers} - {'InputLayer'}))\n")
@@ -194,13 +194,17 @@ def test_predict_reproduces_the_run_estimates(tiny_run, tmp_path):
     assert sorted(manifest["files"]) == sorted(f.name for f in (out / "model").iterdir() if f.name != "manifest.json")
 
 
-def test_every_custom_keras_object_is_registered_by_the_package():
-    """Modules that register Keras objects are the ones `import carmenes_dtl` registers."""
+def test_custom_keras_objects_live_in_the_layers_module_which_every_loader_imports():
+    import re
+
     import carmenes_dtl
 
     package = Path(carmenes_dtl.__file__).parent
-    registering = {p.stem for p in package.glob("*.py") if "register_keras_serializable" in p.read_text()}
-    assert registering == set(carmenes_dtl.LAYER_MODULES)
+    source = {p.stem: p.read_text() for p in package.glob("*.py")}
+    assert {name for name, text in source.items() if "register_keras_serializable" in text} == {"layers"}
+    loaders = {name for name, text in source.items()
+               if name != "layers" and re.search(r"keras\.(saving|models)\.load_model", text)}
+    assert loaders and all("from .layers import" in source[name] for name in loaders), loaders
 
 
 def test_same_seed_same_estimates(tiny_run, tmp_path):

@@ -6,14 +6,14 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from test_cli import ROOT, cli
+from test_cli import cli
 
 from carmenes_dtl import experiment, pipeline
 from carmenes_dtl.demo import parse_gap
 from carmenes_dtl.rundir import RunFolder
 
 pytestmark = pytest.mark.integration
-COMMITTED = ROOT / "data" / "results" / "experiment_tiny.csv"
+COMMITTED = experiment.TINY_RESULTS
 #: The command that wrote `COMMITTED` (its header records it, with --out and --results).
 COMMAND = ["experiment", "--profile", "tiny", "--seeds", "1", "--settings", "strong"]
 

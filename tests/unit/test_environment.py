@@ -1,4 +1,5 @@
-"""Binder's environment.yml mirrors the pinned lock the Makefile installs."""
+"""Binder's environment.yml mirrors the pinned lock the Makefile installs; the environment defaults
+the package sets on import."""
 import runpy
 from pathlib import Path
 
@@ -34,26 +35,6 @@ def test_notebooks_stored_without_outputs():
         assert code, nb
         for c in code:
             assert c["outputs"] == [] and c["execution_count"] is None, (nb.name, "".join(c["source"])[:60])
-
-
-def test_every_committed_snapshot_ships_in_the_package():
-    """`pip install git+...` (Colab) gets data/ as carmenes_dtl.snapshots: every committed file matches a glob."""
-    import fnmatch
-    import subprocess
-    import tomllib
-
-    from carmenes_dtl import grid, literature, snapshots
-
-    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    assert setup["package-dir"]["carmenes_dtl.snapshots"] == "data"
-    globs = setup["package-data"]["carmenes_dtl.snapshots"]
-    files = subprocess.run(["git", "ls-files", "data"], cwd=ROOT, capture_output=True, text=True).stdout.split()
-    assert len(files) >= 14
-    for f in files:
-        rel = f.removeprefix("data/")
-        assert rel == "__init__.py" or any(fnmatch.fnmatch(rel, g) for g in globs), f"{f} would not ship"
-    assert Path(snapshots.__file__).parent.resolve() == (ROOT / "data").resolve()
-    assert grid.PAPER_GRID_FILE.exists() and (literature.SNAPSHOT_DIR / "mar21.ecsv").exists()
 
 
 def test_each_chapter_installs_itself_on_colab_first():
@@ -101,22 +82,54 @@ def test_importing_the_package_leaves_keras_unimported():
     assert res.returncode == 0 and res.stdout.strip() == "[]", res.stderr[-2000:]
 
 
-def test_compilation_cache_per_jaxlib_version_unless_set(tmp_path):
-    """Importing the package points JAX's persistent cache at the user's cache, one folder per
-    jaxlib version; a JAX_COMPILATION_CACHE_DIR already set is kept."""
-    import os
-    import subprocess
-    import sys
+def test_environment_defaults_unless_set():
+    """`environment.apply_defaults` (run by `import carmenes_dtl`): the JAX backend, JAX's persistent
+    cache under the user's cache per jaxlib version, the XLA flag for JAX only, TensorFlow's C++
+    logs off unless it is the backend; a variable already set is kept."""
     from importlib.metadata import version
 
-    code = "import os, carmenes_dtl; print(os.environ['JAX_COMPILATION_CACHE_DIR'])"
-    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
-    default = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             env={**env, "XDG_CACHE_HOME": str(tmp_path)}).stdout.strip()
-    assert default == str(tmp_path / "carmenes-dtl" / "xla" / f"jaxlib-{version('jaxlib')}")
-    kept = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**env, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "mine")}).stdout.strip()
-    assert kept == str(tmp_path / "mine")
+    from carmenes_dtl.environment import XLA_COPY_FLAG, apply_defaults
+
+    env = {"XDG_CACHE_HOME": "/cache"}
+    apply_defaults(env)
+    assert env == {"XDG_CACHE_HOME": "/cache", "KERAS_BACKEND": "jax",
+                   "JAX_COMPILATION_CACHE_DIR": f"/cache/carmenes-dtl/xla/jaxlib-{version('jaxlib')}",
+                   "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.1", "XLA_FLAGS": f"{XLA_COPY_FLAG}=true",
+                   "TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": "0"}
+    mine = {"KERAS_BACKEND": "jax", "JAX_COMPILATION_CACHE_DIR": "/mine", "XLA_FLAGS": "--xla_a=1",
+            "TF_CPP_MIN_LOG_LEVEL": "0", "TF_ENABLE_ONEDNN_OPTS": "1"}
+    apply_defaults(mine)
+    assert mine["JAX_COMPILATION_CACHE_DIR"] == "/mine" and mine["XLA_FLAGS"] == f"--xla_a=1 {XLA_COPY_FLAG}=true"
+    assert (mine["TF_CPP_MIN_LOG_LEVEL"], mine["TF_ENABLE_ONEDNN_OPTS"]) == ("0", "1")
+    tf = {"KERAS_BACKEND": "tensorflow"}
+    apply_defaults(tf)
+    assert not {"XLA_FLAGS", "TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS"} & set(tf)
+
+
+def test_saving_and_loading_under_jax_prints_nothing_from_tensorflow(tmp_path):
+    """Keras imports TensorFlow to save a model; under JAX its C++ log lines (the oneDNN notice)
+    stay silent. A saved model opens with plain Keras after `import carmenes_dtl.layers` alone."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from carmenes_dtl import layers\n"
+            "import keras, numpy as np\n"
+            "x = inputs = keras.Input((16, 1))\n"
+            "x = layers.MemberDense(2, 1, out=True)(layers.MemberConv1D(2, 3, pool=2)(layers.BinPool(2)(x)))\n"
+            "model = keras.Model(inputs, x)\n"
+            "model.save(sys.argv[1])\n"
+            "again = keras.saving.load_model(sys.argv[1])\n"
+            "data = np.ones((1, 16, 1), 'float32')\n"
+            "assert np.array_equal(again.predict(data, verbose=0), model.predict(data, verbose=0))\n"
+            "print(keras.backend.backend(), 'tensorflow' in sys.modules)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_", "KERAS_BACKEND"))}
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m.keras")], capture_output=True, text=True,
+                         env=env)
+    assert res.returncode == 0 and res.stdout.split() == ["jax", "True"], res.stderr[-2000:]
+    assert not re.search(r"^[IWEF]\d{4} |oneDNN|absl", res.stderr, re.M), res.stderr[-2000:]
 
 
 def test_xla_copy_insertion_flag_added_unless_named_and_changes_no_weight(tmp_path):

@@ -1,0 +1,52 @@
+"""Environment defaults for JAX, Keras and TensorFlow, set by `import carmenes_dtl`.
+
+They take effect only when the package is imported before those libraries; a variable
+already set always wins.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import MutableMapping
+from importlib.metadata import PackageNotFoundError, version
+
+#: XLA's copy insertion by region analysis. Without it, XLA's CPU backend copies every weight
+#: matrix but the first before each Keras train step of the autoencoder (72 MB at the paper size,
+#: competing with the first layer's product for memory); with it the paper-size epoch is ~11 %
+#: faster, with bitwise the same weights (benchmarks/autoencoder_epoch.py, README there).
+XLA_COPY_FLAG = "--xla_cpu_copy_insertion_use_region_analysis"
+
+
+def jax_cache_dir(environ: MutableMapping[str, str] = os.environ) -> str:
+    """Where JAX's persistent compilation cache goes: per jaxlib version under the user's cache."""
+    try:
+        tag = f"jaxlib-{version('jaxlib')}"
+    except PackageNotFoundError:
+        tag = "jaxlib"
+    base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "carmenes-dtl", "xla", tag)
+
+
+def apply_defaults(environ: MutableMapping[str, str] = os.environ) -> None:
+    """Set in `environ`, unless set there already:
+
+    - ``KERAS_BACKEND=jax``: JAX is ~2x faster than TensorFlow on CPU for these models
+      (benchmarks/backend.py); TensorFlow stays installed and tested.
+    - ``JAX_COMPILATION_CACHE_DIR`` (`jax_cache_dir`) and a 0.1 s minimum compile time:
+      a new process (a stage, a notebook, an experiment cell) loads the programs an earlier
+      one compiled for the same shapes (a tiny run: 28 s -> 18 s), same numbers.
+      ``JAX_ENABLE_COMPILATION_CACHE=false`` turns it off.
+    - JAX backend only, `XLA_COPY_FLAG` added to ``XLA_FLAGS`` unless they name it
+      (TensorFlow's XLA reads XLA_FLAGS too and stops at a flag it does not know).
+    - Backend other than TensorFlow: ``TF_CPP_MIN_LOG_LEVEL=2`` and ``TF_ENABLE_ONEDNN_OPTS=0``,
+      so the TensorFlow that Keras imports to save a model prints no C++ log lines (the
+      oneDNN notice needs both). TensorFlow computes nothing then.
+    """
+    environ.setdefault("KERAS_BACKEND", "jax")
+    environ.setdefault("JAX_COMPILATION_CACHE_DIR", jax_cache_dir(environ))
+    environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
+    backend = environ["KERAS_BACKEND"]
+    if backend == "jax" and XLA_COPY_FLAG not in environ.get("XLA_FLAGS", ""):
+        environ["XLA_FLAGS"] = f"{environ.get('XLA_FLAGS', '')} {XLA_COPY_FLAG}=true".strip()
+    if backend != "tensorflow":
+        environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
