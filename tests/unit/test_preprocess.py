@@ -9,6 +9,11 @@ from carmenes_dtl.config import Window
 C = pp.C_KMS
 
 
+def relativistic(v_kms):
+    """λ_obs / λ_emit written here (c exact), so that the "observed" input owes nothing to `pp.doppler_factor`."""
+    return np.sqrt((1 + v_kms / 299_792.458) / (1 - v_kms / 299_792.458))
+
+
 def fwhm(x, y):
     """Full width at half minimum of an absorption line (linear interpolation)."""
     d = 1 - y
@@ -147,7 +152,7 @@ def test_doppler_shift_recovered_within_50_m_s():
     rest = np.prod([line(wave, c, 0.04, rng.uniform(0.1, 0.6)) for c in centres], axis=0)
     rest = pp.broaden(rest, 3.0)
     for v in (-47.321, 0.0, 12.345, 88.8):
-        observed = np.interp(wave, wave * pp.doppler_factor(v), rest)
+        observed = np.interp(wave, wave * relativistic(v), rest)
         template_wave = Window(8805, 8830).wavelength
         template = np.interp(template_wave, wave, rest)
         rv = pp.cross_correlate_rv(wave, observed, template_wave, template)
