@@ -96,7 +96,10 @@ def test_families_off_remove_exactly_their_effects():
     grid = preprocess.log_grid(demo.MOCK_RANGE[0] + 5, demo.MOCK_RANGE[1] - 5)
     params = (star.Teff, star.logg, star["[M/H]"])
     rest = preprocess.broaden(model.flux(grid, *params) / model.continuum(grid, *params), star.vsini, 94_600)
-    shift = preprocess.doppler_factor(berv) / preprocess.doppler_factor(star.rv)
+    def relativistic(v):  # written here, not the package's doppler_factor
+        return np.sqrt((1 + v / 299_792.458) / (1 - v / 299_792.458))
+
+    shift = relativistic(berv) / relativistic(star.rv)
     np.testing.assert_allclose(rel, np.interp(wave * shift, grid, rest, left=1.0, right=1.0), rtol=1e-12)
 
 

@@ -15,12 +15,20 @@ def _paired(n_seeds, n_stars, diff, sigma, seed=5):
 def test_paired_bootstrap_covers_the_difference_with_the_analytic_width():
     """Per-star differences diff + N(0, sigma) with no seed effect: the point estimate is the mean
     difference (SE sigma/sqrt(N)); resampling seeds and then stars counts the within-seed scatter
-    twice (once through the spread of the seed means), so the 95 % interval is sqrt(2) times
-    the analytic 2 * 1.96 * sigma / sqrt(N)."""
+    twice (once through the spread of the seed means), so the 95 % interval is about sqrt(2) times
+    the analytic 2 * 1.96 * sigma / sqrt(N).
+
+    Exactly, for these data: one resample's mean over S seeds of N stars has the variance
+    [var_k(m_k) + mean_k(v_k) / N] / S (m_k, v_k: seed k's mean and plug-in variance), and the
+    mean of 20 draws is close to normal: width 2 x 1.959964 x its square root. Measured width
+    ratio over bootstrap seeds 1-7: 0.98-1.04 (2000 resamples); a 90 % interval gives 0.82-0.87."""
     a, b = _paired(20, 100, 0.3, 0.5)
     est, lo, hi = experiment.paired_bootstrap(a, b, n_boot=2000, seed=1)
     assert est == pytest.approx(np.mean(np.concatenate(a)) - np.mean(np.concatenate(b)), abs=1e-12)
     assert lo < 0.3 < hi
+    d = np.array(a) - np.array(b)
+    variance = (d.mean(axis=1).var() + d.var(axis=1).mean() / d.shape[1]) / d.shape[0]
+    assert (hi - lo) / (2 * 1.959964 * np.sqrt(variance)) == pytest.approx(1.0, abs=0.07)
     analytic = 2 * 1.96 * 0.5 / np.sqrt(2000)
     assert (hi - lo) / analytic == pytest.approx(np.sqrt(2), rel=0.15)
 

@@ -19,6 +19,11 @@ from carmenes_dtl.config import CARMENES_VIS_R, Window
 C = preprocess.C_KMS
 
 
+def relativistic(v_kms):
+    """λ_obs / λ_emit written here (c exact), not the package's `doppler_factor`."""
+    return np.sqrt((1 + v_kms / 299_792.458) / (1 - v_kms / 299_792.458))
+
+
 def astropy_berv(ra, dec, bjd):
     site = EarthLocation.from_geodetic(lon=-2.546250 * u.deg, lat=37.223611 * u.deg, height=2168 * u.m)
     return SkyCoord(ra * u.deg, dec * u.deg).radial_velocity_correction(
@@ -73,7 +78,7 @@ def photon_limit(model, star, path):
                              / model.continuum(grid, star.Teff, star.logg, star["[M/H]"]), star.vsini)
     with fits.open(path) as hdul:
         wave, cont, sig = (hdul[k].data.astype(float) for k in ("WAVE", "CONT", "SIG"))
-    rest = wave * preprocess.doppler_factor(star.berv_true) / preprocess.doppler_factor(star.rv_true)
+    rest = wave * relativistic(star.berv_true) / relativistic(star.rv_true)
     q = 0.0
     for w, c, s in zip(rest, cont, sig):
         inside = (w > 8800) & (w < 8835)
