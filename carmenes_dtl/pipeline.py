@@ -26,7 +26,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from . import __version__, autoencoder, bundle, cnn, grid, prepare, store, transfer
+from . import __version__, autoencoder, bundle, cnn, grid, prepare, store, training, transfer
 from .config import PUBLISHED_NAMES, Profile, Window, profile, stage_seed
 from .store import partial
 from .transfer import DESCRIPTIONS
@@ -105,9 +105,9 @@ class Runner:
                  scheduler: str | None = None, data_parallel: bool = False):
         """`prof`: the run's settings (None will do for `gap_variant`, which uses none);
         `data_parallel`: autoencoder training and fine-tuning data-parallel over every
-        device of the JAX backend (`autoencoder.data_parallel`)."""
+        device of the JAX backend (`training.data_parallel`)."""
         if data_parallel:
-            autoencoder.data_parallel(prof.ae.batch_size)  # no JAX backend or an uneven split: say so before any stage
+            training.data_parallel(prof.ae.batch_size)  # no JAX backend or an uneven split: say so before any stage
         self.paths, self.prof, self.seed, self.progress = RunPaths(out), prof, seed, progress
         self.scheduler = scheduler  # where prepare's tasks run; does not change any output
         self.data_parallel = data_parallel
@@ -444,7 +444,7 @@ def run(out: Path, demo: bool = True, synthetic: Path | None = None, observed: P
     `scheduler` is where the preparation's tasks run. `shared`: a finished demo run of the same
     seed and profile (any gap) whose gap-independent stages (`SHARED_STAGES`) this one adopts
     (`Runner.adopt`), with its mock PHOENIX tree. `data_parallel`: the autoencoders train and
-    fine-tune data-parallel over every device of the JAX backend (`autoencoder.data_parallel`).
+    fine-tune data-parallel over every device of the JAX backend (`training.data_parallel`).
     """
     prof = prof or profile(profile_name)
     if not demo:
