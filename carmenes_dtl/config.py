@@ -139,6 +139,32 @@ def check_options(settings) -> None:
             raise ValueError(f"{type(settings).__name__}.{f.name} must be one of {OPTIONS[f.name]}, got {value!r}")
 
 
+#: Scale of both gap families of the demo survey per level (`demo_gap.GapMix`). `paper` is set so
+#: that a method that ignores the gap errs on the demo by about as much as the synthetic-only deep
+#: learning of Passegger et al. (2020) deviates from the literature on real stars (~0.2 dex in
+#: [M/H], ~100-400 K in Teff).
+GAP_LEVELS = {"none": 0.0, "mild": 0.25, "paper": 0.5, "strong": 1.0}
+#: Where the demo stars' parameters come from (`demo_stars.draw_stars`).
+STAR_SOURCES = ("published", "uniform")
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    """A demo survey's default number of stars and its mock PHOENIX nodes (Teff range, logg and [M/H] values)."""
+
+    n_stars: int
+    teff: tuple[float, float]
+    logg: tuple[float, ...]
+    mh: tuple[float, ...]
+
+
+#: The demo survey's sizes (`Profile.demo_size`).
+DEMO_SIZES = {
+    "quick": DemoSize(60, (2300, 4500), (4.5, 5.0, 5.5), (-1.0, -0.5, 0.0, 0.5, 1.0)),
+    "full": DemoSize(300, (2300, 4500), (4.5, 5.0, 5.5), (-1.0, -0.5, 0.0, 0.5, 1.0)),
+}
+
+
 @dataclass(frozen=True)
 class Profile:
     """A bundle of settings: `quick` (book, tests: minutes on 2 cores) or `paper`."""

@@ -29,14 +29,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from . import __version__, autoencoder, demo, gap, pipeline, snapshots, store, twin
-from .config import PUBLISHED_NAMES, Window, profile
+from . import __version__, autoencoder, gap, pipeline, snapshots, store, twin
+from .config import GAP_LEVELS, PUBLISHED_NAMES, Window, profile
+from .demo_gap import GapMix
 from .stats import paired_bootstrap, t_interval
 from .transfer import DESCRIPTIONS, VARIANTS
 
-#: Named settings: the gap spec of each, `S` the strength of the family switched on.
-SETTINGS = {"none": "none", "shared": "degenerate=0,shared={s}", "degenerate": "degenerate={s},shared=0",
-            "both": "degenerate={s},shared={s}"}
+#: Named settings: the (degenerate, shared) scales of each in units of the strength.
+SETTINGS = {"none": (0, 0), "shared": (0, 1), "degenerate": (1, 0), "both": (1, 1)}
 #: Pairs whose MAE difference gets a paired bootstrap interval: (variant, reference).
 PAIRS = [("method", "no_finetune"), ("method", "direct")]
 #: Latent-AUC changes from fine-tuning: (variant, reference).
@@ -48,20 +48,25 @@ RESULTS = Path(snapshots.__file__).parent / "results" / "transfer_experiment.csv
 TINY_RESULTS = RESULTS.with_name("experiment_tiny.csv")
 
 
-def gap_spec(setting: str, strength: float = 0.5) -> str:
-    """The demo gap spec of `setting`: a name of `SETTINGS`, a gap level or an explicit spec."""
-    spec = SETTINGS.get(setting, setting).format(s=f"{strength:g}")
+def gap_mix(setting: str, strength: float = 0.5) -> GapMix:
+    """The demo gap of `setting`: a name of `SETTINGS` (at `strength`), a gap level or ``degenerate=X,shared=Y``."""
     try:
-        demo.parse_gap(spec)
+        if setting in SETTINGS:
+            return GapMix(*(f * strength for f in SETTINGS[setting]))
+        return GapMix.parse(setting)
     except ValueError as err:
         raise ValueError(f"unknown experiment setting {setting!r}: neither one of {list(SETTINGS)} nor a gap "
                          f"({err})") from None
-    return spec
+
+
+def gap_label(setting: str, mix: GapMix) -> str:
+    """How the tables name a setting's gap: a level by its name, any other mix by its scales (`GapMix.spec`)."""
+    return setting if setting in GAP_LEVELS else mix.spec
 
 
 def _cell(args: tuple) -> Path:
-    out, spec, seed, profile_name, shared, progress = args
-    pipeline.run(out, profile_name=profile_name, seed=seed, gap=spec, progress=progress, shared=shared)
+    out, mix, seed, profile_name, shared, progress = args
+    pipeline.run(out, profile_name=profile_name, seed=seed, gap=mix, progress=progress, shared=shared)
     return out
 
 
@@ -76,7 +81,7 @@ def run_cells(out: Path, settings: list[str], seeds: list[int], profile_name: st
         if len(set(values)) != len(values):
             raise ValueError(f"the experiment's {what} repeat a value: {values}")
     profile(profile_name)
-    specs = {s: gap_spec(s, strength) for s in settings}
+    mixes = {s: gap_mix(s, strength) for s in settings}
     out = Path(out)
 
     def full(s, seed):  # the cell has its own mock PHOENIX tree: it ran without a base
@@ -84,9 +89,9 @@ def run_cells(out: Path, settings: list[str], seeds: list[int], profile_name: st
 
     base = {seed: next((s for s in settings if full(s, seed)), settings[0]) for seed in seeds}
     cells = [(s, seed) for s in settings for seed in seeds]
-    first = [(out / s / f"seed{seed}", specs[s], seed, profile_name, None, progress)
+    first = [(out / s / f"seed{seed}", mixes[s], seed, profile_name, None, progress)
              for s, seed in cells if s == base[seed] or full(s, seed)]
-    rest = [(out / s / f"seed{seed}", specs[s], seed, profile_name, out / base[seed] / f"seed{seed}", progress)
+    rest = [(out / s / f"seed{seed}", mixes[s], seed, profile_name, out / base[seed] / f"seed{seed}", progress)
             for s, seed in cells if not (s == base[seed] or full(s, seed))]
     for batch in (first, rest):
         if jobs == 1:
@@ -94,7 +99,8 @@ def run_cells(out: Path, settings: list[str], seeds: list[int], profile_name: st
         else:
             with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
                 list(pool.map(_cell, batch))
-    info = {"profile": profile_name, "settings": specs, "seeds": seeds, "strength": strength}
+    info = {"profile": profile_name, "settings": {s: gap_label(s, m) for s, m in mixes.items()}, "seeds": seeds,
+            "strength": strength}
     pipeline.write_text(out / "experiment.json", json.dumps(info, indent=1))
     return info
 

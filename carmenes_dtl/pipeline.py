@@ -28,6 +28,7 @@ import pandas as pd
 
 from . import __version__, autoencoder, bundle, cnn, grid, prepare, store, training, transfer
 from .config import PUBLISHED_NAMES, Profile, Window, profile, stage_seed
+from .demo_gap import GapMix
 from .store import partial
 from .transfer import DESCRIPTIONS
 
@@ -184,19 +185,19 @@ class Runner:
 
     # -- stages ---------------------------------------------------------------------------
 
-    def demo(self, gap: str = "paper", stars: str = "published", phoenix: bool = True) -> None:
-        """The demo survey in ``demo/`` (`gap`: a level or ``degenerate=X,shared=Y``; `stars`:
-        published or uniform); without `phoenix` its mock PHOENIX tree is left out (a run that
-        takes its synthetic set from another run of the same seed, see `run`'s `shared`)."""
-        from .demo import parse_gap, write_demo
+    def demo(self, gap: GapMix = GapMix.parse("paper"), stars: str = "published", phoenix: bool = True) -> None:
+        """The demo survey in ``demo/`` (`gap`: its `GapMix`; `stars`: published or uniform);
+        without `phoenix` its mock PHOENIX tree is left out (a run that takes its synthetic set
+        from another run of the same seed, see `run`'s `shared`)."""
+        from .demo import write_demo
 
-        name = parse_gap(gap).name
+        name = gap.name
         if self.prof.window != Window():
             print(f"[carmenes-dtl] warning: the demo's line list is built for the default window "
                   f"{Window().start:g}-{Window().stop:g} Å; window {self.prof.window.start:g}-"
                   f"{self.prof.window.stop:g} Å sees fewer or no lines", file=sys.stderr)
         self.stage("demo", [self.paths.demo],
-                   lambda: write_demo(self.paths.demo, self.seed, self.prof.n_stars, name, self.prof.demo_size,
+                   lambda: write_demo(self.paths.demo, self.seed, self.prof.n_stars, gap, self.prof.demo_size,
                                       progress=self.progress, phoenix=phoenix, stars=stars),
                    extra=[name, stars, self.prof.demo_size, self.prof.n_stars] + ([] if phoenix else ["no phoenix"]))
 
@@ -258,17 +259,17 @@ class Runner:
         write_text(self.paths.stages, json.dumps(self.done, indent=1))
         return adopted
 
-    def gap_variant(self, gap: str, n_stars: int = 30, stars: str = "published") -> Path:
+    def gap_variant(self, gap: GapMix, n_stars: int = 30, stars: str = "published") -> Path:
         """Observed set of another demo survey (`n_stars`, gap `gap`, `stars`, the run's seed) prepared
         like the run's own: ``gap_{name}/observed.h5`` (name: the level or ``degenerate=X,shared=Y``),
         made by stages keyed on those and on the synthetic set (whose window and RV template it uses)."""
-        from .demo import parse_gap, write_demo
+        from .demo import write_demo
 
-        p, name = self.paths, parse_gap(gap).name
+        p, name = self.paths, gap.name
         demo, h5 = f"gap_{name}/demo", f"gap_{name}/observed.h5"
         window = Window(**store.describe(p.synthetic)["attrs"]["window"])
         self.stage(f"gap-{name}-demo", [p.out / demo],
-                   lambda: write_demo(p._at(demo), self.seed, n_stars, name, progress=False, phoenix=False,
+                   lambda: write_demo(p._at(demo), self.seed, n_stars, gap, progress=False, phoenix=False,
                                       stars=stars),
                    extra=[name, n_stars, stars])
         self.stage(f"gap-{name}-observed", [p.out / h5],
@@ -435,7 +436,7 @@ SHARED_STAGES = ["prepare-synthetic", "autoencoders", "cnn-synthetic"]
 
 
 def run(out: Path, demo: bool = True, synthetic: Path | None = None, observed: Path | None = None,
-        profile_name: str = "quick", seed: int = 42, gap: str = "paper", progress: bool = True,
+        profile_name: str = "quick", seed: int = 42, gap: GapMix = GapMix.parse("paper"), progress: bool = True,
         prof: Profile | None = None, window: Window | None = None, scheduler: str | None = None,
         shared: Path | None = None, stars: str = "published", data_parallel: bool = False) -> dict:
     """The whole method; returns the run summary (also written to ``OUT/run.json``).
@@ -495,7 +496,7 @@ def book_run(seed: int = 42) -> RunPaths:
     return paths
 
 
-def gap_variant(paths: RunPaths, gap: str, n_stars: int = 30, seed: int = 42, stars: str = "published") -> Path:
+def gap_variant(paths: RunPaths, gap: GapMix, n_stars: int = 30, seed: int = 42, stars: str = "published") -> Path:
     """Observed set of another demo survey (same model, gap `gap`), for comparisons (`Runner.gap_variant`:
     remade when the run's synthetic set, `n_stars`, `seed` or `stars` change)."""
     return Runner(paths.out, None, seed, progress=False).gap_variant(gap, n_stars, stars)

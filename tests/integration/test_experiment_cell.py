@@ -9,6 +9,7 @@ import pytest
 from test_cli import ROOT, cli
 
 from carmenes_dtl import experiment, pipeline
+from carmenes_dtl.demo_gap import GapMix
 
 pytestmark = pytest.mark.integration
 COMMITTED = ROOT / "data" / "results" / "experiment_tiny.csv"
@@ -87,7 +88,7 @@ def test_twin_distances_pair_the_encoders_each_variant_uses(tiny_cell):
 
 def test_adopted_stages_give_the_plain_runs_estimates(tiny_cell, tmp_path, capsys):
     base = tiny_cell / "exp" / "strong" / "seed1"
-    pipeline.run(tmp_path, profile_name="tiny", seed=1, gap="strong", progress=False, shared=base)
+    pipeline.run(tmp_path, profile_name="tiny", seed=1, gap=GapMix.parse("strong"), progress=False, shared=base)
     log = capsys.readouterr().out
     assert all(f"{name}: up to date" in log for name in pipeline.SHARED_STAGES), log
     assert not (tmp_path / "demo" / "phoenix").exists()
@@ -95,7 +96,8 @@ def test_adopted_stages_give_the_plain_runs_estimates(tiny_cell, tmp_path, capsy
         name = pipeline.RunPaths(tmp_path).estimates(variant).name
         assert (tmp_path / name).read_bytes() == (base / name).read_bytes(), name
     # another gap adopts the same shared stages and runs the rest: its own observed set, fine-tuning and CNNs
-    pipeline.run(tmp_path / "none", profile_name="tiny", seed=1, gap="none", progress=False, shared=base)
+    pipeline.run(tmp_path / "none", profile_name="tiny", seed=1, gap=GapMix.parse("none"), progress=False,
+                 shared=base)
     log = capsys.readouterr().out
     assert all(f"{name}: up to date" in log for name in pipeline.SHARED_STAGES), log
     assert all(f"{name} done in" in log for name in ("prepare-observed", "fine-tune", "encode", "cnn")), log

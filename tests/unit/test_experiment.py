@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from carmenes_dtl import experiment, stats
+from carmenes_dtl.demo_gap import GapMix
 
 
 def _paired(n_seeds, n_stars, diff, sigma, seed=5):
@@ -73,10 +74,14 @@ def test_cell_rows_per_region_match_a_direct_computation():
 
 
 def test_named_settings_and_bad_ones(tmp_path):
-    assert experiment.gap_spec("none") == "none" and experiment.gap_spec("strong") == "strong"
-    assert experiment.gap_spec("degenerate", 0.5) == "degenerate=0.5,shared=0"
+    assert experiment.gap_mix("none") == GapMix() and experiment.gap_mix("strong") == GapMix(1, 1)
+    assert experiment.gap_mix("degenerate", 0.5) == GapMix(0.5, 0)
+    # the tables name levels, and every other setting by its scales (as the published ones do)
+    labels = {s: experiment.gap_label(s, experiment.gap_mix(s)) for s in ("none", "shared", "both", "strong")}
+    assert labels == {"none": "none", "shared": "degenerate=0,shared=0.5", "both": "degenerate=0.5,shared=0.5",
+                      "strong": "strong"}
     with pytest.raises(ValueError, match="bogus"):
-        experiment.gap_spec("bogus")
+        experiment.gap_mix("bogus")
     for settings, seeds, what in ((["none", "none"], [1], "settings"), (["none"], [1, 1], "seeds")):
         with pytest.raises(ValueError, match=f"{what} repeat a value"):
             experiment.run_cells(tmp_path, settings, seeds, "tiny")

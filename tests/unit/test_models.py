@@ -104,11 +104,12 @@ def test_paper_size_parameter_count():
 @pytest.fixture(scope="module")
 def spectra():
     """Normalised demo-model spectra (synthetic and 'observed'), 300 pixels."""
-    from carmenes_dtl import demo, preprocess
+    from carmenes_dtl import demo_lines, preprocess
+    from carmenes_dtl.demo_gap import GapMix
 
     rng = np.random.default_rng(0)
     wave = preprocess.log_grid(8805, 8812, 0.5)[:300]
-    syn_m, obs_m = demo.LineModel(), demo.LineModel(demo.parse_gap("paper"))
+    syn_m, obs_m = demo_lines.LineModel(), demo_lines.LineModel(GapMix.parse("paper"))
     params = np.column_stack([rng.uniform(3000, 4200, 160), rng.uniform(4.7, 5.2, 160), rng.uniform(-0.5, 0.3, 160)])
     norm = lambda f: (f / f.max()).astype("float32")  # noqa: E731
     syn = np.array([norm(syn_m.flux(wave, *p)) for p in params])
