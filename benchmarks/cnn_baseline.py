@@ -14,9 +14,9 @@ import numpy as np
 from keras import ops
 
 from carmenes_dtl import cnn
-from carmenes_dtl.autoencoder import callbacks, history, validation_slice
-from carmenes_dtl.cnn import Ensemble, _assemble, _setup
+from carmenes_dtl.cnn import Ensemble, assemble_ensemble, setup_ensemble
 from carmenes_dtl.config import PARAMETERS, CNNSettings
+from carmenes_dtl.training import callbacks, history, validation_slice
 
 
 class KerasEnsemble(Ensemble):
@@ -109,8 +109,8 @@ def build_cnn(n_inputs: int, widths: tuple[int, int, int] = (64, 32, 64), learni
 def train_ensemble(x: np.ndarray, y: np.ndarray, s: CNNSettings, seed: int, pool: int = 0,
                    parameters: tuple[str, ...] = PARAMETERS, progress: bool = False) -> Ensemble:
     """`cnn.train_ensemble` before issue 16: masked shared batches, Keras `fit` (the same
-    scaling, splits and assembly as today's: `cnn._setup`, `cnn._assemble`)."""
-    scaler, xs, mean, std, member_splits, groups = _setup(x, y, s, seed, parameters)
+    scaling, splits and assembly as today's: `cnn.setup_ensemble`, `cnn.assemble_ensemble`)."""
+    scaler, xs, mean, std, member_splits, groups = setup_ensemble(x, y, s, seed, parameters)
     models, hists = [], []
     keras.utils.set_random_seed(seed)
     for widths, params in groups.items():
@@ -128,4 +128,4 @@ def train_ensemble(x: np.ndarray, y: np.ndarray, s: CNNSettings, seed: int, pool
                                        epochs=s.epochs, batch_size=s.batch_size, shuffle=True, verbose=0,
                                        callbacks=callbacks(s.patience, progress, "CNN ensemble"))))
         models.append((tuple(params), model))
-    return _assemble(KerasEnsemble, x, y, scaler, mean, std, models, hists, member_splits, parameters)
+    return assemble_ensemble(KerasEnsemble, x, y, scaler, mean, std, models, hists, member_splits, parameters)

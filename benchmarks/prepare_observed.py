@@ -17,7 +17,7 @@ from unittest import mock
 import numpy as np
 from scipy.interpolate import CubicSpline
 
-from carmenes_dtl import archives, demo, prepare, preprocess
+from carmenes_dtl import archives, demo, demo_lines, prepare, preprocess
 from carmenes_dtl.config import Window
 
 
@@ -59,7 +59,7 @@ def main(n_files: int = 12) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         demo.write_demo(Path(tmp), seed=42, n_stars=n_files, progress=False, phoenix=False)
         files = archives.scan_carmenes(Path(tmp) / "carmenes")
-        templates = demo.rv_templates(window)
+        templates = prepare.Templates(*demo_lines.rv_templates(window))
         timed(files[:1], templates, window)  # IERS table, caches
         with mock.patch.object(preprocess, "cross_correlate_rv", full_grid_rv), \
                 mock.patch.object(preprocess, "resample_sigma", whole_operator_sigma):

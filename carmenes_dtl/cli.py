@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .config import PROFILES, VSINI_GRID, Window
+from .config import DEMO_SIZES, GAP_LEVELS, PROFILES, STAR_SOURCES, VSINI_GRID, Window
 from .snapshots import snapshot
 
 
@@ -68,23 +68,30 @@ def _window(text: str) -> Window:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def _gap_mix(text: str) -> str:
-    from .demo import parse_gap
+def _gap_mix(text: str):
+    from .demo_gap import GapMix
 
     try:
-        return parse_gap(text).name
+        return GapMix.parse(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def _gap_level(text: str):
+    if text not in GAP_LEVELS:
+        raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(map(repr, GAP_LEVELS))})")
+    return _gap_mix(text)
+
+
 def _demo_options(s: argparse.ArgumentParser, default_gap: str | None, default_stars: str | None) -> None:
     """--gap LEVEL or --gap-mix degenerate=X,shared=Y, and --stars: the demo survey's settings."""
+    scales = [f"{g:g}" for g in GAP_LEVELS.values()]
     gap = s.add_mutually_exclusive_group()
-    gap.add_argument("--gap", choices=["none", "mild", "paper", "strong"], default=default_gap,
-                     help="both gap families at 0, 0.25, 0.5 or 1 (default paper)")
+    gap.add_argument("--gap", type=_gap_level, metavar="{" + ",".join(GAP_LEVELS) + "}", default=default_gap,
+                     help=f"both gap families at {', '.join(scales[:-1])} or {scales[-1]} (default paper)")
     gap.add_argument("--gap-mix", type=_gap_mix, metavar="degenerate=X,shared=Y",
                      help="each gap family's scale (a family left out is 0)")
-    s.add_argument("--stars", choices=["published", "uniform"], default=default_stars,
+    s.add_argument("--stars", choices=STAR_SOURCES, default=default_stars,
                    help="demo truths: resampled published estimates inside the grid (default) or the old "
                         "uniform 3000-4200 K")
 
@@ -125,9 +132,9 @@ def cmd_prepare_observed(a):
     from . import prepare
 
     if a.template == "demo":
-        from .demo import rv_templates
+        from .demo_lines import rv_templates
 
-        template = rv_templates(a.window)
+        template = prepare.Templates(*rv_templates(a.window))
     else:
         template = prepare.template_from_set(Path(a.template)) if a.template else None
     path, excluded = prepare.prepare_observed(a.carmenes_dir, a.out, a.window, template, strict=a.strict,
@@ -169,7 +176,7 @@ def cmd_gap(a):
 
 def cmd_run(a):
     from . import pipeline
-    from .demo import parse_gap
+    from .demo_gap import GapMix
     from .rundir import RunFolder
 
     given = [f"--{k}" for k in ("synthetic", "observed") if getattr(a, k)]
@@ -181,7 +188,7 @@ def cmd_run(a):
     if given and demo_options:
         raise ValueError(f"{demo_options[0]} sets the demo survey: drop it with --synthetic and --observed")
     inputs = (pipeline.SetsInput(a.synthetic, a.observed) if given else
-              pipeline.DemoInput(parse_gap(a.gap_mix or a.gap or "paper"), a.stars or "published"))
+              pipeline.DemoInput(a.gap_mix or a.gap or GapMix.parse("paper"), a.stars or "published"))
     info = pipeline.run(a.out, inputs, a.profile, a.seed, progress=not a.quiet, scheduler=a.scheduler,
                         data_parallel=a.data_parallel, window=a.window)
     print(f"estimates: {RunFolder(a.out).estimates_file()}")
@@ -254,7 +261,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=42)
     s.add_argument("--n-stars", type=_positive)
     _demo_options(s, "paper", "published")
-    s.add_argument("--size", default="quick", choices=["quick", "full"])
+    s.add_argument("--size", default="quick", choices=list(DEMO_SIZES))
     s.set_defaults(func=cmd_demo_data)
 
     s = sub.add_parser("prepare-synthetic", parents=[quiet, win, dask], help="PHOENIX HiRes tree -> synthetic set (HDF5)")

@@ -21,7 +21,7 @@ from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
 from . import training
-from .autoencoder import validation_slice
+from .training import validation_slice
 from .config import OPTIONS, PAPER_RANGES, PARAMETERS, PUBLISHED_NAMES, CNNSettings, estimate_columns, stage_seed
 from .layers import BinPool, MemberConv1D, MemberDense, MembersFirst, members_mse
 from .variants import SPACES, VARIANTS
@@ -154,7 +154,7 @@ def train_ensemble(x: np.ndarray, y: np.ndarray, s: CNNSettings, seed: int, pool
     on a `validation_slice` of each member's training rows, never on its held-out rows, which
     give the ``residuals`` uncertainties: one stopping epoch for the whole graph.
     """
-    scaler, xs, mean, std, member_splits, groups = _setup(x, y, s, seed, parameters)
+    scaler, xs, mean, std, member_splits, groups = setup_ensemble(x, y, s, seed, parameters)
     models, hists = [], []
     keras.utils.set_random_seed(seed)
     for widths, params in groups.items():
@@ -168,14 +168,14 @@ def train_ensemble(x: np.ndarray, y: np.ndarray, s: CNNSettings, seed: int, pool
                 fit.append((fit_rows, yp[fit_rows]))
                 val += [(held[0], yp[held[0]])] if held else []
         hists.append(training.fit(member_graph(model, s.learning_rate), *_member_rows(binned, fit),
-                                  _member_rows(binned, val) if val else None, s.epochs, s.batch_size, s.patience,
-                                  (seed, len(models)), progress=progress, desc="CNN ensemble",
-                                  members=len(fit)))
+                                  _member_rows(binned, val) if val else None, epochs=s.epochs,
+                                  batch_size=s.batch_size, patience=s.patience, seed=(seed, len(models)),
+                                  progress=progress, desc="CNN ensemble", members=len(fit)))
         models.append((tuple(params), model))
-    return _assemble(Ensemble, x, y, scaler, mean, std, models, hists, member_splits, parameters)
+    return assemble_ensemble(Ensemble, x, y, scaler, mean, std, models, hists, member_splits, parameters)
 
 
-def _setup(x: np.ndarray, y: np.ndarray, s: CNNSettings, seed: int, parameters: tuple[str, ...]):
+def setup_ensemble(x: np.ndarray, y: np.ndarray, s: CNNSettings, seed: int, parameters: tuple[str, ...]):
     """What `train_ensemble` starts from: the input scaler (None for raw inputs) and the scaled
     inputs (rows, length, 1), the targets' mean and std per parameter (0 and 1 for raw targets),
     each parameter's member splits (`splits`) and the parameters grouped by CNN width."""
@@ -192,8 +192,8 @@ def _setup(x: np.ndarray, y: np.ndarray, s: CNNSettings, seed: int, parameters: 
     return scaler, xs, mean, std, member_splits, groups
 
 
-def _assemble(kind: type, x: np.ndarray, y: np.ndarray, scaler, mean: dict, std: dict, models: list, hists: list,
-             member_splits: dict, parameters: tuple[str, ...]) -> Ensemble:
+def assemble_ensemble(kind: type, x: np.ndarray, y: np.ndarray, scaler, mean: dict, std: dict, models: list,
+                      hists: list, member_splits: dict, parameters: tuple[str, ...]) -> Ensemble:
     """The trained graphs as an ensemble of class `kind`: the training curves summed over graphs
     (as long as the shortest) and each parameter's held-out residuals (`median_residuals`)."""
     n = min(len(h["loss"]) for h in hists)  # graphs stopped early may differ in length

@@ -141,6 +141,32 @@ def check_options(settings) -> None:
             raise ValueError(f"{type(settings).__name__}.{f.name} must be one of {OPTIONS[f.name]}, got {value!r}")
 
 
+#: Scale of both gap families of the demo survey per level (`demo_gap.GapMix`). `paper` is set so
+#: that a method that ignores the gap errs on the demo by about as much as the synthetic-only deep
+#: learning of Passegger et al. (2020) deviates from the literature on real stars (~0.2 dex in
+#: [M/H], ~100-400 K in Teff).
+GAP_LEVELS = {"none": 0.0, "mild": 0.25, "paper": 0.5, "strong": 1.0}
+#: Where the demo stars' parameters come from (`demo_stars.draw_stars`).
+STAR_SOURCES = ("published", "uniform")
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    """A demo survey's default number of stars and its mock PHOENIX nodes (Teff range, logg and [M/H] values)."""
+
+    n_stars: int
+    teff: tuple[float, float]
+    logg: tuple[float, ...]
+    mh: tuple[float, ...]
+
+
+#: The demo survey's sizes (`Profile.demo_size`).
+DEMO_SIZES = {
+    "quick": DemoSize(60, (2300, 4500), (4.5, 5.0, 5.5), (-1.0, -0.5, 0.0, 0.5, 1.0)),
+    "full": DemoSize(300, (2300, 4500), (4.5, 5.0, 5.5), (-1.0, -0.5, 0.0, 0.5, 1.0)),
+}
+
+
 @dataclass(frozen=True)
 class Profile:
     """A bundle of settings: `quick` (book, tests: minutes on 2 cores) or `paper`."""
@@ -257,50 +283,6 @@ def deviations(names: tuple[str, ...] = ("paper", "quick")) -> list[dict]:
     return rows
 
 
-def t_interval(values) -> tuple[float, float, float]:
-    """(mean, low, high): the mean of `values` and its two-sided 95 % Student t interval."""
-    from scipy import stats
-
-    v = np.asarray(values, float)
-    half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else np.nan
-    return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
-
-
-def _verdict(low: float, high: float, names: tuple[str, str]) -> str:
-    """Which of two choices a paired interval of (second - first) losses favours, if any."""
-    if low == high == 0:
-        return "identical"
-    if high < 0:
-        return f"{names[1]} better"
-    if low > 0:
-        return f"{names[0]} better"
-    return "not resolved"
-
-
-def _loss(metric: str, x):
-    """Smaller is better: MAE, ``abs(bias)``, ``abs(coverage - 0.68)``."""
-    return abs(x - 0.68) if metric.endswith("coverage") else abs(x)
-
-
-def _paired(table, keys: list[str], pair: str, first: str, second: str, names: tuple[str, str]):
-    """Per `keys`: mean of each choice of column `pair`, and the paired (second - first)
-    difference of the loss over seeds with its 95 % t interval and verdict."""
-    import pandas as pd
-
-    rows = []
-    for key, g in table.groupby(keys, sort=False):
-        wide = g.pivot_table(index="seed", columns=pair, values="number")
-        if first not in wide or second not in wide:
-            continue
-        wide = wide[[first, second]].dropna()
-        metric = dict(zip(keys, key))["metric"]
-        mean, low, high = t_interval(_loss(metric, wide[second]) - _loss(metric, wide[first]))
-        rows.append({**dict(zip(keys, key)), f"{names[0]} mean": wide[first].mean(),
-                     f"{names[1]} mean": wide[second].mean(), "loss difference": mean, "95% low": low,
-                     "95% high": high, "verdict": _verdict(low, high, names), "seeds": len(wide)})
-    return pd.DataFrame(rows).set_index(keys)
-
-
 def _measured(name: str):
     import pandas as pd
 
@@ -312,10 +294,12 @@ def measured_deviations(metrics: tuple[str, ...] = ("holdout_mae", "holdout_cove
     parameter: both means and the paired difference of the loss (improvement - published;
     MAE, ``abs(bias)`` or ``abs(coverage - 0.68)``, so negative favours the improvement) with its 95 % t
     interval, from ``measured_deviations.csv`` (made by ``benchmarks/deviations.py``)."""
+    from .stats import paired
+
     table = _measured("measured_deviations.csv")
     table = table[table["metric"].isin(metrics)]
-    out = _paired(table, ["option", "metric", "parameter"], "choice", "published", "improvement",
-                  ("published", "improvement"))
+    out = paired(table, ["option", "metric", "parameter"], "choice", "published", "improvement",
+                 ("published", "improvement"))
     values = table.groupby(["option", "choice"])["value"].first().unstack("choice")
     out = out.join(values.rename(columns=lambda c: f"{c} value"), on="option")
     return out[["published value", "published mean", "improvement value", "improvement mean", "loss difference",
@@ -328,21 +312,23 @@ def measured_variants(metrics: tuple[str, ...] = ("holdout_mae", "demo_mae", "de
     difference of the loss against `method` (negative favours the variant)."""
     import pandas as pd
 
+    from .stats import paired, t_interval
+
     table = _measured("measured_variants.csv")
     table = table[table["metric"].isin(metrics)]
     keys = ["variant", "metric", "parameter"]
     means = pd.DataFrame([{**dict(zip(keys, k)), **dict(zip(("mean", "mean 95% low", "mean 95% high"),
                                                             t_interval(g["number"])))}
                           for k, g in table.groupby(keys, sort=False)]).set_index(keys)
-    paired = []
+    versus = []
     for variant in table["variant"].unique():
         if variant == "method":
             continue
         both = table[table["variant"].isin(["method", variant])]
-        d = _paired(both, ["metric", "parameter"], "variant", "method", variant, ("method", variant))
-        paired.append(d[["loss difference", "95% low", "95% high", "verdict", "seeds"]].assign(variant=variant))
-    paired = pd.concat(paired).reset_index().set_index(keys)
-    return means.join(paired.rename(columns=lambda c: f"vs method: {c}"))
+        d = paired(both, ["metric", "parameter"], "variant", "method", variant, ("method", variant))
+        versus.append(d[["loss difference", "95% low", "95% high", "verdict", "seeds"]].assign(variant=variant))
+    versus = pd.concat(versus).reset_index().set_index(keys)
+    return means.join(versus.rename(columns=lambda c: f"vs method: {c}"))
 
 
 def cache_dir() -> Path:

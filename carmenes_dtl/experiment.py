@@ -17,7 +17,6 @@ synthetic set, the autoencoders and the CNNs trained on synthetic data only). Ou
 from __future__ import annotations
 
 import json
-import math
 import platform
 import shlex
 import subprocess
@@ -30,16 +29,17 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from . import __version__, autoencoder, demo, gap, pipeline, store, twin
-from .config import PUBLISHED_NAMES, Window, profile
+from . import __version__, autoencoder, gap, pipeline, store, twin
+from .config import GAP_LEVELS, PUBLISHED_NAMES, Window, profile
+from .demo_gap import GapMix
 from .rundir import RunFolder
 from .snapshots import snapshot
 from .stages import write_text
+from .stats import paired_bootstrap, t_interval
 from .variants import VARIANTS
 
-#: Named settings: the gap spec of each, `S` the strength of the family switched on.
-SETTINGS = {"none": "none", "shared": "degenerate=0,shared={s}", "degenerate": "degenerate={s},shared=0",
-            "both": "degenerate={s},shared={s}"}
+#: Named settings: the (degenerate, shared) scales of each in units of the strength.
+SETTINGS = {"none": (0, 0), "shared": (0, 1), "degenerate": (1, 0), "both": (1, 1)}
 #: Pairs whose MAE difference gets a paired bootstrap interval: (variant, reference).
 PAIRS = [("method", "no_finetune"), ("method", "direct")]
 #: Latent-AUC changes from fine-tuning: (variant, reference).
@@ -51,20 +51,25 @@ RESULTS = snapshot("results/transfer_experiment.csv")
 TINY_RESULTS = RESULTS.with_name("experiment_tiny.csv")
 
 
-def gap_spec(setting: str, strength: float = 0.5) -> str:
-    """The demo gap spec of `setting`: a name of `SETTINGS`, a gap level or an explicit spec."""
-    spec = SETTINGS.get(setting, setting).format(s=f"{strength:g}")
+def gap_mix(setting: str, strength: float = 0.5) -> GapMix:
+    """The demo gap of `setting`: a name of `SETTINGS` (at `strength`), a gap level or ``degenerate=X,shared=Y``."""
     try:
-        demo.parse_gap(spec)
+        if setting in SETTINGS:
+            return GapMix(*(f * strength for f in SETTINGS[setting]))
+        return GapMix.parse(setting)
     except ValueError as err:
         raise ValueError(f"unknown experiment setting {setting!r}: neither one of {list(SETTINGS)} nor a gap "
                          f"({err})") from None
-    return spec
+
+
+def gap_label(setting: str, mix: GapMix) -> str:
+    """How the tables name a setting's gap: a level by its name, any other mix by its scales (`GapMix.spec`)."""
+    return setting if setting in GAP_LEVELS else mix.spec
 
 
 def _cell(args: tuple) -> Path:
-    out, spec, seed, profile_name, shared, progress = args
-    pipeline.run(out, pipeline.DemoInput(demo.parse_gap(spec), shared=shared), profile_name, seed, progress)
+    out, mix, seed, profile_name, shared, progress = args
+    pipeline.run(out, pipeline.DemoInput(mix, shared=shared), profile_name, seed, progress)
     return out
 
 
@@ -79,7 +84,7 @@ def run_cells(out: Path, settings: list[str], seeds: list[int], profile_name: st
         if len(set(values)) != len(values):
             raise ValueError(f"the experiment's {what} repeat a value: {values}")
     profile(profile_name)
-    specs = {s: gap_spec(s, strength) for s in settings}
+    mixes = {s: gap_mix(s, strength) for s in settings}
     out = Path(out)
 
     def full(s, seed):  # the cell has its own mock PHOENIX tree: it ran without a base
@@ -87,9 +92,9 @@ def run_cells(out: Path, settings: list[str], seeds: list[int], profile_name: st
 
     base = {seed: next((s for s in settings if full(s, seed)), settings[0]) for seed in seeds}
     cells = [(s, seed) for s in settings for seed in seeds]
-    first = [(out / s / f"seed{seed}", specs[s], seed, profile_name, None, progress)
+    first = [(out / s / f"seed{seed}", mixes[s], seed, profile_name, None, progress)
              for s, seed in cells if s == base[seed] or full(s, seed)]
-    rest = [(out / s / f"seed{seed}", specs[s], seed, profile_name, out / base[seed] / f"seed{seed}", progress)
+    rest = [(out / s / f"seed{seed}", mixes[s], seed, profile_name, out / base[seed] / f"seed{seed}", progress)
             for s, seed in cells if not (s == base[seed] or full(s, seed))]
     for batch in (first, rest):
         if jobs == 1:
@@ -97,7 +102,8 @@ def run_cells(out: Path, settings: list[str], seeds: list[int], profile_name: st
         else:
             with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
                 list(pool.map(_cell, batch))
-    info = {"profile": profile_name, "settings": specs, "seeds": seeds, "strength": strength}
+    info = {"profile": profile_name, "settings": {s: gap_label(s, m) for s, m in mixes.items()}, "seeds": seeds,
+            "strength": strength}
     write_text(out / "experiment.json", json.dumps(info, indent=1))
     return info
 
@@ -176,42 +182,10 @@ def summarise_cell(stars: pd.DataFrame, twins: pd.DataFrame) -> pd.DataFrame:
     return out.merge(twins.assign(region="all"), on=["variant", "region"], how="left")
 
 
-def paired_bootstrap(a: list[np.ndarray], b: list[np.ndarray] | None = None, n_boot: int = 2000, seed: int = 0,
-                     level: float = 0.95) -> tuple[float, float, float]:
-    """Mean of `a` minus mean of `b` over all values, with a hierarchical bootstrap interval.
-
-    `a[k]`, `b[k]`: values (e.g. absolute errors) of the same stars in seed `k`. Each
-    resample draws seeds with replacement, then stars within each drawn seed, and takes the
-    same draws for `a` and `b` (paired). Without `b`, the mean of `a` alone. Returns
-    (estimate, low, high), the percentile interval at `level`.
-    """
-    d = [np.asarray(x, float) - (0 if b is None else np.asarray(y, float)) for x, y in zip(a, b or a)]
-    if any(x.size == 0 for x in d):
-        raise ValueError("paired_bootstrap: a seed without stars")
-    rng = np.random.default_rng(seed)
-    draws = np.empty(n_boot)
-    for j in range(n_boot):
-        picked = [d[k] for k in rng.integers(0, len(d), len(d))]
-        draws[j] = np.concatenate([x[rng.integers(0, x.size, x.size)] for x in picked]).mean()
-    lo, hi = np.percentile(draws, [50 * (1 - level), 50 * (1 + level)])
-    return float(np.concatenate(d).mean()), float(lo), float(hi)
-
-
-def seed_t_interval(values, level: float = 0.95) -> tuple[float, float, float]:
-    """Mean of one value per seed with its Student-t interval (n - 1 degrees of freedom); NaN
-    bounds below two seeds. With a handful of seeds a percentile bootstrap over seeds is too
-    narrow (about 83 % coverage at nominal 95 % for 5 seeds); the t interval is not."""
-    v = np.asarray(values, float)
-    if v.size < 2:
-        return float(v.mean()) if v.size else math.nan, math.nan, math.nan
-    half = stats.t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size)
-    return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
-
-
 def intervals(stars: pd.DataFrame, table: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     """Per setting: MAE per variant and parameter and MAE differences of `PAIRS`, each with its 95 %
     hierarchical bootstrap interval (`paired_bootstrap`: ``low``, ``high``) and the Student-t
-    interval of the per-seed values (`seed_t_interval`: ``t_low``, ``t_high``, which carries the
+    interval of the per-seed values (`t_interval`: ``t_low``, ``t_high``, which carries the
     seed-to-seed scatter honestly with few seeds); and the changes of `AUC_PAIRS` in latent AUC
     and twin distance (one value per seed) with their t intervals (also as ``low``, ``high``)."""
     rows = []
@@ -224,7 +198,7 @@ def intervals(stars: pd.DataFrame, table: pd.DataFrame, n_boot: int = 2000, seed
             for v, ref in [(v, None) for v in VARIANTS] + PAIRS:
                 a, b = [g[v] for g in per_seed], None if ref is None else [g[ref] for g in per_seed]
                 est = paired_bootstrap(a, b, n_boot, seed)
-                t = seed_t_interval([x.mean() - (0 if b is None else y.mean()) for x, y in zip(a, b or a)])
+                t = t_interval([x.mean() - (0 if b is None else y.mean()) for x, y in zip(a, b or a)])
                 rows.append({"setting": setting, "gap": spec, "quantity": "mae" if ref is None else "mae_difference",
                              "parameter": p, "variant": v, "reference": ref or "", **n,
                              **dict(zip(("estimate", "low", "high"), est)), "t_low": t[1], "t_high": t[2]})
@@ -232,7 +206,7 @@ def intervals(stars: pd.DataFrame, table: pd.DataFrame, n_boot: int = 2000, seed
         for quantity in ("latent_auc", "twin_distance"):
             per = cells.pivot(index="seed", columns="variant", values=quantity)
             for v, ref in AUC_PAIRS:
-                est = seed_t_interval(per[v] - per[ref])
+                est = t_interval(per[v] - per[ref])
                 rows.append({"setting": setting, "gap": spec, "quantity": f"{quantity}_change", "parameter": "",
                              "variant": v, "reference": ref, "n_seeds": len(per), "n_stars": 0,
                              **dict(zip(("estimate", "low", "high"), est)), "t_low": est[1], "t_high": est[2]})

@@ -1,4 +1,4 @@
-"""The training grid and interpolation between PHOENIX archive nodes.
+"""The training grid, its coverage of a star's parameters, and interpolation between PHOENIX archive nodes.
 
 The archive steps are 100 K in Teff, 0.5 dex in logg and 0.5 dex in [M/H]; the paper's
 grid steps are 25 K, 0.1 and 0.1. Nodes the archive lacks are made by trilinear
@@ -16,6 +16,7 @@ import pandas as pd
 from astropy.table import Table
 
 from . import archives
+from .config import PAPER_RANGES
 from .snapshots import snapshot
 
 #: The paper's training set (data/grid/ in the repository, shipped as carmenes_dtl.snapshots).
@@ -168,3 +169,29 @@ def select_nodes(nodes: pd.DataFrame, n_nodes: int | None = None, seed: int = 0)
     if n_nodes and n_nodes < len(nodes):
         nodes = nodes.sample(n_nodes, random_state=seed).sort_values(["teff", "logg", "mh"])
     return nodes.reset_index(drop=True)
+
+
+#: Half-widths of the box around a star whose paper-grid nodes decide its coverage: one PHOENIX
+#: archive step in Teff, one grid step in logg and [M/H].
+COVERAGE_BOX = {"Teff": 100.0, "logg": 0.1, "[M/H]": 0.1}
+
+
+def grid_coverage(params: pd.DataFrame, nodes: pd.DataFrame | None = None) -> np.ndarray:
+    """``inside``, ``edge`` or ``outside`` the paper grid's coverage, per row of Teff, logg, [M/H].
+
+    The nodes that count are those in the box of half-widths `COVERAGE_BOX` around the star
+    (100 K, 0.1, 0.1 dex). ``outside``: the box holds no node, or the star lies beyond the
+    grid's ranges. ``inside``: along each of the three axes the box holds a node at or below
+    and one at or above the star's value, so the training labels surround it. ``edge``: the
+    rest, stars the grid reaches from one side only on some axis (a CNN extrapolates there).
+    """
+    nodes = (paper_nodes() if nodes is None else nodes)[["teff", "logg", "mh"]].to_numpy(float)
+    x = params[list(COVERAGE_BOX)].to_numpy(float)
+    diff = nodes[None, :, :] - x[:, None, :]
+    box = np.all(np.abs(diff) <= np.array(list(COVERAGE_BOX.values())) + 1e-9, axis=2)
+    bracketed = np.all([(box & (diff[:, :, j] <= 0)).any(1) & (box & (diff[:, :, j] >= 0)).any(1)
+                        for j in range(3)], axis=0)
+    in_ranges = np.all([params[c].between(*PAPER_RANGES[k]) for c, k in
+                        (("Teff", "teff"), ("logg", "logg"), ("[M/H]", "mh"))], axis=0)
+    covered = box.any(1) & in_ranges
+    return np.where(covered & bracketed, "inside", np.where(covered, "edge", "outside"))

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import keras
 
-from . import __version__, autoencoder, bundle, cnn, grid, prepare, store, transfer, variants, validation
+from . import __version__, autoencoder, bundle, cnn, grid, prepare, store, training, transfer, variants, validation
 from .config import Profile, Window, profile, stage_seed
-from .demo import GapMix, parse_gap, write_demo
+from .demo import write_demo
+from .demo_gap import GapMix
 from .rundir import GapFolder, Latents, RunFolder
 from .stages import Stages, remove, write_text
 
@@ -27,7 +28,7 @@ class DemoInput:
     """A demo survey made by the run: its gap, its stars (`demo.draw_stars`) and, optionally, a finished
     demo run of the same seed and profile whose gap-independent stages (`SHARED_STAGES`) it adopts."""
 
-    gap: GapMix = parse_gap("paper")
+    gap: GapMix = GapMix.parse("paper")
     stars: str = "published"
     shared: Path | None = None
 
@@ -51,9 +52,9 @@ class Runner:
                  scheduler: str | None = None, data_parallel: bool = False):
         """`prof`: the run's settings (None will do for `gap_variant`, which uses none); `scheduler`:
         where prepare's tasks run (changes no output); `data_parallel`: autoencoder training and
-        fine-tuning data-parallel over every device of the JAX backend (`autoencoder.data_parallel`)."""
+        fine-tuning data-parallel over every device of the JAX backend (`training.data_parallel`)."""
         if data_parallel:
-            autoencoder.data_parallel(prof.ae.batch_size)  # no JAX backend or an uneven split: say so before any stage
+            training.data_parallel(prof.ae.batch_size)  # no JAX backend or an uneven split: say so before any stage
         self.folder, self.prof, self.seed, self.progress = RunFolder(out), prof, seed, progress
         self.scheduler, self.data_parallel = scheduler, data_parallel
         self.folder.out.mkdir(parents=True, exist_ok=True)
@@ -73,7 +74,7 @@ class Runner:
                   f"{Window().start:g}-{Window().stop:g} Å; window {prof.window.start:g}-"
                   f"{prof.window.stop:g} Å sees fewer or no lines", file=sys.stderr)
         self.stages.run("demo", [f.demo_dir],
-                        lambda staged: write_demo(staged(f.demo_dir), self.seed, prof.n_stars, mix.name,
+                        lambda staged: write_demo(staged(f.demo_dir), self.seed, prof.n_stars, mix,
                                                   prof.demo_size, progress=self.progress, phoenix=phoenix,
                                                   stars=stars),
                         extra=[mix.name, stars, prof.demo_size, prof.n_stars] + ([] if phoenix else ["no phoenix"]))
@@ -112,7 +113,7 @@ class Runner:
         g = f.gap(name)
         window = Window(**store.describe(f.synthetic)["attrs"]["window"])
         self.stages.run(f"gap-{name}-demo", [g.demo_dir],
-                        lambda staged: write_demo(staged(g.demo_dir), self.seed, n_stars, name, progress=False,
+                        lambda staged: write_demo(staged(g.demo_dir), self.seed, n_stars, mix, progress=False,
                                                   phoenix=False, stars=stars),
                         extra=[name, n_stars, stars])
         self.stages.run(f"gap-{name}-observed", [g.observed],
@@ -284,8 +285,8 @@ def book_run(seed: int = 42) -> RunFolder:
     return folder
 
 
-def gap_variant(folder: RunFolder, gap: str, n_stars: int = 30, seed: int = 42,
+def gap_variant(folder: RunFolder, gap: GapMix, n_stars: int = 30, seed: int = 42,
                 stars: str = "published") -> GapFolder:
     """Another demo survey through the same model (gap `gap`), for comparisons (`Runner.gap_variant`:
     remade when the run's synthetic set, `n_stars`, `seed` or `stars` change)."""
-    return Runner(folder.out, None, seed, progress=False).gap_variant(parse_gap(gap), n_stars, stars)
+    return Runner(folder.out, None, seed, progress=False).gap_variant(gap, n_stars, stars)

@@ -1,4 +1,5 @@
-"""`model.fit` as one compiled call (JAX backend); `model.fit` itself on the other backends.
+"""Training shared by every model: early-stopping slices and callbacks, data-parallel helpers,
+and `fit`, `model.fit` as one compiled call (JAX backend; `model.fit` itself on the others).
 
 Keras' `fit` returns to Python after every batch (JAX: one dispatch, one host copy of the
 batch, one metrics update) and runs its callbacks after every epoch. For the small CNN
@@ -13,19 +14,80 @@ global one) and float round-off.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 
 import keras
 import numpy as np
 
-from .autoencoder import callbacks, history
-
+#: Fraction of a training part that steers early stopping when it is on.
+EARLY_STOPPING_FRACTION = 0.1
 #: Compiled runs by model architecture, optimizer, loss and loop settings: ensembles of the
 #: same shape (several autoencoders, input spaces) share one compilation.
 _COMPILED: dict[str, object] = {}
 
 
-def fit(model: keras.Model, x: np.ndarray, y: np.ndarray, validation: tuple | None, epochs: int, batch_size: int,
+def callbacks(patience: int | None, progress: bool, desc: str = "epochs") -> list:
+    """Early stopping on the validation loss (best weights kept) unless `patience` is None, plus a progress bar."""
+    cbs = [] if patience is None else [keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)]
+    if progress:
+        from tqdm.keras import TqdmCallback
+
+        cbs.append(TqdmCallback(verbose=0, desc=desc, leave=False))
+    return cbs
+
+
+def history(fit) -> dict[str, list[float]]:
+    """A Keras `History` as plain floats (for JSON)."""
+    return {k: [float(v) for v in vals] for k, vals in fit.history.items()}
+
+
+def validation_slice(x: np.ndarray, patience: int | None, seed: int) -> tuple[np.ndarray, tuple | None]:
+    """(rows to fit, Keras validation data): a seeded `EARLY_STOPPING_FRACTION` of `x` when
+    early stopping is on (`patience` not None), else all of `x` and None.
+
+    Seeded rather than Keras' own split, which takes the last rows (in a sorted grid, the
+    hottest stars).
+    """
+    if patience is None:
+        return x, None
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_val = max(1, int(round(EARLY_STOPPING_FRACTION * len(x))))
+    return x[order[n_val:]], (x[order[:n_val]],) * 2
+
+
+def data_parallel(batch_size: int):
+    """A `keras.distribution.DataParallel` over every accelerator (`keras.distribution.list_devices()`):
+    the model is replicated and each batch of `batch_size` split evenly among the devices.
+
+    JAX backend only; `batch_size` must be a multiple of the number of devices.
+    """
+    if keras.backend.backend() != "jax":
+        raise ValueError(f"data-parallel training needs the JAX backend (KERAS_BACKEND=jax), "
+                         f"not {keras.backend.backend()!r}")
+    devices = keras.distribution.list_devices()
+    if batch_size % len(devices):
+        raise ValueError(f"data-parallel training splits each batch over the {len(devices)} devices: the batch "
+                         f"size {batch_size} is not a multiple of {len(devices)}")
+    return keras.distribution.DataParallel(devices=devices)
+
+
+def scope(dist):
+    """The scope of the distribution `dist`; None: no distribution."""
+    return contextlib.nullcontext() if dist is None else dist.scope()
+
+
+def whole_batches(dist, x: np.ndarray | None) -> np.ndarray | None:
+    """`x` cut to a multiple of `dist`'s device count, so that the last, partial batch of an
+    epoch still splits evenly: at most ``devices - 1`` trailing rows dropped, none when `dist`
+    (or `x`) is None."""
+    if dist is None or x is None:
+        return x
+    n = int(np.prod(dist.device_mesh.shape))
+    return x[:len(x) - len(x) % n]
+
+
+def fit(model: keras.Model, x: np.ndarray, y: np.ndarray, validation: tuple | None, *, epochs: int, batch_size: int,
         patience: int | None, seed, shuffle: bool = True, progress: bool = False,
         desc: str = "epochs", members: int | None = None) -> dict[str, list[float]]:
     """Train the compiled `model` as ``model.fit(x, y, validation_data=validation, epochs=epochs,

@@ -12,9 +12,9 @@ import keras
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from .autoencoder import (callbacks, data_parallel, history, load, reconstruction_mse, scope, validation_slice,
-                          whole_batches)
+from .autoencoder import load, reconstruction_mse
 from .config import AESettings, stage_seed
+from .training import callbacks, data_parallel, history, scope, validation_slice, whole_batches
 
 
 def synthetic_sample(flux: np.ndarray, seed: int, n: int = 512) -> np.ndarray:
@@ -51,7 +51,7 @@ def finetune(model_path, observed: np.ndarray, synthetic: np.ndarray, s: AESetti
     what the synthetic domain loses. With the published penalty the frozen copy of the
     bottleneck kernel is taken anew from the loaded weights, as the authors' loss is
     rebuilt when the loaded model is compiled. `parallel`: loaded and fitted data-parallel over
-    every device (`autoencoder.data_parallel`; the rows cut to a multiple of the device count).
+    every device (`training.data_parallel`; the rows cut to a multiple of the device count).
     """
     keras.utils.set_random_seed(seed)
     train_obs, test_obs = train_test_split(observed, test_size=s.finetune_test_size, random_state=seed)

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy.interpolate import CubicSpline
 
-from . import archives, demo, prepare, preprocess, store
+from . import archives, demo, demo_lines, prepare, preprocess, store
 from .config import CARMENES_VIS_R, Window
 from .grid import Archive
 from .rv import barycentric_correction
@@ -73,7 +73,7 @@ def write_twin(out: Path, star: AnalyticStar = AnalyticStar(), snr: float = 1000
     if star.teff in star.nodes:
         raise ValueError(f"the twin's star (Teff {star.teff:g} K) must lie between archive nodes, not on one")
     out = Path(out)
-    demo.write_phoenix_tree(out, preprocess.log_grid(8760.0, 8880.0, preprocess.C_KMS / demo.PHOENIX_R),
+    demo.write_phoenix_tree(out, preprocess.log_grid(8760.0, 8880.0, preprocess.C_KMS / demo_lines.PHOENIX_R),
                             [(t, star.logg, star.mh) for t in star.nodes], star.flux, progress=False)
     fine = preprocess.log_grid(8740.0, 8900.0)
     observed = CubicSpline(fine, preprocess.broaden(star.flux(fine) / 1e14, star.vsini))
@@ -163,9 +163,9 @@ def survey(observed: Path, truth_csv: Path, phoenix_dir: Path | None = None, win
 
 def exact_vectors(truth: pd.DataFrame, window: Window = Window()) -> np.ndarray:
     """The exact synthetic vector of each star (row) of `truth` (columns ``Teff, logg, [M/H], vsini``):
-    the demo's synthetic `demo.LineModel` at those parameters, noise-free and not interpolated,
+    the demo's synthetic `demo_lines.LineModel` at those parameters, noise-free and not interpolated,
     broadened to the star's vsini and put on `window` like a synthetic spectrum."""
-    wave, model = demo.mock_phoenix_wavelength(), demo.LineModel()
+    wave, model = demo_lines.mock_phoenix_wavelength(), demo_lines.LineModel()
     return np.array([preprocess.synthetic_to_window(wave, model.flux(wave, t["Teff"], t["logg"], t["[M/H]"]),
                                                     [t["vsini"]], window)[0][0] for _, t in truth.iterrows()])
 

@@ -78,7 +78,7 @@ def demo_survey(tmp_path_factory) -> Path:
     """A small demo survey (6 stars, gap 'paper', seed 7) in the real layouts."""
     from carmenes_dtl.demo import write_demo
 
-    return write_demo(tmp_path_factory.mktemp("demo"), seed=7, n_stars=6, gap="paper", progress=False)
+    return write_demo(tmp_path_factory.mktemp("demo"), seed=7, n_stars=6, progress=False)
 
 
 @pytest.fixture

@@ -233,10 +233,11 @@ def test_gap_command_measures_the_gap(tmp_path):
     gap, and two draws of one observed population give an AUC near 0.5."""
     from carmenes_dtl import gap, prepare, store
     from carmenes_dtl.demo import write_demo
+    from carmenes_dtl.demo_gap import GapMix
 
-    none = write_demo(tmp_path / "none", GAP_SEED, GAP_STARS, "none", progress=False)
-    write_demo(tmp_path / "strong", GAP_SEED, GAP_STARS, "strong", progress=False, phoenix=False)
-    write_demo(tmp_path / "again", GAP_SEED + 1, GAP_STARS, "none", progress=False, phoenix=False)
+    none = write_demo(tmp_path / "none", GAP_SEED, GAP_STARS, GapMix.parse("none"), progress=False)
+    write_demo(tmp_path / "strong", GAP_SEED, GAP_STARS, GapMix.parse("strong"), progress=False, phoenix=False)
+    write_demo(tmp_path / "again", GAP_SEED + 1, GAP_STARS, GapMix.parse("none"), progress=False, phoenix=False)
     truth = pd.read_csv(none / "truth.csv").rename(columns={"Teff": "teff", "[M/H]": "mh"})
     syn = prepare.prepare_synthetic(none / "phoenix", tmp_path / "syn.h5", None, progress=False,
                                     nodes=truth[["teff", "logg", "mh", "vsini"]])

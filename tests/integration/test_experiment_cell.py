@@ -9,7 +9,7 @@ import pytest
 from test_cli import cli
 
 from carmenes_dtl import experiment, pipeline
-from carmenes_dtl.demo import parse_gap
+from carmenes_dtl.demo_gap import GapMix
 from carmenes_dtl.rundir import RunFolder
 
 pytestmark = pytest.mark.integration
@@ -89,7 +89,7 @@ def test_twin_distances_pair_the_encoders_each_variant_uses(tiny_cell):
 
 def test_adopted_stages_give_the_plain_runs_estimates(tiny_cell, tmp_path, capsys):
     base = tiny_cell / "exp" / "strong" / "seed1"
-    pipeline.run(tmp_path, pipeline.DemoInput(parse_gap("strong"), shared=base), "tiny", seed=1, progress=False)
+    pipeline.run(tmp_path, pipeline.DemoInput(GapMix.parse("strong"), shared=base), "tiny", seed=1, progress=False)
     log = capsys.readouterr().out
     assert all(f"{name}: up to date" in log for name in pipeline.SHARED_STAGES), log
     assert not (tmp_path / "demo" / "phoenix").exists()
@@ -97,7 +97,7 @@ def test_adopted_stages_give_the_plain_runs_estimates(tiny_cell, tmp_path, capsy
         name = RunFolder(tmp_path).estimates_file(variant).name
         assert (tmp_path / name).read_bytes() == (base / name).read_bytes(), name
     # another gap adopts the same shared stages and runs the rest: its own observed set, fine-tuning and CNNs
-    pipeline.run(tmp_path / "none", pipeline.DemoInput(parse_gap("none"), shared=base), "tiny", seed=1,
+    pipeline.run(tmp_path / "none", pipeline.DemoInput(GapMix.parse("none"), shared=base), "tiny", seed=1,
                  progress=False)
     log = capsys.readouterr().out
     assert all(f"{name}: up to date" in log for name in pipeline.SHARED_STAGES), log

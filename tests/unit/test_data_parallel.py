@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from carmenes_dtl import autoencoder, cli, pipeline
+from carmenes_dtl import cli, pipeline, training
 from carmenes_dtl.config import PROFILES
 
 #: Runs in a fresh process: the XLA device count is fixed when JAX starts.
@@ -22,7 +22,7 @@ SCRIPT = textwrap.dedent("""
     import keras
     import numpy as np
 
-    from carmenes_dtl import autoencoder, transfer
+    from carmenes_dtl import autoencoder, training, transfer
     from carmenes_dtl.config import AESettings
 
     assert len(jax.devices()) == 2, jax.devices()
@@ -45,11 +45,11 @@ SCRIPT = textwrap.dedent("""
             "devices": [len(v.value.sharding.device_set) for v in model.trainable_variables + tuned.trainable_variables],
             "sharding": type(model.get_layer("enc_1").kernel.value.sharding).__name__,
         }
-    dist = autoencoder.data_parallel(8)
+    dist = training.data_parallel(8)
     res["mesh"] = list(dist.device_mesh.shape)
-    res["cut"] = len(autoencoder.whole_batches(dist, np.zeros((41, 3))))
+    res["cut"] = len(training.whole_batches(dist, np.zeros((41, 3))))
     try:
-        autoencoder.data_parallel(7)
+        training.data_parallel(7)
     except ValueError as err:
         res["odd_batch"] = str(err)
     print("RESULT " + json.dumps(res))
@@ -95,7 +95,7 @@ def test_batches_must_split_evenly(two_devices):
 def test_other_backends_are_refused(monkeypatch):
     monkeypatch.setattr(keras.backend, "backend", lambda: "tensorflow")
     with pytest.raises(ValueError, match="JAX backend"):
-        autoencoder.data_parallel(128)
+        training.data_parallel(128)
 
 
 def test_the_option_reaches_the_stages_and_leaves_one_device_keys_alone(tmp_path):

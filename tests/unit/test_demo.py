@@ -6,7 +6,9 @@ import pandas as pd
 import pytest
 from astropy.io import fits
 
-from carmenes_dtl import archives, demo, preprocess
+from carmenes_dtl import archives, demo, demo_gap, demo_lines, demo_stars, preprocess
+from carmenes_dtl.config import DEMO_SIZES
+from carmenes_dtl.demo_gap import GapMix
 
 
 def digest(folder):
@@ -31,7 +33,7 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
 def test_truth_matches_headers(demo_survey):
     truth = pd.read_csv(demo_survey / "truth.csv")
     assert list(truth.columns[:6]) == ["karmn", "file", "Teff", "logg", "[M/H]", "vsini"]
-    assert demo.in_paper_ranges(truth)
+    assert demo_stars.in_paper_ranges(truth)
     for row in truth.itertuples():
         head = fits.getheader(demo_survey / row.file)
         assert head["OBJECT"] == row.karmn
@@ -50,7 +52,7 @@ def test_snr_from_sig_matches_truth(demo_survey):
 
 def _spectrum(mix, atomic=True, molecular=True, teff=3500.0, logg=5.0):
     """ln flux of the demo model at (teff, logg, 0.0), optionally with its atomic or molecular lines off."""
-    model = demo.LineModel(mix)
+    model = demo_lines.LineModel(mix)
     if not atomic:
         model.atomic[:, 1] = 0.0
     if not molecular:
@@ -64,36 +66,47 @@ def _spectrum(mix, atomic=True, molecular=True, teff=3500.0, logg=5.0):
     ("strong", (1, 1), "strong"), ("degenerate=0.5", (0.5, 0), "degenerate=0.5,shared=0"),
     ("shared=0.25, degenerate=1", (1, 0.25), "degenerate=1,shared=0.25"), ("shared=1", (0, 1), "degenerate=0,shared=1"),
     ("degenerate=0.5,shared=0.5", (0.5, 0.5), "paper")])
-def test_parse_gap_levels_and_mixes(text, scales, name):
-    mix = demo.parse_gap(text)
+def test_gap_mix_parses_levels_and_mixes(text, scales, name):
+    mix = GapMix.parse(text)
     assert (mix.degenerate, mix.shared) == scales and mix.name == name
-    assert demo.parse_gap(mix.name) == mix
+    assert GapMix.parse(mix.name) == mix
 
 
 @pytest.mark.parametrize("text,part", [("medium", "'medium'"), ("degenerate=-1", "'degenerate=-1'"),
                                        ("shared=x", "'shared=x'"), ("degenerate=1,degenerate=2", "'degenerate=2'"),
                                        ("veiling=1", "'veiling=1'"), ("shared=inf", "'shared=inf'"), ("", "''")])
-def test_parse_gap_names_the_bad_part(text, part):
+def test_gap_mix_parse_names_the_bad_part(text, part):
     with pytest.raises(ValueError, match=f"gap {text!r}: {part}"):
-        demo.parse_gap(text)
+        GapMix.parse(text)
+
+
+def test_gap_mix_keeps_the_digits_of_its_name():
+    """Scales are rounded to what `name` shows, so a name (stage keys, folders) is one mix; scales
+    that no text could give are refused."""
+    mix = GapMix(0.1234567, 0.5)
+    assert (mix.degenerate, mix.name) == (0.123457, "degenerate=0.123457,shared=0.5")
+    assert GapMix.parse(mix.name) == mix and GapMix(0.5, 0.5).spec == "degenerate=0.5,shared=0.5"
+    for bad in (-0.1, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="finite number >= 0"):
+            GapMix(0.0, bad)
 
 
 def test_families_off_remove_exactly_their_effects():
     wave = preprocess.log_grid(8795, 8840)
-    syn = demo.LineModel().flux(wave, 3400.0, 4.9, -0.2)
-    np.testing.assert_array_equal(demo.LineModel(demo.GapMix(0, 0)).flux(wave, 3400.0, 4.9, -0.2), syn)
-    shared_only = demo.LineModel(demo.GapMix(0, 1))
+    syn = demo_lines.LineModel().flux(wave, 3400.0, 4.9, -0.2)
+    np.testing.assert_array_equal(demo_lines.LineModel(GapMix(0, 0)).flux(wave, 3400.0, 4.9, -0.2), syn)
+    shared_only = demo_lines.LineModel(GapMix(0, 1))
     assert len(shared_only.extra) == 12
     shared_only.extra = shared_only.extra[:0]  # its missing lines and line pattern aside, it is the synthetic model
     shared_only.line_pattern = np.zeros_like(shared_only.line_pattern)
     np.testing.assert_array_equal(shared_only.flux(wave, 3400.0, 4.9, -0.2), syn)
     # degenerate only: no missing lines, and no observation effect: the relative flux on the orders is the
     # model's own, broadened at R = 94,600 and shifted by RV and BERV, nothing else (computed here directly)
-    star = demo.draw_stars(1, np.random.default_rng(0)).iloc[0]
-    model = demo.LineModel(demo.GapMix(1, 0))
+    star = demo_stars.draw_stars(1, np.random.default_rng(0)).iloc[0]
+    model = demo_lines.LineModel(GapMix(1, 0))
     assert len(model.extra) == 0
     wave, rel, berv = demo.observed_relative(star, model, np.random.default_rng(1))
-    grid = preprocess.log_grid(demo.MOCK_RANGE[0] + 5, demo.MOCK_RANGE[1] - 5)
+    grid = preprocess.log_grid(demo_lines.MOCK_RANGE[0] + 5, demo_lines.MOCK_RANGE[1] - 5)
     params = (star.Teff, star.logg, star["[M/H]"])
     rest = preprocess.broaden(model.flux(grid, *params) / model.continuum(grid, *params), star.vsini, 94_600)
     def relativistic(v):  # written here, not the package's doppler_factor
@@ -110,18 +123,18 @@ def test_degenerate_effects_equal_other_parameters():
     from scipy.optimize import curve_fit
     from scipy.special import voigt_profile
 
-    mix, syn = demo.GapMix(0.5, 0), demo.LineModel()
-    obs = demo.LineModel(mix)
+    mix, syn = GapMix(0.5, 0), demo_lines.LineModel()
+    obs = demo_lines.LineModel(mix)
     for teff in (3000.0, 3500.0, 4000.0):
-        eq = demo.parameter_equivalents(mix, teff, 0.1)["molecular_band"]
+        eq = demo_gap.parameter_equivalents(mix, teff, 0.1)["molecular_band"]
         assert obs._band(teff, 4.9, 0.1) == pytest.approx(syn._band(teff + eq["Teff"], 4.9, 0.1), rel=1e-12)
         assert obs._band(teff, 4.9, 0.1) == pytest.approx(syn._band(teff, 4.9, 0.1 + eq["[M/H]"]), rel=1e-12)
-    eq = demo.parameter_equivalents(mix)
+    eq = demo_gap.parameter_equivalents(mix)
     # at 3500 K the band is 12.5 % stronger: -420 ln 1.125 = -49.5 K, 2 log10 1.125 = +0.102 dex (by hand)
     assert eq["molecular_band"]["Teff"] == pytest.approx(-49.47, abs=0.01)
     assert eq["molecular_band"]["[M/H]"] == pytest.approx(0.1023, abs=1e-4)
     # cooler stars: a larger excess (growing toward cool stars)
-    assert demo.parameter_equivalents(mix, 3000.0)["molecular_band"]["Teff"] < eq["molecular_band"]["Teff"] - 25
+    assert demo_gap.parameter_equivalents(mix, 3000.0)["molecular_band"]["Teff"] < eq["molecular_band"]["Teff"] - 25
     # damping x1.25 = Δlogg +0.242: the Lorentz width fitted to the Mg I 8809.17 line's optical depth
     widths = []
     for model_mix, logg in ((mix, 5.0), (None, 5.0 + eq["damping"]["logg"]), (None, 5.0)):
@@ -141,23 +154,23 @@ def test_degenerate_effects_equal_other_parameters():
     np.testing.assert_allclose(np.log(obs.line_scale(3000.0, -0.5)), 0.1875, rtol=1e-12)
     assert eq["line_strengths"]["[M/H]"] == pytest.approx(0.0543, abs=1e-4)
     for teff, mh in ((3100.0, -0.4), (3900.0, 0.3)):  # the atomic lines equal the synthetic ones at [M/H] + Δ
-        shift = demo.parameter_equivalents(mix, teff, mh)["line_strengths"]["[M/H]"]
+        shift = demo_gap.parameter_equivalents(mix, teff, mh)["line_strengths"]["[M/H]"]
         np.testing.assert_allclose(obs.line_scale(teff, mh) * 10 ** mh, 10 ** (mh + shift), rtol=1e-12)
     # damping grows toward cool stars: x(1 + 0.25 x 3500/3000) at 3000 K (size 0.25 at scale 0.5)
-    assert demo.parameter_equivalents(mix, 3000.0)["damping"]["logg"] == pytest.approx(2.5 * np.log10(1 + 0.25 * 3500 / 3000))
+    assert demo_gap.parameter_equivalents(mix, 3000.0)["damping"]["logg"] == pytest.approx(2.5 * np.log10(1 + 0.25 * 3500 / 3000))
 
 
 def test_line_pattern_is_shared_a_fixed_error_per_line():
     """The per-line strength errors belong to the shared family: unit-rms pattern x size, the same in every star."""
-    obs = demo.LineModel(demo.GapMix(0, 0.5))
+    obs = demo_lines.LineModel(GapMix(0, 0.5))
     first = np.log(obs.line_scale(3100.0, -0.4))
     assert np.sqrt(np.mean(first ** 2)) == pytest.approx(0.125, rel=1e-12)
     np.testing.assert_array_equal(np.log(obs.line_scale(3900.0, 0.3)), first)
-    assert np.ptp(demo.LineModel(demo.GapMix(0.5, 0)).line_scale(3500.0, 0.0)) == 0.0
+    assert np.ptp(demo_lines.LineModel(GapMix(0.5, 0)).line_scale(3500.0, 0.0)) == 0.0
 
 
 def test_gap_table_lists_each_effect_with_family_and_size():
-    table = demo.gap_table()
+    table = demo_gap.gap_table()
     assert table.loc[["line_strengths", "molecular_band", "damping"], "family"].eq("degenerate").all()
     assert set(table.loc[table.family == "shared"].index) == {"missing_lines", "line_spread", "continuum",
                                                               "tellurics", "veiling", "wavelength_drift",
@@ -174,15 +187,15 @@ def test_gap_table_lists_each_effect_with_family_and_size():
 def test_shared_effects_have_their_stated_size(monkeypatch):
     from dataclasses import replace
 
-    star = demo.draw_stars(1, np.random.default_rng(0)).iloc[0].copy()
+    star = demo_stars.draw_stars(1, np.random.default_rng(0)).iloc[0].copy()
     star["snr"], star["airmass"], star["vsini"] = 100.0, 1.5, 2.0
-    mix = demo.GapMix(0, 1)
+    mix = GapMix(0, 1)
 
     def relative(**off):
         with monkeypatch.context() as m:
             for name in off:
-                m.setitem(demo.EFFECTS, name, replace(demo.EFFECTS[name], per_unit=0.0))
-            return demo.observed_relative(star, demo.LineModel(mix), np.random.default_rng(1))
+                m.setitem(demo_gap.EFFECTS, name, replace(demo_gap.EFFECTS[name], per_unit=0.0))
+            return demo.observed_relative(star, demo_lines.LineModel(mix), np.random.default_rng(1))
 
     wave, rel, _ = relative()
     k = int(np.argmax([(w[0] < 8800) & (w[-1] > 8835) for w in wave]))
@@ -207,9 +220,9 @@ def test_shared_effects_have_their_stated_size(monkeypatch):
 
 
 def test_observed_files_show_photon_noise():
-    star = demo.draw_stars(1, np.random.default_rng(0)).iloc[0].copy()
+    star = demo_stars.draw_stars(1, np.random.default_rng(0)).iloc[0].copy()
     star["snr"] = 100.0
-    wave, spec, cont, sig, _ = demo.observed_star(star, demo.LineModel(demo.GapMix(0, 0)), np.random.default_rng(1))
+    wave, spec, cont, sig, _ = demo.observed_star(star, demo_lines.LineModel(GapMix(0, 0)), np.random.default_rng(1))
     k = int(np.argmax([(w[0] < 8800) & (w[-1] > 8835) for w in wave]))
     # photon noise at every setting: pulls about a running mean have unit scatter
     pull = (spec[k] - np.convolve(spec[k], np.ones(9) / 9, "same"))[50:-50] / sig[k][50:-50]
@@ -229,7 +242,7 @@ def test_readers_open_demo_unchanged(demo_survey):
     phoenix = demo_survey / "phoenix"
     wave = archives.read_phoenix_wavelength(phoenix / archives.PHOENIX_WAVE_FILE)
     nodes = archives.scan_phoenix(phoenix)
-    spec = demo.SIZES["quick"]
+    spec = DEMO_SIZES["quick"]
     assert len(nodes) == len(spec.logg) * len(spec.mh) * (int((spec.teff[1] - spec.teff[0]) // 100) + 1)
     for f in nodes:
         s = archives.read_phoenix(f, wave)
@@ -238,8 +251,8 @@ def test_readers_open_demo_unchanged(demo_survey):
 
 
 def test_karmn_ids():
-    assert demo.karmn_id(1.2954, 45.7866) == "J00051+457"
-    assert demo.karmn_id(190.0, -7.5) == "J12400-075"
+    assert demo_stars.karmn_id(1.2954, 45.7866) == "J00051+457"
+    assert demo_stars.karmn_id(190.0, -7.5) == "J12400-075"
 
 
 def test_uniform_stars_are_the_earlier_draw():
@@ -255,7 +268,7 @@ def test_uniform_stars_are_the_earlier_draw():
     ra, dec = rng.uniform(0, 360, 20), np.degrees(np.arcsin(rng.uniform(np.sin(np.radians(-20)), 1, 20)))
     jd = rng.uniform(Time("2016-01-15").jd, Time("2020-12-15").jd, 20)
     rv, snr = rng.uniform(-60, 60, 20), np.exp(rng.uniform(np.log(30), np.log(300), 20))
-    stars = demo.draw_stars(20, np.random.default_rng(5), "uniform")
+    stars = demo_stars.draw_stars(20, np.random.default_rng(5), "uniform")
     for col, values, digits in (("Teff", teff, 1), ("logg", logg, 3), ("[M/H]", mh, 3), ("vsini", vsini, 2),
                                 ("ra", ra, 6), ("dec", dec, 6), ("bjd", jd, 6), ("rv", rv, 3), ("snr", snr, 1)):
         np.testing.assert_array_equal(stars[col], values.round(digits), err_msg=col)
@@ -276,11 +289,11 @@ def test_published_stars_follow_the_paper_inside_its_grid(published_snapshot):
 
     from carmenes_dtl.grid import PAPER_GRID_FILE
 
-    stars = demo.draw_stars(300, np.random.default_rng(3))
-    again = demo.draw_stars(300, np.random.default_rng(3))
+    stars = demo_stars.draw_stars(300, np.random.default_rng(3))
+    again = demo_stars.draw_stars(300, np.random.default_rng(3))
     pd.testing.assert_frame_equal(stars, again)
-    assert not stars[["Teff", "[M/H]"]].equals(demo.draw_stars(300, np.random.default_rng(4))[["Teff", "[M/H]"]])
-    assert demo.in_paper_ranges(stars) and stars["karmn"].is_unique
+    assert not stars[["Teff", "[M/H]"]].equals(demo_stars.draw_stars(300, np.random.default_rng(4))[["Teff", "[M/H]"]])
+    assert demo_stars.in_paper_ranges(stars) and stars["karmn"].is_unique
     # every star has a node of the paper's training grid within 100 K, 0.1 and 0.1 dex
     nodes = Table.read(PAPER_GRID_FILE).to_pandas()[["teff", "logg", "mh"]].drop_duplicates().to_numpy()
     for row in stars[["Teff", "logg", "[M/H]"]].to_numpy():
@@ -295,17 +308,6 @@ def test_published_stars_follow_the_paper_inside_its_grid(published_snapshot):
     assert (published_snapshot["logg"] < 4.7).sum() == 55 and 0 < stars.attrs["redrawn"] < 300
 
 
-@pytest.mark.parametrize("teff,logg,mh,expected", [
-    (3300.0, 4.9, -0.2, "inside"),  # nodes on both sides along every axis (read off the grid's node table)
-    (4460.0, 4.75, -0.2, "edge"),  # logg 4.7 nodes reach 4475 K, but no logg >= 4.75 node within 100 K
-    (4000.0, 5.2, 0.5, "outside"),  # metal-rich grid nodes stop near 3575 K
-    (4000.0, 4.65, -0.1, "outside"),  # below the grid's logg floor (4.7), though nodes lie within 0.1
-])
-def test_grid_coverage_rule(teff, logg, mh, expected):
-    point = pd.DataFrame({"Teff": [teff], "logg": [logg], "[M/H]": [mh]})
-    assert demo.grid_coverage(point)[0] == expected
-
-
 def test_unknown_stars_source():
     with pytest.raises(ValueError, match="unknown demo stars 'gto'; choose one of"):
-        demo.draw_stars(3, np.random.default_rng(0), "gto")
+        demo_stars.draw_stars(3, np.random.default_rng(0), "gto")

@@ -3,7 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from carmenes_dtl import experiment
+from carmenes_dtl import experiment, stats
+from carmenes_dtl.demo_gap import GapMix
 
 
 def _paired(n_seeds, n_stars, diff, sigma, seed=5):
@@ -23,7 +24,7 @@ def test_paired_bootstrap_covers_the_difference_with_the_analytic_width():
     mean of 20 draws is close to normal: width 2 x 1.959964 x its square root. Measured width
     ratio over bootstrap seeds 1-7: 0.98-1.04 (2000 resamples); a 90 % interval gives 0.82-0.87."""
     a, b = _paired(20, 100, 0.3, 0.5)
-    est, lo, hi = experiment.paired_bootstrap(a, b, n_boot=2000, seed=1)
+    est, lo, hi = stats.paired_bootstrap(a, b, n_boot=2000, seed=1)
     assert est == pytest.approx(np.mean(np.concatenate(a)) - np.mean(np.concatenate(b)), abs=1e-12)
     assert lo < 0.3 < hi
     d = np.array(a) - np.array(b)
@@ -36,21 +37,21 @@ def test_paired_bootstrap_covers_the_difference_with_the_analytic_width():
 def test_pairing_removes_the_shared_star_to_star_scatter():
     """b's stars scatter by 1, a = b + 0.3 exactly: paired, the interval has no width."""
     a, b = _paired(5, 50, 0.3, 0.0)
-    est, lo, hi = experiment.paired_bootstrap(a, b)
+    est, lo, hi = stats.paired_bootstrap(a, b)
     assert (est, lo, hi) == pytest.approx((0.3, 0.3, 0.3), abs=1e-9)
 
 
-def test_seed_t_interval_by_hand_and_its_coverage_with_five_seeds():
+def test_t_interval_by_hand_and_its_coverage_with_five_seeds():
     """Values 1..5: mean 3, SE sqrt(2.5/5), t(0.975, 4) = 2.776445 (tables): half-width 1.9632.
     With 5 seeds it covers the true mean about 95 % of the time (400 simulated experiments),
     where a percentile bootstrap over the seeds covers far less."""
-    est, lo, hi = experiment.seed_t_interval([1, 2, 3, 4, 5])
+    est, lo, hi = stats.t_interval([1, 2, 3, 4, 5])
     assert (est, lo, hi) == pytest.approx((3.0, 3 - 2.776445 * np.sqrt(0.5), 3 + 2.776445 * np.sqrt(0.5)), abs=1e-5)
-    assert np.isnan(experiment.seed_t_interval([0.2])[1])
+    assert np.isnan(stats.t_interval([0.2])[1])
     rng = np.random.default_rng(4)
     draws = rng.normal(0.1, 0.05, (400, 5))
-    t_cover = np.mean([lo < 0.1 < hi for _, lo, hi in map(experiment.seed_t_interval, draws)])
-    boot = [experiment.paired_bootstrap([[x] for x in d], n_boot=300, seed=1) for d in draws[:100]]
+    t_cover = np.mean([lo < 0.1 < hi for _, lo, hi in map(stats.t_interval, draws)])
+    boot = [stats.paired_bootstrap([[x] for x in d], n_boot=300, seed=1) for d in draws[:100]]
     boot_cover = np.mean([lo < 0.1 < hi for _, lo, hi in boot])
     assert 0.92 < t_cover < 0.98 and boot_cover < 0.9
 
@@ -81,10 +82,14 @@ def test_cell_rows_per_region_match_a_direct_computation():
 
 
 def test_named_settings_and_bad_ones(tmp_path):
-    assert experiment.gap_spec("none") == "none" and experiment.gap_spec("strong") == "strong"
-    assert experiment.gap_spec("degenerate", 0.5) == "degenerate=0.5,shared=0"
+    assert experiment.gap_mix("none") == GapMix() and experiment.gap_mix("strong") == GapMix(1, 1)
+    assert experiment.gap_mix("degenerate", 0.5) == GapMix(0.5, 0)
+    # the tables name levels, and every other setting by its scales (as the published ones do)
+    labels = {s: experiment.gap_label(s, experiment.gap_mix(s)) for s in ("none", "shared", "both", "strong")}
+    assert labels == {"none": "none", "shared": "degenerate=0,shared=0.5", "both": "degenerate=0.5,shared=0.5",
+                      "strong": "strong"}
     with pytest.raises(ValueError, match="bogus"):
-        experiment.gap_spec("bogus")
+        experiment.gap_mix("bogus")
     for settings, seeds, what in ((["none", "none"], [1], "settings"), (["none"], [1, 1], "seeds")):
         with pytest.raises(ValueError, match=f"{what} repeat a value"):
             experiment.run_cells(tmp_path, settings, seeds, "tiny")

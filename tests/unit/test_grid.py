@@ -1,4 +1,4 @@
-"""Training grid snapshot and interpolation between archive nodes."""
+"""Training grid snapshot, its coverage of a star, and interpolation between archive nodes."""
 import numpy as np
 import pandas as pd
 import pytest
@@ -26,6 +26,17 @@ def test_paper_grid_steps():
     assert set(np.round(np.diff(np.unique(nodes.teff)), 6)) == {25.0}
     assert set(np.round(np.diff(np.unique(nodes.logg)), 6)) == {0.1}
     assert set(np.round(np.diff(np.unique(nodes.mh)), 6)) == {0.1}
+
+
+@pytest.mark.parametrize("teff,logg,mh,expected", [
+    (3300.0, 4.9, -0.2, "inside"),  # nodes on both sides along every axis (read off the grid's node table)
+    (4460.0, 4.75, -0.2, "edge"),  # logg 4.7 nodes reach 4475 K, but no logg >= 4.75 node within 100 K
+    (4000.0, 5.2, 0.5, "outside"),  # metal-rich grid nodes stop near 3575 K
+    (4000.0, 4.65, -0.1, "outside"),  # below the grid's logg floor (4.7), though nodes lie within 0.1
+])
+def test_grid_coverage_rule(teff, logg, mh, expected):
+    point = pd.DataFrame({"Teff": [teff], "logg": [logg], "[M/H]": [mh]})
+    assert grid.grid_coverage(point)[0] == expected
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +83,10 @@ def test_leave_one_node_out_error(archive, node, axis):
 @pytest.mark.parametrize("node", [(3525.0, 4.8, 0.1), (3000.0, 5.1, -0.3), (4050.0, 4.9, 0.2)])
 def test_interpolated_paper_nodes_against_the_exact_model(archive, node):
     """The demo's model is known everywhere, so interpolated nodes can be checked exactly."""
-    from carmenes_dtl import demo, preprocess
+    from carmenes_dtl import demo_lines, preprocess
 
     interp = preprocess.synthetic_to_window(archive.wave, archive.interpolate(*node), [2.0], Window())[0]
-    exact = preprocess.synthetic_to_window(archive.wave, demo.LineModel().flux(archive.wave, *node), [2.0], Window())[0]
+    exact = preprocess.synthetic_to_window(archive.wave, demo_lines.LineModel().flux(archive.wave, *node), [2.0], Window())[0]
     diff = np.abs(interp - exact)
     assert diff.mean() < 0.005 and diff.max() < 0.08
 

@@ -122,11 +122,12 @@ def test_paper_size_parameter_count():
 @pytest.fixture(scope="module")
 def spectra():
     """Normalised demo-model spectra (synthetic and 'observed'), 300 pixels."""
-    from carmenes_dtl import demo, preprocess
+    from carmenes_dtl import demo_lines, preprocess
+    from carmenes_dtl.demo_gap import GapMix
 
     rng = np.random.default_rng(0)
     wave = preprocess.log_grid(8805, 8812, 0.5)[:300]
-    syn_m, obs_m = demo.LineModel(), demo.LineModel(demo.parse_gap("paper"))
+    syn_m, obs_m = demo_lines.LineModel(), demo_lines.LineModel(GapMix.parse("paper"))
     params = np.column_stack([rng.uniform(3000, 4200, 160), rng.uniform(4.7, 5.2, 160), rng.uniform(-0.5, 0.3, 160)])
     norm = lambda f: (f / f.max()).astype("float32")  # noqa: E731
     syn = np.array([norm(syn_m.flux(wave, *p)) for p in params])
@@ -400,14 +401,13 @@ def test_compiled_fit_equals_keras_fit_and_its_early_stopping(patience):
     the early-stopping epoch and the restored weights of `keras.Model.fit` with
     `EarlyStopping(restore_best_weights=True)` (patience 2: it stops early and restores the best epoch)."""
     from carmenes_dtl import training
-    from carmenes_dtl.autoencoder import callbacks
 
     x, y, val = _small_cnn_problem()
     ref = _fresh_cnn()
     expected = ref.fit(x, y, validation_data=val, epochs=12, batch_size=64, shuffle=False, verbose=0,
-                       callbacks=callbacks(patience, False)).history
+                       callbacks=training.callbacks(patience, False)).history
     model = _fresh_cnn()
-    got = training.fit(model, x, y, val, 12, 64, patience, seed=0, shuffle=False)
+    got = training.fit(model, x, y, val, epochs=12, batch_size=64, patience=patience, seed=0, shuffle=False)
     assert len(got["loss"]) == len(expected["loss"])
     assert (len(got["loss"]) < 12) == (patience is not None)
     for k in ("loss", "val_loss"):
@@ -430,7 +430,7 @@ def test_each_member_trains_as_its_own_keras_fit():
     keras.utils.set_random_seed(4)
     model = cnn.member_graph(cnn.build_cnn(64, (8, 4, 4), pool=2, members=2), 3e-3)
     initial = model.get_weights()
-    got = training.fit(model, x, y, None, 3, 32, None, seed=7, members=2)
+    got = training.fit(model, x, y, None, epochs=3, batch_size=32, patience=None, seed=7, members=2)
     orders = training.batch_orders(7, len(x), 3, members=2)
     assert not np.array_equal(orders[:, :, 0], orders[:, :, 1])
     total = np.zeros(3)

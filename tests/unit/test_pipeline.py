@@ -15,7 +15,7 @@ import pytest
 
 from carmenes_dtl import pipeline, prepare, store
 from carmenes_dtl.config import PROFILES
-from carmenes_dtl.demo import parse_gap
+from carmenes_dtl.demo_gap import GapMix
 
 TINY = PROFILES["tiny"]
 SMALL = dataclasses.replace(TINY, n_nodes=4, n_stars=3)  # whole runs of the preparation in seconds
@@ -82,8 +82,8 @@ def test_a_set_written_inside_a_stage_is_staged_once(tmp_path):
 def test_prepare_reruns_for_other_archives_in_the_same_folder(tmp_path, capsys):
     from carmenes_dtl.demo import write_demo
 
-    first = write_demo(tmp_path / "d1", seed=5, n_stars=3, gap="none", progress=False)
-    second = write_demo(tmp_path / "d2", seed=6, n_stars=3, gap="strong", progress=False, phoenix=False)
+    first = write_demo(tmp_path / "d1", seed=5, n_stars=3, gap=GapMix.parse("none"), progress=False)
+    second = write_demo(tmp_path / "d2", seed=6, n_stars=3, gap=GapMix.parse("strong"), progress=False, phoenix=False)
     r = pipeline.Runner(tmp_path / "run", TINY, seed=1, progress=False)
     r.prepare(first / "phoenix", first / "carmenes")
     before = store.read(r.folder.observed)
@@ -126,7 +126,7 @@ def test_run_on_other_sets_into_the_same_folder_recomputes(tmp_path, monkeypatch
     a = prepare.prepare_synthetic(out / "demo" / "phoenix", tmp_path / "A.h5", [3.0], nodes=SMALL_NODES, progress=False)
     sets = {}
     for name, seed in (("B", 6), ("C", 8)):
-        write_demo(tmp_path / name, seed, 3, "strong", progress=False, phoenix=False)
+        write_demo(tmp_path / name, seed, 3, GapMix.parse("strong"), progress=False, phoenix=False)
         sets[name] = prepare.prepare_observed(tmp_path / name / "carmenes", tmp_path / f"{name}.h5",
                                               template=prepare.template_from_set(a), progress=False)[0]
     user_bytes = {p: p.read_bytes() for p in (a, *sets.values())}
@@ -145,20 +145,21 @@ def test_gap_variant_follows_gap_stars_seed_and_window(tmp_path, capsys):
     from carmenes_dtl.config import Window
 
     r = pipeline.Runner(tmp_path, SMALL, seed=1, progress=False)
-    r.demo(parse_gap("none"))
+    none, mild, strong = (GapMix.parse(level) for level in ("none", "mild", "strong"))
+    r.demo(none)
     r.prepare(r.folder.phoenix_dir, r.folder.carmenes_dir)
-    first = _stars(pipeline.gap_variant(r.folder, "strong", n_stars=2, seed=1))
+    first = _stars(pipeline.gap_variant(r.folder, strong, n_stars=2, seed=1))
     capsys.readouterr()
-    assert _stars(pipeline.gap_variant(r.folder, "strong", n_stars=2, seed=1)) == first
+    assert _stars(pipeline.gap_variant(r.folder, strong, n_stars=2, seed=1)) == first
     assert capsys.readouterr().out.count("up to date") == 2
-    assert len(_stars(pipeline.gap_variant(r.folder, "strong", n_stars=3, seed=1))) == 3
-    other = _stars(pipeline.gap_variant(r.folder, "strong", n_stars=2, seed=2))
+    assert len(_stars(pipeline.gap_variant(r.folder, strong, n_stars=3, seed=1))) == 3
+    other = _stars(pipeline.gap_variant(r.folder, strong, n_stars=2, seed=2))
     assert len(other) == 2 and set(other).isdisjoint(first)
-    assert _stars(pipeline.gap_variant(r.folder, "mild", n_stars=2, seed=2)) == other  # its own folder
+    assert _stars(pipeline.gap_variant(r.folder, mild, n_stars=2, seed=2)) == other  # its own folder
     window = Window(8805.0, 8830.0)
     pipeline.Runner(tmp_path, dataclasses.replace(SMALL, window=window), seed=1, progress=False).prepare(
         r.folder.phoenix_dir, r.folder.carmenes_dir)  # `run --window` into the same folder
-    for gap in ("strong", "mild"):
+    for gap in (strong, mild):
         s = store.read(pipeline.gap_variant(r.folder, gap, n_stars=2, seed=2).observed)
         np.testing.assert_array_equal(s.wavelength, window.wavelength)
         assert sorted(s.parameters["karmn"]) == other
@@ -169,7 +170,6 @@ import sys, time
 from pathlib import Path
 from carmenes_dtl import demo, pipeline
 from carmenes_dtl.config import PROFILES
-from carmenes_dtl.demo import parse_gap
 
 out, marker = map(Path, sys.argv[1:3])
 if marker.name != "none":  # stall once the CARMENES files are written, before truth.csv, so the kill lands mid-stage
@@ -180,7 +180,7 @@ if marker.name != "none":  # stall once the CARMENES files are written, before t
         time.sleep(120)
         return files
     demo.write_carmenes = slow
-pipeline.Runner(out, PROFILES["tiny"], seed=1, progress=False).demo(demo.parse_gap("paper"))
+pipeline.Runner(out, PROFILES["tiny"], seed=1, progress=False).demo()
 """
 
 
@@ -222,10 +222,11 @@ def test_window_reaches_every_prepared_set(tmp_path, capsys):
 
     window = Window(8805.0, 8830.0)
     r = pipeline.Runner(tmp_path, dataclasses.replace(TINY, window=window, n_stars=3, n_nodes=4), progress=False)
-    r.demo(parse_gap("mild"))
+    r.demo(GapMix.parse("mild"))
     assert "the demo's line list is built for the default window 8800-8835 Å" in capsys.readouterr().err
     r.prepare(r.folder.phoenix_dir, r.folder.carmenes_dir)
-    for path in (r.folder.synthetic, r.folder.observed, pipeline.gap_variant(r.folder, "none", n_stars=2).observed):
+    for path in (r.folder.synthetic, r.folder.observed,
+                 pipeline.gap_variant(r.folder, GapMix.parse("none"), n_stars=2).observed):
         s = store.read(path)
         np.testing.assert_array_equal(s.wavelength, window.wavelength)
         assert s.flux.shape[1] == 2501 and s.attrs["window"]["start"] == 8805.0

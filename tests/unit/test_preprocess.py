@@ -239,9 +239,9 @@ def test_observed_line_depths_are_kept_whatever_the_reference():
 @pytest.fixture(scope="module")
 def demo_spectra():
     """Noise-free demo-model spectra (vsini 4 km/s) on the window, before normalisation."""
-    from carmenes_dtl import demo
+    from carmenes_dtl import demo_lines
 
-    model, wave, window = demo.LineModel(), demo.mock_phoenix_wavelength(), Window()
+    model, wave, window = demo_lines.LineModel(), demo_lines.mock_phoenix_wavelength(), Window()
     grid = pp.log_grid(window.start - pp.MARGIN_A, window.stop + pp.MARGIN_A)
 
     def spectrum(teff, mh=0.0):

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from carmenes_dtl import cnn, config, transfer
+from carmenes_dtl import cnn, config, stats, transfer
 from carmenes_dtl.config import PROFILES, AESettings, CNNSettings
 from carmenes_dtl.rundir import Latents
 from carmenes_dtl.variants import VARIANTS
@@ -159,7 +159,7 @@ def test_measured_variants_have_intervals_and_pair_with_method():
 
 def test_t_interval_by_hand():
     """Values 1, 2, 3: mean 2, s = 1, s/sqrt(3) = 0.57735, t(0.975, 2 dof) = 4.302653: 2 +- 2.484138."""
-    mean, low, high = config.t_interval([1.0, 2.0, 3.0])
+    mean, low, high = stats.t_interval([1.0, 2.0, 3.0])
     assert (mean, low, high) == pytest.approx((2.0, 2 - 2.484138, 2 + 2.484138), abs=1e-6)
 
 

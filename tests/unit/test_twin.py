@@ -13,8 +13,9 @@ from astropy.coordinates import EarthLocation, SkyCoord
 from astropy.io import fits
 from astropy.time import Time
 
-from carmenes_dtl import archives, demo, prepare, preprocess, store, twin
-from carmenes_dtl.config import CARMENES_VIS_R, Window
+from carmenes_dtl import archives, demo, demo_lines, demo_stars, prepare, preprocess, store, twin
+from carmenes_dtl.config import CARMENES_VIS_R, DemoSize, Window
+from carmenes_dtl.demo_gap import GapMix
 
 C = preprocess.C_KMS
 
@@ -92,11 +93,11 @@ def photon_limit(model, star, path):
 def rv_base(tmp_path_factory):
     """Demo model 3000-4200 K (gap none) as PHOENIX files, a synthetic set of 50 K steps, 12 stars."""
     out = tmp_path_factory.mktemp("rv")
-    demo.write_phoenix(out, demo.SizeSpec(0, (3000, 4200), (5.0,), (0.0,)), progress=False)
+    demo.write_phoenix(out, DemoSize(0, (3000, 4200), (5.0,), (0.0,)), progress=False)
     nodes = pd.DataFrame({"teff": np.arange(3000.0, 4201.0, 50.0), "logg": 5.0, "mh": 0.0})
     syn = prepare.prepare_synthetic(out / "phoenix", out / "syn.h5", [1.5, 2, 3, 4, 6, 8, 10, 15, 20, 25, 30], Window(),
                                     nodes, progress=False)
-    stars = demo.draw_stars(12, np.random.default_rng(11), "uniform")
+    stars = demo_stars.draw_stars(12, np.random.default_rng(11), "uniform")
     stars["logg"], stars["[M/H]"] = 5.0, 0.0
     stars["vsini"] = np.tile([2.0, 4.5, 7.0, 10.0, 30.0, 30.0], 2)
     return out, syn, stars
@@ -107,7 +108,7 @@ def survey_at(rv_base, snr):
     base, syn, stars = rv_base
     out = base / f"snr{snr:g}"
     stars = stars.assign(snr=float(snr))
-    return out, syn, pd.concat([stars, demo.write_carmenes(out, stars, "none", 5, progress=False)], axis=1)
+    return out, syn, pd.concat([stars, demo.write_carmenes(out, stars, GapMix(), 5, progress=False)], axis=1)
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +132,7 @@ def test_rv_recovered_on_demo_stars(rv_survey):
     file's own SIG) plus 0.02 km/s for what the method itself adds."""
     out, syn, stars = rv_survey
     s, got = recovered(out, syn, stars)
-    model = demo.LineModel()
+    model = demo_lines.LineModel()
     for _, row in got.iterrows():
         sigma = photon_limit(model, row, out / row.file)
         assert abs(row.rv - row.rv_true) < 4 * sigma + 0.02, (row.karmn, row.vsini, row.rv - row.rv_true, sigma)
@@ -211,7 +212,7 @@ def test_prepare_does_not_import_demo():
 def test_demo_templates_for_the_demo_survey(rv_base):
     """`--template demo`: the demo's own model on a coarse grid also recovers the RVs (S/N 300)."""
     out, _, stars = survey_at(rv_base, 300)
-    templates = demo.rv_templates(Window())
+    templates = prepare.Templates(*demo_lines.rv_templates(Window()))
     for row in stars.iloc[:6].itertuples():
         res = prepare.process_observed(archives.read_carmenes(out / row.file), Window(), templates)
         assert abs(res.rv - row.rv) < (0.1 if row.vsini <= 10 else 0.5), (row.vsini, res.rv - row.rv)
