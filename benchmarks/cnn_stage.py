@@ -137,7 +137,7 @@ def main(run_dir=None):
             ("baseline", cnn_baseline.train_ensemble, 1), ("new", cnn.train_ensemble, 1)]
     times, est = {}, {}
     for name, train, offset in runs:
-        training._COMPILED.clear()  # each run pays its own compilation
+        training.forget_compiled()
         seconds, est[name, offset] = stage(run, train, offset)
         times.setdefault(name, []).append(seconds)
         print(f"CNN stage, {name}, CNN seeds +{offset}: {seconds:.1f} s", flush=True)

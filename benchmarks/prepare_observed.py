@@ -44,7 +44,7 @@ def full_grid_rv(wave, flux, template_wave, template_flux, vmax_kms=150.0, step_
 
 def whole_operator_sigma(wave_in, sigma_in, wave_out):
     """The noise propagation before issue 16: the operator of the whole input at once."""
-    lo, hi, apply = preprocess._spline_resampler(wave_in, wave_out)
+    lo, hi, apply = preprocess.spline_resampler(wave_in, wave_out)
     return np.sqrt(apply(np.eye(hi - lo)) ** 2 @ np.asarray(sigma_in, float)[lo:hi] ** 2)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .snapshots import snapshot
+from .snapshots import read_table, snapshot
 
 #: Rotational velocities of the paper's training grid, km/s.
 VSINI_GRID: tuple[float, ...] = (1.5, 2, 2.5, 3, 4, 5, 6, 8, 10, 15, 20, 25, 30)
@@ -284,9 +284,7 @@ def deviations(names: tuple[str, ...] = ("paper", "quick")) -> list[dict]:
 
 
 def _measured(name: str):
-    import pandas as pd
-
-    return pd.read_csv(snapshot(f"results/{name}"), comment="#", keep_default_na=False)  # "None" stays a string
+    return read_table(snapshot(f"results/{name}"))[0]
 
 
 def measured_deviations(metrics: tuple[str, ...] = ("holdout_mae", "holdout_coverage", "demo_mae", "demo_bias")):

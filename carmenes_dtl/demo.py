@@ -19,13 +19,14 @@ from .config import CARMENES_VIS_R, DEMO_SIZES, DemoSize
 from .demo_gap import GapMix, effective_resolution
 from .demo_lines import MOCK_RANGE, LineModel, mock_phoenix_wavelength
 from .demo_stars import draw_stars
+from .rundir import DEMO_CARMENES, DEMO_PHOENIX, DEMO_TRUTH
 from .rv import barycentric_correction
 
 
 def write_phoenix_tree(out: Path, wave: np.ndarray, nodes, flux, progress: bool = True) -> list[Path]:
     """HiRes layout under ``out/phoenix``: the wavelength file and one file per (teff, logg, mh)
     node with ``flux(wave, teff, logg, mh)``."""
-    root = Path(out) / "phoenix"
+    root = Path(out) / DEMO_PHOENIX
     (root / archives.PHOENIX_LIBRARY).mkdir(parents=True, exist_ok=True)
     whdr = fits.Header({"BUNIT": "Angstrom", "COMMENT": "mock of WAVE_PHOENIX-ACES-AGSS-COND-2011 (vacuum)"})
     fits.PrimaryHDU(wave, whdr).writeto(root / archives.PHOENIX_WAVE_FILE, overwrite=True)
@@ -119,7 +120,7 @@ def write_vis(path: Path, karmn: str, wave, spec, sig, cont=None, ra=None, dec=N
 def write_carmenes(out: Path, stars: pd.DataFrame, gap: GapMix, seed: int, progress: bool = True) -> pd.DataFrame:
     """One CARACAL-layout VIS file per star, observed through the gap `gap`; returns each star's
     file and the BERV applied (km/s)."""
-    folder = Path(out) / "carmenes"
+    folder = Path(out) / DEMO_CARMENES
     folder.mkdir(parents=True, exist_ok=True)
     model = LineModel(gap)
     paths, bervs = [], []
@@ -150,11 +151,12 @@ def write_demo(out: Path, seed: int = 42, n_stars: int | None = None, gap: GapMi
     written = write_carmenes(out, table, gap, seed, progress)
     table.insert(1, "file", written["file"])
     table["berv"] = written["berv"]
-    table.to_csv(out / "truth.csv", index=False)
+    table.to_csv(out / DEMO_TRUTH, index=False)
     counts = table["coverage"].value_counts()
     (out / "README.txt").write_text(
         f"carmenes-dtl demo survey: seed={seed} gap={gap.name} stars={stars} size={size} n_stars={len(table)}\n"
         f"grid coverage: {', '.join(f'{k} {v}' for k, v in counts.items())}; "
         f"draws outside it replaced: {table.attrs['redrawn']}\n"
-        "phoenix/  mock PHOENIX-ACES HiRes tree; carmenes/  CARACAL VIS files; truth.csv  true parameters\n")
+        f"{DEMO_PHOENIX}/  mock PHOENIX-ACES HiRes tree; {DEMO_CARMENES}/  CARACAL VIS files; "
+        f"{DEMO_TRUTH}  true parameters\n")
     return out

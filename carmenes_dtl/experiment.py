@@ -279,18 +279,6 @@ def publish(out: Path, results: Path, command: list[str]) -> list[Path]:
     return written
 
 
-def load_results(path: Path) -> tuple[pd.DataFrame, dict]:
-    """A published table (`publish`) and its header as a dict."""
-    meta = {}
-    with open(path) as f:
-        for line in f:
-            if not line.startswith("#"):
-                break
-            key, _, value = line[1:].strip().partition(": ")
-            meta[key] = value
-    return pd.read_csv(path, comment="#", keep_default_na=False, na_values=[""]), meta
-
-
 def experiment(out: Path, settings: list[str], seeds: list[int], profile_name: str = "quick", strength: float = 0.5,
                jobs: int = 1, progress: bool = False, n_boot: int = 2000) -> dict[str, Path]:
     """`carmenes-dtl experiment`: run or resume the cells, then write the tables and the figure."""

@@ -151,7 +151,7 @@ class ObservedResult:
     unclipped: np.ndarray | None = None  # flux / continuum before clipping at 1
 
 
-def _merge(bary: dict, flux: dict, sigma: dict, rv: float, window: Window, path) -> tuple[np.ndarray, np.ndarray]:
+def merge_orders(bary: dict, flux: dict, sigma: dict, rv: float, window: Window, path) -> tuple[np.ndarray, np.ndarray]:
     """Orders shifted to the rest frame, resampled to the window and merged with inverse-variance
     weights; returns the merged flux and its sigma."""
     grid = window.wavelength
@@ -206,7 +206,7 @@ def process_observed(spec: archives.CarmenesSpectrum, window: Window, templates:
     while k not in tried and len(tried) < MAX_TEMPLATE_PASSES:  # mid-grid, then best match until it settles
         tried.append(k)
         rv = preprocess.cross_correlate_rv(*orders, templates.wavelength, templates.flux[k])
-        merged, merged_sigma = _merge(bary, flux, sigma, rv, window, spec.path)
+        merged, merged_sigma = merge_orders(bary, flux, sigma, rv, window, spec.path)
         vector, clipped = preprocess.normalise(merged, templates.flux[k])
         k = templates.best(vector)
     used, settled = tried[-1], k == tried[-1]

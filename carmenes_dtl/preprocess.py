@@ -54,7 +54,7 @@ def bin_edges(wave: np.ndarray) -> np.ndarray:
 SPLINE_MARGIN_PX = 25
 
 
-def _spline_resampler(wave_in: np.ndarray, wave_out: np.ndarray, edges_out: np.ndarray | None = None):
+def spline_resampler(wave_in: np.ndarray, wave_out: np.ndarray, edges_out: np.ndarray | None = None):
     """(lo, hi, apply): `apply(y)` maps input values ``y[lo:hi]`` (or a matrix of columns) to the
     pixels `wave_out` (edges `edges_out`, default `bin_edges`).
 
@@ -84,8 +84,8 @@ def _spline_resampler(wave_in: np.ndarray, wave_out: np.ndarray, edges_out: np.n
 
 
 def resample(wave_in: np.ndarray, flux_in: np.ndarray, wave_out: np.ndarray) -> np.ndarray:
-    """Resample keeping line shapes (see `_spline_resampler`); the result is linear in the input."""
-    lo, hi, apply = _spline_resampler(wave_in, wave_out)
+    """Resample keeping line shapes (see `spline_resampler`); the result is linear in the input."""
+    lo, hi, apply = spline_resampler(wave_in, wave_out)
     return apply(np.asarray(flux_in, float)[lo:hi])
 
 
@@ -106,7 +106,7 @@ def resample_sigma(wave_in: np.ndarray, sigma_in: np.ndarray, wave_out: np.ndarr
     out = np.empty(wave_out.size)
     for start in range(0, wave_out.size, SIGMA_BLOCK_PX):
         block = slice(start, start + SIGMA_BLOCK_PX)
-        lo, hi, apply = _spline_resampler(wave_in, wave_out[block], edges[start:start + SIGMA_BLOCK_PX + 1])
+        lo, hi, apply = spline_resampler(wave_in, wave_out[block], edges[start:start + SIGMA_BLOCK_PX + 1])
         out[block] = np.sqrt(apply(np.eye(hi - lo)) ** 2 @ sigma_in[lo:hi] ** 2)
     return out
 

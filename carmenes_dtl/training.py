@@ -27,6 +27,11 @@ EARLY_STOPPING_FRACTION = 0.1
 _COMPILED: dict[str, object] = {}
 
 
+def forget_compiled() -> None:
+    """Drop this process's compiled programs (a benchmark's runs each pay their own compilation)."""
+    _COMPILED.clear()
+
+
 def callbacks(patience: int | None, progress: bool, desc: str = "epochs") -> list:
     """Early stopping on the validation loss (best weights kept) unless `patience` is None, plus a progress bar."""
     cbs = [] if patience is None else [keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)]

@@ -1,5 +1,5 @@
 """`carmenes-dtl experiment` on its one tiny cell: the command reproduces the committed table
-exactly, its tables agree with the run's own error summary, and a cell that adopts the shared
+(to round-off), its tables agree with the run's own error summary, and a cell that adopts the shared
 stages gives the estimates of a plain run byte for byte."""
 import json
 
@@ -11,6 +11,7 @@ from test_cli import cli
 from carmenes_dtl import experiment, pipeline
 from carmenes_dtl.demo_gap import GapMix
 from carmenes_dtl.rundir import RunFolder
+from carmenes_dtl.snapshots import read_table
 
 pytestmark = pytest.mark.integration
 COMMITTED = experiment.TINY_RESULTS
@@ -25,17 +26,28 @@ def tiny_cell(tmp_path_factory):
     return out
 
 
-def _body(path):
-    return [line for line in path.read_text().splitlines() if not line.startswith("#")]
+#: Relative tolerance of the reproduced numbers. Float32 training rounds differently on other
+#: CPUs (measured: up to 1.0e-5 relative between two x86-64 machines with the same locked
+#: packages); a change of the method moves them by percents.
+RTOL = 1e-3
+
+
+def _same_table(got, expected):
+    """Equal text columns and numbers within `RTOL` (NaN where NaN)."""
+    a, b = (read_table(p)[0] for p in (got, expected))
+    assert list(a.columns) == list(b.columns) and len(a) == len(b)
+    numeric = [c for c in b.columns if pd.api.types.is_numeric_dtype(b[c])]
+    pd.testing.assert_frame_equal(a.drop(columns=numeric), b.drop(columns=numeric))
+    np.testing.assert_allclose(a[numeric].to_numpy(float), b[numeric].to_numpy(float), rtol=RTOL, atol=1e-9,
+                               equal_nan=True)
 
 
 def test_the_command_reproduces_the_committed_cell(tiny_cell):
-    """Exact equality of every number (measured: the cell's bytes do not change between runs on
-    this machine's CPU backend)."""
-    assert _body(tiny_cell / "experiment_tiny.csv") == _body(COMMITTED)
+    """Every number of both committed tables within `RTOL` (bytes differ between CPUs in the last digits)."""
+    _same_table(tiny_cell / "experiment_tiny.csv", COMMITTED)
     intervals = COMMITTED.with_name("experiment_tiny_intervals.csv")
-    assert _body(tiny_cell / intervals.name) == _body(intervals)
-    table, meta = experiment.load_results(COMMITTED)
+    _same_table(tiny_cell / intervals.name, intervals)
+    table, meta = read_table(COMMITTED)
     assert meta["command"].startswith("carmenes-dtl " + " ".join(COMMAND))
     assert {"commit", "date", "keras", "backend", "numpy", "python"} <= set(meta) and meta["profile"] == "tiny"
     assert set(table["setting"]) == {"strong"} and set(table["seed"]) == {1}

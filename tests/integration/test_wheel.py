@@ -21,7 +21,7 @@ assert all(m.__file__.startswith(sys.argv[1]) for m in (carmenes_dtl, snapshots)
 config.published_settings(), config.implementation_deviations(), config.measured_deviations()
 config.measured_variants(), grid.paper_grid(), validation.load_all(), literature.load("paper")
 for table in (experiment.RESULTS, experiment.TINY_RESULTS):
-    experiment.load_results(table), experiment.load_results(table.with_name(f"{table.stem}_intervals.csv"))
+    snapshots.read_table(table), snapshots.read_table(table.with_name(f"{table.stem}_intervals.csv"))
 """
 
 

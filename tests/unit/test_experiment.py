@@ -5,6 +5,7 @@ import pytest
 
 from carmenes_dtl import experiment, stats
 from carmenes_dtl.demo_gap import GapMix
+from carmenes_dtl.snapshots import read_table
 
 
 def _paired(n_seeds, n_stars, diff, sigma, seed=5):
@@ -99,7 +100,7 @@ def test_load_results_reads_header_and_table(tmp_path):
     path = tmp_path / "t.csv"
     path.write_text("# command: carmenes-dtl experiment --seeds 1\n# seeds: 1\nsetting,gap,mae,latent_auc\n"
                     "none,none,1.5,\nshared,\"degenerate=0,shared=0.5\",2.25,0.5\n")
-    table, meta = experiment.load_results(path)
+    table, meta = read_table(path)
     assert meta == {"command": "carmenes-dtl experiment --seeds 1", "seeds": "1"}
     assert table["gap"].tolist() == ["none", "degenerate=0,shared=0.5"] and table["mae"].tolist() == [1.5, 2.25]
     assert np.isnan(table["latent_auc"][0])

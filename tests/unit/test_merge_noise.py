@@ -1,4 +1,4 @@
-"""Merging echelle orders (`prepare._merge`): the sigma it returns against seeded noise draws.
+"""Merging echelle orders (`prepare.merge_orders`): the sigma it returns against seeded noise draws.
 
 Two overlapping orders at CARMENES sampling (2.8 pixels per resolution element, shifted by 0.4
 pixel from each other) with different, wavelength-dependent SIG carry a smooth rest-frame
@@ -41,7 +41,7 @@ def test_merged_sigma_is_the_scatter_of_noise_draws():
     draws = []
     for _ in range(N_DRAWS):
         noisy = {o: clean[o] + rng.normal(0, 1, clean[o].size) * sigmas[o] for o in waves}
-        flux, sigma = prepare._merge(waves, noisy, sigmas, RV, window, "two orders")
+        flux, sigma = prepare.merge_orders(waves, noisy, sigmas, RV, window, "two orders")
         draws.append(flux)
     draws = np.array(draws)
     mean, scatter = draws.mean(axis=0), draws.std(axis=0, ddof=1)
