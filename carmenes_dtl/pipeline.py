@@ -58,7 +58,7 @@ class Runner:
         self.folder, self.prof, self.seed, self.progress = RunFolder(out), prof, seed, progress
         self.scheduler, self.data_parallel = scheduler, data_parallel
         self.folder.out.mkdir(parents=True, exist_ok=True)
-        self.stages = Stages(self.folder.out, seed)
+        self.stages = Stages(self.folder.stages_file, seed)
 
     def _parallel_key(self) -> list:
         """What a data-parallel run adds to the autoencoder stages' keys (the device count:

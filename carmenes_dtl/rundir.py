@@ -139,6 +139,7 @@ class RunFolder:
     holdout_file = property(lambda self: self.out / "holdout.csv")
     bundle_dir = property(lambda self: self.out / "model")
     summary_file = property(lambda self: self.out / "run.json")
+    stages_file = property(lambda self: self.out / "stages.json")
     published_estimates_file = property(lambda self: self.out / "published" / "estimates.csv")
     validation_dir = property(lambda self: self.out / "published" / "validation")
 

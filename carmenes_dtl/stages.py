@@ -55,11 +55,11 @@ def _partials(final: Path) -> dict[Path, Path]:
 
 
 class Stages:
-    """The finished stages of the run in `out` (its ``stages.json``) and the means to run more."""
+    """The finished stages of a run, recorded in `file` (``RUN/stages.json``), and the means to run more."""
 
-    def __init__(self, out: Path, seed: int):
-        self.out, self.seed = Path(out), seed
-        self.file = self.out / "stages.json"
+    def __init__(self, file: Path, seed: int):
+        self.file, self.seed = Path(file), seed
+        self.out = self.file.parent
         self.done = json.loads(self.file.read_text()) if self.file.exists() else {}
         self.timings: dict[str, float] = {}
         self._digests: dict = {}
@@ -126,7 +126,7 @@ class Stages:
 
     def adopt(self, base: Path, names: list[str]) -> list[str]:
         """Take over the finished stages `names` of the run in `base`: hard-link their outputs into
-        this run and copy their ``stages.json`` records; returns the names adopted.
+        this run and copy their records; returns the names adopted.
 
         This proves nothing by itself: a stage still runs when called unless the key it computes
         here, from this run's seed, settings and inputs, equals the adopted record's, so
