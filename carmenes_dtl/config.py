@@ -67,7 +67,7 @@ PUBLISHED_L1_LAYERS = tuple(f"enc_{i}" for i in range(2, 6)) + tuple(f"dec_{i}" 
 
 @dataclass(frozen=True)
 class AESettings:
-    """Contractive autoencoder search, training and fine-tuning (paper Sects. 3.1-3.2).
+    """Contractive autoencoder search and training (paper Sect. 3.1).
 
     Defaults are the authors' code (``published_method.json``); ``patience=None`` means
     no early stopping, as published.
@@ -87,13 +87,25 @@ class AESettings:
     epochs: int = 120
     test_size: float = 0.3
     n_models: int = 3
-    finetune_epochs: int = 60
-    finetune_test_size: float = 0.2
-    finetune_frozen: int = 4
     patience: int | None = None  # early stopping on a validation slice of the training part
 
     def __post_init__(self):
         check_options(self)
+
+
+@dataclass(frozen=True)
+class FineTuneSettings:
+    """Fine-tuning on observed spectra (paper Sect. 3.2; the authors' ``autoencoder_fine_tuning.py``):
+    its own settings, so that changing them reuses the trained autoencoders and synthetic CNNs.
+    Defaults are the authors' code (``published_method.json``)."""
+
+    learning_rate: float = 1e-4  # the autoencoders' rate, as the authors compile the loaded model with it
+    epochs: int = 60
+    batch_size: int = 128
+    test_size: float = 0.2  # observed spectra kept out to measure the reconstruction error
+    frozen: int = 4  # encoder layers 1-4 keep their synthetic weights
+    split_seed: int | None = 42  # random_state of the 80/20 split; None: a seed per autoencoder (`stage_seed`)
+    patience: int | None = None  # early stopping on a validation slice of the training part
 
 
 @dataclass(frozen=True)
@@ -175,6 +187,7 @@ class Profile:
     ae: AESettings
     cnn: CNNSettings
     demo_size: str
+    finetune: FineTuneSettings = FineTuneSettings()
     vsini: tuple[float, ...] = VSINI_GRID
     n_nodes: int | None = None  # seeded subset of the paper's 1767 nodes; None = all 22,933 rows
     n_stars: int | None = None  # demo stars; None = the demo size's default
@@ -190,7 +203,8 @@ class Profile:
             return kind(**{k: _tuples(v) for k, v in values.items()})
 
         return cls(**{**d, "ae": settings(AESettings, d["ae"]), "cnn": settings(CNNSettings, d["cnn"]),
-                      "vsini": tuple(d["vsini"]), "window": Window(**d["window"])})
+                      "finetune": settings(FineTuneSettings, d["finetune"]), "vsini": tuple(d["vsini"]),
+                      "window": Window(**d["window"])})
 
 
 def _tuples(value):
@@ -202,7 +216,7 @@ PROFILES = {
     "quick": Profile(
         "quick",
         AESettings(n_in_grid=(256, 384), l1_grid=(8e-8, 1.2e-7), learning_rate=1e-3, epochs=60, cv_folds=2,
-                   n_models=2, finetune_epochs=40, patience=15),
+                   n_models=2, patience=15),
         CNNSettings(epochs=25, learning_rate=3e-3, batch_size=128, widths=tuple((p, 64, 32, 32) for p in PARAMETERS),
                     inputs="standardised", targets="standardised", patience=6, holdout_fraction=0.1),
         demo_size="quick",
@@ -212,7 +226,7 @@ PROFILES = {
     "tiny": Profile(  # smoke runs and tests: seconds, not science
         "tiny",
         AESettings(n_in_grid=(128,), l1_grid=(1e-7,), learning_rate=1e-3, search_epochs=4, epochs=8, cv_folds=2,
-                   n_models=1, finetune_epochs=4, patience=4),
+                   n_models=1, patience=4),
         CNNSettings(n_per_model=3, epochs=4, learning_rate=3e-3, batch_size=64,
                     widths=tuple((p, 64, 32, 16) for p in PARAMETERS), inputs="standardised", targets="standardised",
                     patience=4, holdout_fraction=0.1),
@@ -220,6 +234,7 @@ PROFILES = {
         vsini=(2, 10),
         n_nodes=40,
         n_stars=16,
+        finetune=FineTuneSettings(learning_rate=1e-3, epochs=4, split_seed=None, patience=4),
     ),
     #: the authors' settings except the held-out nodes, kept for honest coverage checks
     "paper": Profile("paper", AESettings(), CNNSettings(holdout_fraction=0.1), demo_size="full"),
@@ -257,6 +272,39 @@ def published_settings() -> list[dict]:
 def implementation_deviations() -> list[dict]:
     """How the code differs from the authors' beyond the settings: what, published, here, source, why."""
     return json.loads(snapshot("published_method.json").read_text())["implementation"]
+
+
+#: The sections of a profile that `with_overrides` reaches by ``section.field``.
+SECTIONS = ("ae", "cnn", "finetune", "window")
+
+
+def with_overrides(prof: Profile, assignments: list[str]) -> Profile:
+    """`prof` with each ``section.field=value`` (``ae``, ``cnn``, ``finetune``, ``window``) or
+    ``field=value`` (the profile's own: ``n_nodes``, ``n_stars``, ``vsini``, ``demo_size``) applied in
+    order; a value is JSON (``1e-4``, ``[1.5, 3]``, ``null``) or else text (``raw``), ``None`` is None.
+    A one-line ValueError names an assignment that does not fit."""
+    for text in assignments:
+        name, sep, raw = text.partition("=")
+        head, _, field_name = name.strip().rpartition(".")
+        target = getattr(prof, head) if head in SECTIONS else prof if not head else None
+        names = [] if target is None else [f.name for f in dataclasses.fields(target)]
+        if not sep or field_name not in names or (not head and field_name in SECTIONS + ("name",)):
+            raise ValueError(f"--set {text!r}: expected SECTION.FIELD=VALUE or FIELD=VALUE; sections "
+                             f"{', '.join(SECTIONS)}; fields of the profile: {', '.join(_own_fields())}")
+        try:
+            value = _tuples(json.loads(raw))
+        except json.JSONDecodeError:
+            value = None if raw.strip() == "None" else raw.strip()
+        try:
+            changed = dataclasses.replace(target, **{field_name: value})
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"--set {text!r}: {err}") from None
+        prof = changed if not head else dataclasses.replace(prof, **{head: changed})
+    return prof
+
+
+def _own_fields() -> list[str]:
+    return [f.name for f in dataclasses.fields(Profile) if f.name not in SECTIONS + ("name",)]
 
 
 def setting(prof: Profile, name: str):

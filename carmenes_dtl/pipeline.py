@@ -138,19 +138,20 @@ class Runner:
                         extra=[asdict(s), keras.backend.backend(), *self._parallel_key()], inputs=[f.synthetic])
 
     def finetune(self) -> None:
-        f, s = self.folder, self.prof.ae
+        """Its key holds the fine-tuning settings only: other ones reuse the trained autoencoders."""
+        f, s, n = self.folder, self.prof.finetune, self.prof.ae.n_models
 
         def run(staged):
             obs, syn = store.read(f.observed).flux, store.read(f.synthetic).flux
             sample = transfer.synthetic_sample(syn, self.seed)
-            for i in range(s.n_models):
+            for i in range(n):
                 model, report = transfer.finetune(f.ae_file(i), obs, sample, s, stage_seed(self.seed, "fine-tune", i),
                                                   self.progress, self.data_parallel)
-                autoencoder.save(model, staged(f.ae_file(i, "ft")), report)
+                autoencoder.save(model, staged(f.ae_file(i, "ft")), {**report, "settings": asdict(s)})
 
-        self.stages.run("fine-tune", [f.ae_file(i, "ft") for i in range(s.n_models)], run,
+        self.stages.run("fine-tune", [f.ae_file(i, "ft") for i in range(n)], run,
                         extra=[asdict(s), keras.backend.backend(), *self._parallel_key()],
-                        inputs=[f.synthetic, f.observed] + [f.ae_file(i) for i in range(s.n_models)])
+                        inputs=[f.synthetic, f.observed] + [f.ae_file(i) for i in range(n)])
 
     def _autoencoder_files(self) -> list[Path]:
         return [self.folder.ae_file(i, e) for i in range(self.prof.ae.n_models) for e in ("pre", "ft")]

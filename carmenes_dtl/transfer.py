@@ -13,7 +13,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from .autoencoder import load, reconstruction_mse
-from .config import AESettings, stage_seed
+from .config import FineTuneSettings, stage_seed
 from .training import callbacks, data_parallel, history, scope, validation_slice, whole_batches
 
 
@@ -41,12 +41,12 @@ def frozen_layers(n_frozen: int) -> list[str]:
     return [f"enc_{i}" for i in range(1, n_frozen + 1)]
 
 
-def finetune(model_path, observed: np.ndarray, synthetic: np.ndarray, s: AESettings, seed: int = 0,
+def finetune(model_path, observed: np.ndarray, synthetic: np.ndarray, s: FineTuneSettings, seed: int = 0,
              progress: bool = False, parallel: bool = False) -> tuple[keras.Model, dict]:
     """A fine-tuned copy of the saved autoencoder at `model_path`, and a before/after report.
 
-    Observed spectra are split 80/20 (`s.finetune_test_size`, seeded); the 20 % only
-    measures the observed reconstruction error. With `s.patience`, early stopping watches
+    Observed spectra are split 80/20 (`s.test_size`; `s.split_seed`, as published, or `seed`);
+    the 20 % only measures the observed reconstruction error. With `s.patience`, early stopping watches
     a seeded 10 % of the 80 %, never the reported 20 %. `synthetic` (a sample) measures
     what the synthetic domain loses. With the published penalty the frozen copy of the
     bottleneck kernel is taken anew from the loaded weights, as the authors' loss is
@@ -54,7 +54,8 @@ def finetune(model_path, observed: np.ndarray, synthetic: np.ndarray, s: AESetti
     every device (`training.data_parallel`; the rows cut to a multiple of the device count).
     """
     keras.utils.set_random_seed(seed)
-    train_obs, test_obs = train_test_split(observed, test_size=s.finetune_test_size, random_state=seed)
+    split_seed = seed if s.split_seed is None else s.split_seed
+    train_obs, test_obs = train_test_split(observed, test_size=s.test_size, random_state=split_seed)
     fit, val = validation_slice(train_obs, s.patience, seed)
     dist = data_parallel(s.batch_size) if parallel else None
     fit, val_x = whole_batches(dist, fit), whole_batches(dist, None if val is None else val[0])
@@ -66,15 +67,15 @@ def finetune(model_path, observed: np.ndarray, synthetic: np.ndarray, s: AESetti
                 "mse_synthetic": reconstruction_mse(model, synthetic)}
 
     before = errors()
-    frozen = frozen_layers(s.finetune_frozen)
+    frozen = frozen_layers(s.frozen)
     for name in frozen:
         model.get_layer(name).trainable = False
     model.get_layer("bottleneck").refreeze()
     with scope(dist):
         model.compile(optimizer=keras.optimizers.Adam(s.learning_rate), loss="mse")
         hist = model.fit(fit, fit, validation_data=None if val is None else (val_x, val_x),
-                         epochs=s.finetune_epochs, batch_size=min(s.batch_size, len(fit)), shuffle=True, verbose=0,
+                         epochs=s.epochs, batch_size=min(s.batch_size, len(fit)), shuffle=True, verbose=0,
                          callbacks=callbacks(s.patience, progress, "fine-tune"))
-    return model, {"frozen_layers": frozen, "n_train": len(train_obs), "n_test": len(test_obs),
+    return model, {"frozen_layers": frozen, "n_train": len(train_obs), "n_test": len(test_obs), "split_seed": split_seed,
                    "early_stopping_rows": 0 if val is None else len(val_x),
                    "before": before, "after": errors(), "history": history(hist)}

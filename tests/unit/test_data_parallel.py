@@ -23,7 +23,7 @@ SCRIPT = textwrap.dedent("""
     import numpy as np
 
     from carmenes_dtl import autoencoder, training, transfer
-    from carmenes_dtl.config import AESettings
+    from carmenes_dtl.config import AESettings, FineTuneSettings
 
     assert len(jax.devices()) == 2, jax.devices()
     out = Path(sys.argv[1])
@@ -31,13 +31,14 @@ SCRIPT = textwrap.dedent("""
     # 40 rows: early stopping watches 4, the 36 others make batches of 8, 8, 8, 8 and 4 (split 2 + 2)
     flux = rng.random((40, 64)).astype("float32")
     observed = rng.random((30, 64)).astype("float32")  # fine-tuning fits 22 rows, watches 2
-    s = AESettings(latent_dim=8, batch_size=8, epochs=3, learning_rate=1e-3, patience=10, finetune_epochs=2)
+    s = AESettings(latent_dim=8, batch_size=8, epochs=3, learning_rate=1e-3, patience=10)
+    ft = FineTuneSettings(learning_rate=1e-3, epochs=2, batch_size=8, split_seed=None, patience=10)
     res = {}
     for parallel in (False, True):
         model, hist = autoencoder.train(flux, 32, 1e-7, s, 5, parallel=parallel)
         assert keras.distribution.distribution() is None  # restored after the fit
         path = autoencoder.save(model, out / f"ae_{parallel}.keras", {})
-        tuned, report = transfer.finetune(path, observed, flux[:8], s, 3, parallel=parallel)
+        tuned, report = transfer.finetune(path, observed, flux[:8], ft, 3, parallel=parallel)
         assert keras.distribution.distribution() is None
         res[str(parallel)] = {
             "history": hist, "finetune": report["history"], "after": report["after"],

@@ -7,7 +7,7 @@ from keras import ops
 
 from carmenes_dtl import autoencoder as ae
 from carmenes_dtl import cnn, transfer
-from carmenes_dtl.config import AESettings, CNNSettings
+from carmenes_dtl.config import AESettings, CNNSettings, FineTuneSettings
 
 #: Small-test CNN settings: standardised inputs and targets train in a few epochs.
 FAST = dict(inputs="standardised", targets="standardised", widths=tuple((p, 64, 32, 16) for p in cnn.PARAMETERS))
@@ -85,7 +85,7 @@ def test_finetune_takes_a_fresh_frozen_kernel_from_the_trained_weights(tmp_path)
     b = ae.load(path).get_layer("bottleneck")
     assert np.array_equal(ops.convert_to_numpy(b.frozen_kernel),
                           ops.convert_to_numpy(model.get_layer("bottleneck").frozen_kernel))
-    s = AESettings(latent_dim=4, learning_rate=1e-2, finetune_epochs=1, batch_size=16)
+    s = FineTuneSettings(learning_rate=1e-2, epochs=1, batch_size=16)
     tuned, _ = transfer.finetune(path, x[:40], x[:10], s, seed=0)
     trained = ops.convert_to_numpy(model.get_layer("bottleneck").kernel)
     frozen = ops.convert_to_numpy(tuned.get_layer("bottleneck").frozen_kernel)
@@ -150,10 +150,11 @@ def test_training_reduces_loss_and_save_load_round_trip(spectra, tmp_path):
 
 def test_finetune_freezes_first_layers_bit_identical(spectra, tmp_path):
     syn, obs, _ = spectra
-    s = AESettings(latent_dim=8, epochs=5, batch_size=32, learning_rate=1e-3, finetune_epochs=5)
+    s = AESettings(latent_dim=8, epochs=5, batch_size=32, learning_rate=1e-3)
     model, _ = ae.train(syn, 64, 1e-7, s, seed=0)
     path = ae.save(model, tmp_path / "m.keras", {})
-    tuned, report = transfer.finetune(path, obs, syn[:50], s, seed=0)
+    tuned, report = transfer.finetune(path, obs, syn[:50], FineTuneSettings(learning_rate=1e-3, epochs=5, batch_size=32),
+                                      seed=0)
     for i in range(1, 5):
         for w0, w1 in zip(model.get_layer(f"enc_{i}").get_weights(), tuned.get_layer(f"enc_{i}").get_weights()):
             assert np.array_equal(w0, w1)
@@ -163,13 +164,14 @@ def test_finetune_freezes_first_layers_bit_identical(spectra, tmp_path):
     assert report["after"]["mse_observed_test"] < report["before"]["mse_observed_test"]
     assert report["frozen_layers"] == ["enc_1", "enc_2", "enc_3", "enc_4"]
     assert len(report["history"]["loss"]) == 5 and "val_loss" not in report["history"]  # published: no early stopping
+    assert report["split_seed"] == 42  # published: random_state 42 for every autoencoder
 
 
 def test_finetune_early_stopping_never_selects_on_the_reported_split(spectra, tmp_path, monkeypatch):
     from sklearn.model_selection import train_test_split
 
     syn, obs, _ = spectra
-    s = AESettings(latent_dim=8, epochs=3, batch_size=32, learning_rate=1e-3, finetune_epochs=4, patience=2)
+    s = AESettings(latent_dim=8, epochs=3, batch_size=32, learning_rate=1e-3, patience=2)
     model, _ = ae.train(syn, 64, 1e-7, s, seed=0)
     path = ae.save(model, tmp_path / "m.keras", {})
     seen = {}
@@ -180,8 +182,9 @@ def test_finetune_early_stopping_never_selects_on_the_reported_split(spectra, tm
         return fit(self, x, y, validation_data=validation_data, **kw)
 
     monkeypatch.setattr(keras.Model, "fit", spy)
-    tuned, report = transfer.finetune(path, obs, syn[:50], s, seed=3)
-    _, reported = train_test_split(obs, test_size=0.2, random_state=3)  # the published 80/20 split
+    ft = FineTuneSettings(learning_rate=1e-3, epochs=4, batch_size=32, split_seed=None, patience=2)
+    tuned, report = transfer.finetune(path, obs, syn[:50], ft, seed=3)
+    _, reported = train_test_split(obs, test_size=0.2, random_state=3)  # the 80/20 split, seeded by the stage
     rows = lambda a: {r.tobytes() for r in a}  # noqa: E731
     assert rows(seen["val"]) and not rows(seen["val"]) & rows(reported)
     assert not rows(seen["fit"]) & (rows(reported) | rows(seen["val"]))
