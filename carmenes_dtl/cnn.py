@@ -249,7 +249,42 @@ def estimate(ensembles: list[Ensemble], inputs: list[np.ndarray], karmn,
         out[name], out[f"e_{name}"], out[f"E_{name}"] = stats.T
         lo, hi = PAPER_RANGES[p]
         flags[f"outside_{name}"] = (stats[:, 0] < lo) | (stats[:, 0] > hi)
+        if len(ensembles) > 1:
+            flags[f"disagree_{name}"] = disagree([mp[p] for mp in member_preds])
     return pd.DataFrame(out)[estimate_columns()], pd.DataFrame(flags)
+
+
+def own_spread(predictions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per star: the median of one ensemble's members (n_members, n_stars) and half their 16-84 width."""
+    p16, p50, p84 = np.percentile(predictions, [16, 50, 84], axis=0)
+    return p50, (p84 - p16) / 2
+
+
+def disagree(per_autoencoder: list[np.ndarray]) -> np.ndarray:
+    """Per star: True when the autoencoders' ensembles (members x stars each) disagree by more than
+    their own spread: the range of their medians exceeds the mean of their half 16-84 widths."""
+    medians, halves = zip(*(own_spread(p) for p in per_autoencoder))
+    return np.ptp(medians, axis=0) > np.mean(halves, axis=0)
+
+
+def autoencoder_report(ensembles: list[Ensemble], inputs: list[np.ndarray], truth: np.ndarray | None = None
+                       ) -> pd.DataFrame:
+    """Each autoencoder's ensemble on its own, per parameter: ``offset`` (mean of its medians minus the
+    pooled median), ``half_width`` (median half 16-84 width of its members) and, with `truth`
+    (n_stars, 4), ``bias`` and ``scatter`` of its medians against it."""
+    member_preds = [e.member_predictions(x) for e, x in zip(ensembles, inputs)]
+    rows = []
+    for j, p in enumerate(PARAMETERS):
+        pooled = np.median(np.concatenate([mp[p] for mp in member_preds]), axis=0)
+        for i, mp in enumerate(member_preds):
+            med, half = own_spread(mp[p])
+            row = {"autoencoder": i, "parameter": PUBLISHED_NAMES[p], "offset": float(np.mean(med - pooled)),
+                   "half_width": float(np.median(half))}
+            if truth is not None:
+                err = med - truth[:, j]
+                row.update(bias=float(err.mean()), scatter=float(err.std(ddof=1)) if len(err) > 1 else np.nan)
+            rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def holdout_mask(params: pd.DataFrame, seed: int, fraction: float) -> np.ndarray:
@@ -286,12 +321,13 @@ def train_variants(syn, obs, latents, n_models: int, s: CNNSettings, seed: int, 
     `train_space` with these inputs, settings and seed (e.g. the `variants.SYNTHETIC_SPACES`
     of stage ``cnn-synthetic``). The held-out table has both uncertainty methods (column
     ``uncertainty``).
-    Returns ``{"estimates": {variant: (est, flags)}, "holdout": DataFrame, "ensembles": {space: [Ensemble]},
-    "histories": {space: [...]}}``.
+    ``autoencoders`` holds `autoencoder_report` per variant on the observed stars and the held-out nodes.
+    Returns ``{"estimates": {variant: (est, flags)}, "holdout": DataFrame, "autoencoders": DataFrame,
+    "ensembles": {space: [Ensemble]}, "histories": {space: [...]}}``.
     """
     held = holdout_mask(syn.parameters, stage_seed(seed, "holdout"), s.holdout_fraction)
     truth = pd.DataFrame(syn.labels[held], columns=[PUBLISHED_NAMES[k] for k in PARAMETERS]).add_prefix("true_")
-    ensembles, out, holdout, held_est = dict(trained or {}), {}, [], {}
+    ensembles, out, holdout, held_est, reports = dict(trained or {}), {}, [], {}, []
     for variant, v in tqdm(VARIANTS.items(), desc="CNN variants", disable=not progress):
         space = v.train
         if space not in ensembles:
@@ -303,9 +339,16 @@ def train_variants(syn, obs, latents, n_models: int, s: CNNSettings, seed: int, 
                 inputs = [x[held] for x in synthetic_inputs(syn, latents, space, len(ens))]
                 held_est[space, unc] = estimate(ens, inputs, np.flatnonzero(held), unc)[0]
             holdout.append(held_est[space, unc].assign(variant=variant, uncertainty=unc).join(truth))
+        reports.append(autoencoder_report(ens, observed_inputs(v, latents, obs, len(ens)))
+                       .assign(variant=variant, where="observed"))
+        if held.any():
+            inputs = [x[held] for x in synthetic_inputs(syn, latents, space, len(ens))]
+            reports.append(autoencoder_report(ens, inputs, syn.labels[held]).assign(variant=variant, where="holdout"))
     empty = pd.DataFrame(columns=[*estimate_columns(), "variant", "uncertainty", *truth.columns])
+    front = ["variant", "where", "autoencoder", "parameter"]
+    report = pd.concat(reports, ignore_index=True)
     return {"estimates": out, "holdout": pd.concat(holdout, ignore_index=True) if holdout else empty,
-            "ensembles": ensembles,
+            "autoencoders": report[front + [c for c in report if c not in front]], "ensembles": ensembles,
             "histories": {space: [e.history for e in ens] for space, ens in ensembles.items()}}
 
 
@@ -316,5 +359,9 @@ def estimate_variant(ensembles: dict, latents, obs, variant: str, uncertainty: s
     `predict` both estimate through here."""
     v = get_variant(variant)
     ens = ensembles[v.train]
-    inputs = [obs.flux] if v.apply == "spectra" else [latents.get("obs", v.apply, i) for i in range(len(ens))]
-    return estimate(ens, inputs, obs.parameters["karmn"], uncertainty)
+    return estimate(ens, observed_inputs(v, latents, obs, len(ens)), obs.parameters["karmn"], uncertainty)
+
+
+def observed_inputs(v, latents, obs, n_models: int) -> list[np.ndarray]:
+    """The observed inputs variant `v`'s ensembles predict from: latents of its prediction space, or the spectra."""
+    return [obs.flux] if v.apply == "spectra" else [latents.get("obs", v.apply, i) for i in range(n_models)]

@@ -200,6 +200,7 @@ class Runner:
                 est.to_csv(staged(f.estimates_file(variant)), index=False)
                 flags.to_csv(staged(f.flags_file(variant)), index=False)
             res["holdout"].to_csv(staged(f.holdout_file), index=False)
+            res["autoencoders"].to_csv(staged(f.autoencoders_file), index=False)
             staged(f.histories_file).write_text(json.dumps(res["histories"]))
             aes = [(f.ae_file(i), f.ae_file(i, "ft")) for i in range(self.prof.ae.n_models)]
             bundle.save(staged(f.bundle_dir), res["ensembles"], aes, {
@@ -208,7 +209,7 @@ class Runner:
                 "observed_sha256": self.stages.identity(f.observed)})
 
         self.stages.run("cnn", [f.estimates_file(v) for v in names] + [f.flags_file(v) for v in names]
-                        + [f.holdout_file, f.histories_file, f.bundle_dir], run,
+                        + [f.holdout_file, f.autoencoders_file, f.histories_file, f.bundle_dir], run,
                         extra=[asdict(self.prof.cnn), self.prof.ae.n_models, bundle.FORMAT, keras.backend.backend()],
                         inputs=[f.synthetic, f.observed, f.latents_file, f.cnn_synthetic_dir,
                                 *self._autoencoder_files()])
@@ -226,9 +227,12 @@ class Runner:
             info["data_parallel_devices"] = len(keras.distribution.list_devices())
         info["observed_excluded"] = store.describe(f.observed)["attrs"].get("excluded", [])
         info.update(validation.evaluate(f, truth_csv))
+        info["warnings"] = validation.warnings(info)
         previous = f.summary() if f.exists() else {}
         info["timings_s"] = {**previous.get("timings_s", {}), **self.stages.timings}
         write_text(f.summary_file, json.dumps(info, indent=1, default=str))
+        for line in info["warnings"]:
+            print(f"[carmenes-dtl] warning: {line}", file=sys.stderr)
         return info
 
 

@@ -12,6 +12,7 @@ A run (``carmenes-dtl run --out RUN``) leaves::
     RUN/cnn_synthetic/         CNN ensembles that see only synthetic data (`bundle.save_trained`)
     RUN/cnn.json               CNN training curves per space
     RUN/holdout.csv            estimates of held-out synthetic nodes, per variant and uncertainty
+    RUN/autoencoders.csv       each autoencoder's ensemble on its own: offsets, spreads, held-out biases
     RUN/estimates[_<variant>].csv, flags[_<variant>].csv   the estimates (``method``: no suffix)
     RUN/model/                 the bundle `predict` uses (`bundle`)
     RUN/gap_<name>/            another demo survey through the same model (`GapFolder`)
@@ -137,6 +138,7 @@ class RunFolder:
     histories_file = property(lambda self: self.out / "cnn.json")
     cnn_synthetic_dir = property(lambda self: self.out / "cnn_synthetic")
     holdout_file = property(lambda self: self.out / "holdout.csv")
+    autoencoders_file = property(lambda self: self.out / "autoencoders.csv")
     bundle_dir = property(lambda self: self.out / "model")
     summary_file = property(lambda self: self.out / "run.json")
     stages_file = property(lambda self: self.out / "stages.json")
@@ -210,6 +212,11 @@ class RunFolder:
     def holdout(self) -> pd.DataFrame:
         """Estimates of the held-out synthetic nodes with their truths (``true_*``), per variant and uncertainty."""
         return pd.read_csv(self.holdout_file)
+
+    def autoencoders(self) -> pd.DataFrame:
+        """Each autoencoder's ensemble on its own, per variant, on the observed stars and the held-out
+        nodes (`cnn.autoencoder_report`)."""
+        return pd.read_csv(self.autoencoders_file)
 
     def cnn_histories(self) -> dict:
         """CNN training curves per space."""

@@ -15,6 +15,7 @@ import pandas as pd
 from scipy import stats
 
 from . import literature
+from .variants import VARIANTS
 from .config import PUBLISHED_NAMES, estimate_columns
 
 def errors(est: pd.DataFrame, truth: pd.DataFrame) -> dict:
@@ -41,8 +42,6 @@ def evaluate(run, truth_csv: Path | None) -> dict:
     """What run.json reports of the run in `run` (a `rundir.RunFolder`): with a truth table, each
     variant's `errors` (and per grid-coverage class of the demo stars); the `coverage` of the
     held-out synthetic nodes per uncertainty method and variant."""
-    from .variants import VARIANTS
-
     info = {}
     if truth_csv is not None and Path(truth_csv).exists():
         truth = pd.read_csv(truth_csv)
@@ -51,10 +50,40 @@ def evaluate(run, truth_csv: Path | None) -> dict:
         if "coverage" in truth:  # demo stars inside / at the edge of the paper grid's coverage
             info["errors_by_coverage"] = {v: {c: errors(est, t) for c, t in truth.groupby("coverage")}
                                           for v, est in estimates.items()}
+        names = list(PUBLISHED_NAMES.values())
+        truths = truth[["karmn", *names]].rename(columns={n: f"true_{n}" for n in names})
+        info["truth_coverage"] = {v: coverage(est.merge(truths, on="karmn")) for v, est in estimates.items()}
     holdout = run.holdout()
     info["holdout_coverage"] = {u: {v: coverage(g) for v, g in h.groupby("variant", sort=False)}
                                 for u, h in holdout.groupby("uncertainty")}
+    info["autoencoders"] = run.autoencoders().to_dict("records")
+    info["disagreement"] = {v: {c.removeprefix("disagree_"): float(run.flags(v)[c].mean())
+                                for c in run.flags(v) if c.startswith("disagree_")} for v in VARIANTS}
     return info
+
+
+#: Where the headline's share of demo truths inside its 16/84 intervals should lie (68 % nominal).
+TRUTH_COVERAGE_RANGE = (0.5, 0.9)
+
+
+def warnings(info: dict, variant: str = "method") -> list[str]:
+    """One line per way the headline `variant` of a run (run.json as `evaluate` makes it) cannot be
+    trusted as it stands: its autoencoders disagree beyond their own spread, or its 16/84 intervals
+    contain the demo truths too rarely or too often."""
+    out = []
+    split = {p: x for p, x in info.get("disagreement", {}).get(variant, {}).items() if x > 0.5}
+    if split:
+        out.append(f"{variant}: the autoencoders' ensembles disagree by more than their own spread for "
+                   + ", ".join(f"{x:.0%} of the stars in {p}" for p, x in split.items())
+                   + "; their estimates differ by autoencoder (autoencoders.csv), so the pooled value and its "
+                     "interval stand between models rather than for one")
+    lo, hi = TRUTH_COVERAGE_RANGE
+    off = {p: x for p, x in info.get("truth_coverage", {}).get(variant, {}).items() if not lo <= x <= hi}
+    if off:
+        out.append(f"{variant}: the 16/84 intervals contain the demo truth for "
+                   + ", ".join(f"{x:.0%} of the stars in {p}" for p, x in off.items())
+                   + f" (expected {lo:.0%}-{hi:.0%} around the nominal 68 %)")
+    return out
 
 
 STAT_COLUMNS = ["catalogue", "parameter", "n", "mean_diff", "std_diff", "median_diff", "mad", "pearson_r"]
