@@ -145,7 +145,8 @@ def _latent_model(path: Path, n_pixels: int):
     try:
         model = autoencoder.load(path)
     except Exception as err:  # Keras raises many kinds for a file that is not a model
-        raise ValueError(f"{path}: not a Keras model ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+        first = (str(err).strip().splitlines() or [""])[0].split(". ")[0]  # Keras's advice on formats runs long
+        raise ValueError(f"{path}: not a Keras model ({type(err).__name__}: {first})") from None
     n_in = model.inputs[0].shape[-1]
     if n_in != n_pixels:
         raise ValueError(f"{path}: the model takes spectra of {n_in} pixels, the sets have {n_pixels}")

@@ -416,9 +416,7 @@ def coverage(table: pd.DataFrame) -> dict:
 
 def check_sets(synthetic: Path, observed: Path, window: Window | None = None) -> None:
     """A one-line ValueError naming the file when two sets cannot be used together (or with `window`)."""
-    syn, obs = store.describe(synthetic), store.describe(observed)
-    if "karmn" not in obs["columns"]:
-        raise ValueError(f"{observed}: not an observed set (no karmn column); was it made by prepare-observed?")
+    syn, obs = store.require(synthetic, "synthetic"), store.require(observed, "observed")
     if syn["n"] == 0 or obs["n"] == 0:
         raise ValueError(f"{synthetic if syn['n'] == 0 else observed}: the set holds no spectrum")
     wave = syn["wavelength"]

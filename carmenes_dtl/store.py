@@ -118,6 +118,19 @@ def describe(path: Path) -> dict:
                 "columns": list(h5["parameters"].dtype.names), "attrs": {k: _decode(v) for k, v in h5.attrs.items()}}
 
 
+def require(path: Path, kind: str) -> dict:
+    """`describe(path)`, or a one-line ValueError naming `path` unless it is a `kind` set: "synthetic"
+    (parameters known, no ``karmn`` column) or "observed" (a ``karmn`` column, made by prepare-observed)."""
+    desc = describe(path)
+    observed = "karmn" in desc["columns"]
+    if kind == "observed" and not observed:
+        raise ValueError(f"{path}: not an observed set (no karmn column); was it made by prepare-observed?")
+    if kind == "synthetic" and observed:
+        raise ValueError(f"{path}: not a synthetic set but an observed one (it has a karmn column); "
+                         "give a set made by prepare-synthetic")
+    return desc
+
+
 def read(path: Path) -> SpectrumSet:
     with _open(path) as h5:
         table = h5["parameters"][()]
