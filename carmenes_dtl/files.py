@@ -13,6 +13,7 @@ SIGNATURES = {
     b"\x93NUMPY": "a NumPy .npy array",
     b"SIMPLE  =": "a FITS file",
     b"\x89PNG": "a PNG image",
+    b"\x1f\x8b": "a gzip file",
 }
 
 

@@ -112,6 +112,8 @@ def report(synthetic_h5: Path, observed_h5: Path, out: Path, latent_model: Path 
     (``projection_<method>.png``) and the residual figure."""
     from . import autoencoder, plotting, store
 
+    store.require(synthetic_h5, "synthetic")  # the two sets not swapped
+    store.require(observed_h5, "observed")
     syn, obs = store.read(synthetic_h5), store.read(observed_h5)
     if not np.array_equal(syn.wavelength, obs.wavelength):
         raise ValueError(f"{observed_h5}: its wavelength grid ({obs.wavelength.size} px from {obs.wavelength[0]:.2f} Å) "

@@ -466,6 +466,7 @@ CLI_ERRORS = [
     (["import-grid", "NOCOLS", "--out", "OUT"], r"nocols\.csv: not a NumPy \.npy array of numbers but a text file$"),
     (["run", "--synthetic", "OBS", "--observed", "OBS", "--out", "OUT"],
      r"observed\.h5: not a synthetic set but an observed one \(it has a karmn column\)"),
+    (["gap", "OBS", "SYN", "--out", "OUT"], r"observed\.h5: not a synthetic set but an observed one"),
     (["run", "--demo", "--out", "BAD"], r"argument --out: \S*bad\.h5 is a file, not a folder$"),
     (["gap", "SYN", "OBS", "--latent", "NOCOLS", "--out", "OUT"], r"nocols\.csv: not a Keras model \(ValueError: "
                                                                  r"File format not supported: filepath=\S+\)$"),
