@@ -276,11 +276,11 @@ def cmd_experiment(a):
 
 
 def cmd_predict(a):
-    from . import bundle
+    from . import bundle, cnn
 
     est, flags = bundle.predict(a.model, a.observed, a.variant)
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    est.to_csv(a.out, index=False)
+    cnn.write_estimates(est, a.out)
     flagged = a.out.with_name(f"{a.out.stem}_flags{a.out.suffix}")
     flags.to_csv(flagged, index=False)
     n_out = int(flags.drop(columns="karmn").any(axis=1).sum())

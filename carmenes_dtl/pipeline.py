@@ -350,7 +350,7 @@ class Runner:
                                      self.prof.ae.n_models, self.prof.cnn, self.seed, self.progress,
                                      trained=bundle.load_trained(p.cnn_synthetic))
             for variant, (est, flags) in res["estimates"].items():
-                est.to_csv(p.estimates(variant), index=False)
+                cnn.write_estimates(est, p.estimates(variant))
                 flags.to_csv(p.flags(variant), index=False)
             res["holdout"].to_csv(p.holdout, index=False)
             p.cnn.write_text(json.dumps(res["histories"]))
@@ -363,7 +363,7 @@ class Runner:
         self.stage("cnn", [p.estimates(v) for v in DESCRIPTIONS] + [p.flags(v) for v in DESCRIPTIONS]
                    + [p.holdout, p.cnn, p.bundle], run,
                    extra=[asdict(self.prof.cnn), self.prof.ae.n_models, bundle.FORMAT,
-                          keras.backend.backend()],
+                          keras.backend.backend(), cnn.DECIMALS],
                    inputs=[p.synthetic, p.observed, p.latents, p.cnn_synthetic, *(f for pair in aes for f in pair)])
 
     def summary(self, truth_csv: Path | None) -> dict:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from carmenes_dtl import bundle
+from carmenes_dtl import bundle, cnn
 from carmenes_dtl.config import estimate_columns
 
 pytestmark = pytest.mark.integration
@@ -138,6 +138,10 @@ def test_run_writes_estimates_and_report(tiny_run):
         assert list(est.columns) == estimate_columns() and sorted(est["karmn"]) == sorted(truth["karmn"])
         errs = est[[c for c in est.columns if c.startswith(("e_", "E_"))]]
         assert np.isfinite(errs.to_numpy()).all()
+        raw = pd.read_csv(out / f"estimates{variant}.csv", dtype=str)  # 0.1 K, 0.001 dex, 0.01 km/s
+        for name, decimals in cnn.DECIMALS.items():
+            for col in (name, f"e_{name}", f"E_{name}"):
+                assert raw[col].str.partition(".")[2].str.len().max() <= decimals, (variant, col)
         m = est.merge(truth, on="karmn", suffixes=("", "_true"))
         reported = info["errors_vs_truth"][variant.strip("_") or "method"]
         for name in ("Teff", "logg", "[M/H]", "vsini"):  # run.json's errors, recomputed from the files
@@ -256,7 +260,8 @@ def test_predict_reproduces_the_run_estimates(tiny_run, tmp_path):
     assert (tmp_path / "est_flags.csv").read_bytes() == (out / "flags.csv").read_bytes()
     for variant in ("finetuned_both", "no_finetune", "direct"):
         est, flags = bundle.predict(out / "model", out / "observed.h5", variant)
-        assert est.to_csv(index=False) == (out / f"estimates_{variant}.csv").read_text(), variant
+        cnn.write_estimates(est, tmp_path / f"{variant}.csv")
+        assert (tmp_path / f"{variant}.csv").read_bytes() == (out / f"estimates_{variant}.csv").read_bytes(), variant
         assert flags.to_csv(index=False) == (out / f"flags_{variant}.csv").read_text(), variant
     manifest = json.loads((out / "model" / "manifest.json").read_text())
     synthetic = hashlib.sha256((out / "synthetic.h5").read_bytes()).hexdigest()
