@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -17,6 +19,44 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+class Formatter(argparse.RawDescriptionHelpFormatter):
+    """Help that gives every option's default (unless its text already does) and keeps the
+    examples' lines as written."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if default in (None, False, argparse.SUPPRESS) or "default" in text:
+            return text
+        if isinstance(default, (list, tuple)):
+            default = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in default)
+        return f"{text} (default: {str(default).replace('%', '%%')})"
+
+
+#: One example per subcommand, shown under its --help (tests parse each).
+EXAMPLES = {
+    "demo-data": "carmenes-dtl demo-data demo --n-stars 16 --gap mild",
+    "prepare-synthetic": "carmenes-dtl prepare-synthetic --phoenix-dir demo/phoenix --out syn.h5 --vsini 2,10,30",
+    "prepare-observed": "carmenes-dtl prepare-observed --carmenes-dir demo/carmenes --out obs.h5 --template syn.h5",
+    "fetch-phoenix": "carmenes-dtl fetch-phoenix --cache data/cache",
+    "import-grid": "carmenes-dtl import-grid phoenix_grid_parameters.npy",
+    "gap": "carmenes-dtl gap syn.h5 obs.h5 --out gap --projections pca",
+    "train": "carmenes-dtl train --out run --profile tiny",
+    "run": "carmenes-dtl run --demo --profile tiny --out run",
+    "experiment": "carmenes-dtl experiment --out exp --profile tiny --seeds 1 --settings strong",
+    "predict": "carmenes-dtl predict --model run/model --observed obs.h5 --out estimates.csv",
+    "fetch-literature": "carmenes-dtl fetch-literature --catalogue mar21,pass20",
+    "validate": "carmenes-dtl validate run/estimates.csv --out validation",
+}
+
+#: What the demo survey writes in its folder: `demo-data --overwrite` removes these first.
+DEMO_OUTPUTS = ("phoenix/", "carmenes/", "truth.csv", "README.txt")
+
+#: `--profile`'s help: what each settings preset is for.
+PROFILE_HELP = ("settings preset: tiny (a smoke test, about a minute on 2 CPUs; not science), quick (the book's "
+                "demo run, minutes), paper (the authors' settings; hours)")
 
 
 def _vsini(text: str) -> list[float]:
@@ -37,6 +77,27 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
     return value
+
+
+def _file_out(text: str) -> Path:
+    """A file to write: refused when it names a folder."""
+    if Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name")
+    return Path(text)
+
+
+def _folder_out(text: str) -> Path:
+    """A folder to write in (made if missing): refused when it names a file."""
+    if Path(text).exists() and not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a folder")
+    return Path(text)
+
+
+def _folder_in(text: str) -> Path:
+    """An existing folder to read."""
+    if not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: {'not a folder' if Path(text).exists() else 'folder not found'}")
+    return Path(text)
 
 
 def _keys(text: str) -> list[str]:
@@ -105,24 +166,28 @@ def _parallel_option(s: argparse.ArgumentParser) -> None:
 def cmd_demo_data(a):
     from .demo import write_demo
 
+    if a.out.is_dir() and any(a.out.iterdir()):
+        if not a.overwrite:
+            raise ValueError(f"{a.out}: folder not empty; give a new or empty folder, or --overwrite to replace the "
+                             f"demo survey's {', '.join(DEMO_OUTPUTS)} there")
+        for name in DEMO_OUTPUTS:
+            path = a.out / name.rstrip("/")
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
     out = write_demo(a.out, a.seed, a.n_stars, a.gap_mix or a.gap, a.size, progress=not a.quiet, stars=a.stars)
     print(f"demo survey written to {out} (phoenix/, carmenes/, truth.csv)")
 
 
 def cmd_prepare_synthetic(a):
-    import pandas as pd
-
     from . import grid, prepare
 
     nodes = None
     if a.grid == "paper":
         nodes = grid.paper_grid()
     elif a.grid:
-        nodes = pd.read_csv(a.grid)
-        missing = [c for c in grid.AXES if c not in nodes]
-        if missing:
-            raise ValueError(f"{a.grid}: grid CSV lacks column(s) {', '.join(missing)} (needs teff, logg, mh; "
-                             f"vsini optional)")
+        nodes = grid.read_nodes(a.grid)
     path = prepare.prepare_synthetic(a.phoenix_dir, a.out, a.vsini, a.window, nodes, progress=not a.quiet,
                                      scheduler=a.scheduler)
     print(f"wrote {path}")
@@ -137,9 +202,15 @@ def cmd_prepare_observed(a):
         template = prepare.Templates(*rv_templates(a.window))
     else:
         template = prepare.template_from_set(Path(a.template)) if a.template else None
+    if template is not None:
+        print(f"RV templates and normalisation references: {template.source} ({len(template.flux)} spectra)")
     path, excluded = prepare.prepare_observed(a.carmenes_dir, a.out, a.window, template, strict=a.strict,
                                               progress=not a.quiet, scheduler=a.scheduler)
-    print(f"wrote {path}; excluded {len(excluded)} file(s)")
+    from . import store
+
+    attrs = store.describe(path)["attrs"]
+    print(f"wrote {path}: {len(attrs['files'])} star(s) from {attrs['n_files']} file(s); "
+          f"excluded {len(excluded)} file(s)")
     for row in excluded.itertuples():
         print(f"  excluded {row.file}: {row.reason}")
 
@@ -216,11 +287,11 @@ def cmd_experiment(a):
 
 
 def cmd_predict(a):
-    from . import bundle
+    from . import bundle, cnn
 
     est, flags = bundle.predict(a.model, a.observed, a.variant)
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    est.to_csv(a.out, index=False)
+    cnn.write_estimates(est, a.out)
     flagged = a.out.with_name(f"{a.out.stem}_flags{a.out.suffix}")
     flags.to_csv(flagged, index=False)
     n_out = int(flags.drop(columns="karmn").any(axis=1).sum())
@@ -243,8 +314,16 @@ def cmd_validate(a):
     print(stats.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 
+def _command(sub, name: str, **kwargs) -> argparse.ArgumentParser:
+    """A subcommand whose help gives every option's default and, under them, its example."""
+    return sub.add_parser(name, formatter_class=Formatter, epilog=f"example:\n  {EXAMPLES[name]}", **kwargs)
+
+
 def parser() -> argparse.ArgumentParser:
-    p = Parser(prog="carmenes-dtl", description=__doc__)
+    p = Parser(prog="carmenes-dtl", description=__doc__, formatter_class=Formatter,
+               epilog="the demo end to end, then its estimates against the literature:\n"
+                      f"  {EXAMPLES['run']}\n  {EXAMPLES['validate']}\n"
+                      "`carmenes-dtl COMMAND --help` gives each command's options and an example.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     quiet = argparse.ArgumentParser(add_help=False)
@@ -256,104 +335,147 @@ def parser() -> argparse.ArgumentParser:
                       help="threads, processes or a Dask scheduler address (tcp://host:8786); "
                            "default: an active distributed Client, else threads")
 
-    s = sub.add_parser("demo-data", parents=[quiet], help="write the demo survey (mock archives + truth.csv)")
-    s.add_argument("out", type=Path)
-    s.add_argument("--seed", type=int, default=42)
-    s.add_argument("--n-stars", type=_positive)
+    s = _command(sub, "demo-data", parents=[quiet], help="write the demo survey (mock archives + truth.csv)")
+    s.add_argument("out", type=_folder_out, metavar="OUT",
+                   help="new or empty folder for phoenix/, carmenes/, truth.csv and README.txt")
+    s.add_argument("--seed", type=int, default=42, help="seed of every draw: same seed, same files")
+    s.add_argument("--n-stars", type=_positive, help="demo stars (default: the --size's, quick 60, full 300)")
     _demo_options(s, "paper", "published")
-    s.add_argument("--size", default="quick", choices=list(DEMO_SIZES))
+    s.add_argument("--size", default="quick", choices=list(DEMO_SIZES),
+                   help="mock PHOENIX tree and star count: " + ", ".join(f"{k} ({v.n_stars} stars)" for k, v in DEMO_SIZES.items()))
+    s.add_argument("--overwrite", action="store_true",
+                   help=f"in a folder not empty, first remove the demo's own {', '.join(DEMO_OUTPUTS)}")
     s.set_defaults(func=cmd_demo_data)
 
-    s = sub.add_parser("prepare-synthetic", parents=[quiet, win, dask], help="PHOENIX HiRes tree -> synthetic set (HDF5)")
+    s = _command(sub, "prepare-synthetic", parents=[quiet, win, dask], help="PHOENIX HiRes tree -> synthetic set (HDF5)")
     s.add_argument("--phoenix-dir", type=Path, required=True, help="folder holding PHOENIX-ACES-AGSS-COND-2011/")
-    s.add_argument("--out", type=Path, required=True)
-    s.add_argument("--vsini", type=_vsini, default=list(VSINI_GRID), help="km/s, comma-separated")
-    s.add_argument("--grid", help="'paper' (interpolate to the paper's nodes) or a CSV with teff,logg,mh")
+    s.add_argument("--out", type=_file_out, required=True, help="synthetic set to write (HDF5, e.g. syn.h5)")
+    s.add_argument("--vsini", type=_vsini, default=list(VSINI_GRID),
+                   help="km/s, comma-separated; ignored for a --grid CSV with a vsini column")
+    s.add_argument("--grid", help="'paper' (interpolate to the paper's nodes) or a CSV with teff,logg,mh "
+                                  "(and optionally vsini) columns; default: every node of the archive")
     s.set_defaults(func=cmd_prepare_synthetic)
 
-    s = sub.add_parser("prepare-observed", parents=[quiet, win, dask], help="CARMENES VIS files -> observed set (HDF5)")
-    s.add_argument("--carmenes-dir", type=Path, required=True)
-    s.add_argument("--out", type=Path, required=True)
-    s.add_argument("--template", help="synthetic set (prepare-synthetic, same --window) giving the RV templates "
-                                      "and normalisation references; 'demo' for the demo survey's model")
+    s = _command(sub, "prepare-observed", parents=[quiet, win, dask], help="CARMENES VIS files -> observed set (HDF5)")
+    s.add_argument("--carmenes-dir", type=Path, required=True,
+                   help="folder searched (with its subfolders) for CARMENES VIS files (*.fits, *.fits.gz)")
+    s.add_argument("--out", type=_file_out, required=True, help="observed set to write (HDF5, e.g. obs.h5)")
+    s.add_argument("--template",
+                   help="synthetic set (prepare-synthetic, same --window) whose spectra are the RV templates and "
+                        "normalisation references. Give the set the model is trained on (for `run`, the run's "
+                        "RUN/synthetic.h5; `run` itself does so): the observed spectra are then normalised against "
+                        "the spectra the model saw. 'demo': the demo line model's own small grid, for a look at "
+                        "the demo survey without a synthetic set; estimates from such a set differ (by up to ~90 K "
+                        "in Teff on the demo)")
     s.add_argument("--strict", action="store_true", help="stop at the first bad file instead of excluding it")
     s.set_defaults(func=cmd_prepare_observed)
 
-    s = sub.add_parser("fetch-phoenix", help="download the PHOENIX nodes around the paper grid (~6 MB each)")
-    s.add_argument("--cache", type=Path)
+    s = _command(sub, "fetch-phoenix", help="download the PHOENIX nodes around the paper grid (~6 MB each)")
+    s.add_argument("--cache", type=_folder_out,
+                   help="download folder (default: $CARMENES_DTL_CACHE, else data/cache under the working folder)")
     s.set_defaults(func=cmd_fetch_phoenix)
 
-    s = sub.add_parser("import-grid", help="snapshot the paper's training grid from its published .npy")
-    s.add_argument("npy", type=Path)
-    s.add_argument("--out", type=Path, default=None)
+    s = _command(sub, "import-grid", help="snapshot the paper's training grid from its published .npy")
+    s.add_argument("npy", type=Path, metavar="NPY",
+                   help="the paper's phoenix_grid_parameters.npy: an (N, 4) array of Teff, logg, [M/H], vsini")
+    s.add_argument("--out", type=_file_out, default=None,
+                   help="ECSV to write (default: the package's data/grid/paper_training_grid.ecsv)")
     s.set_defaults(func=cmd_import_grid)
 
-    s = sub.add_parser("gap", help="synthetic-gap metrics and figures for two sets")
-    s.add_argument("synthetic", type=Path)
-    s.add_argument("observed", type=Path)
+    s = _command(sub, "gap", help="synthetic-gap metrics and figures for two sets")
+    s.add_argument("synthetic", type=Path, metavar="SYNTHETIC", help="synthetic set (prepare-synthetic)")
+    s.add_argument("observed", type=Path, metavar="OBSERVED", help="observed set (prepare-observed), same window")
     s.add_argument("--latent", type=Path, help="a .keras autoencoder: compare latents instead of spectra")
-    s.add_argument("--out", type=Path, required=True)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", type=_folder_out, required=True, help="folder for gap.json and the figures")
+    s.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds and projections")
     s.add_argument("--projections", type=_projections, default="pca,tsne,umap", metavar="pca,tsne,umap",
                    help="2-D projection figures to draw, comma-separated (default all three; umap compiles for ~10 s)")
     s.set_defaults(func=cmd_gap)
 
-    s = sub.add_parser("train", help="autoencoder search, training and fine-tuning in a run folder")
-    s.add_argument("--out", type=Path, required=True, help="run folder holding synthetic.h5 and observed.h5")
-    s.add_argument("--profile", default="quick", choices=sorted(PROFILES))
-    s.add_argument("--seed", type=int, default=42)
+    s = _command(sub, "train", help="autoencoder search, training and fine-tuning in a run folder")
+    s.add_argument("--out", type=_folder_out, required=True, help="run folder holding synthetic.h5 and observed.h5")
+    s.add_argument("--profile", default="quick", choices=sorted(PROFILES), help=PROFILE_HELP)
+    s.add_argument("--seed", type=int, default=42, help="seed of every random draw: same seed, same models")
     _parallel_option(s)
     s.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("run", parents=[quiet, dask], help="the whole method, on the demo survey or your sets")
+    s = _command(sub, "run", parents=[quiet, dask], help="the whole method, on the demo survey or your sets")
     s.add_argument("--demo", action="store_true", help="generate and use the demo survey (default)")
-    s.add_argument("--synthetic", type=Path)
-    s.add_argument("--observed", type=Path)
-    s.add_argument("--profile", default="quick", choices=sorted(PROFILES))
-    s.add_argument("--seed", type=int, default=42)
+    s.add_argument("--synthetic", type=Path, help="your synthetic set (prepare-synthetic), with --observed")
+    s.add_argument("--observed", type=Path, help="your observed set (prepare-observed, with --template your "
+                                                 "--synthetic), with --synthetic")
+    s.add_argument("--profile", default="quick", choices=sorted(PROFILES), help=PROFILE_HELP)
+    s.add_argument("--seed", type=int, default=42, help="seed of every random draw: same seed, same estimates")
     _demo_options(s, None, None)
     s.add_argument("--window", type=_window, help="start,stop in Å (default: the profile's, 8800,8835)")
-    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--out", type=_folder_out, required=True,
+                   help="run folder; a run into a folder of an earlier one resumes it")
     _parallel_option(s)
     s.set_defaults(func=cmd_run)
 
-    s = sub.add_parser("experiment", parents=[quiet], help="gap settings x seeds x variants: tidy tables, "
+    s = _command(sub, "experiment", parents=[quiet], help="gap settings x seeds x variants: tidy tables, "
                                                          "bootstrap intervals, figure")
-    s.add_argument("--out", type=Path, required=True, help="folder of the cells (<setting>/seed<S>/) and tables")
+    s.add_argument("--out", type=_folder_out, required=True, help="folder of the cells (<setting>/seed<S>/) and tables")
     s.add_argument("--settings", type=_keys, default=["none", "shared", "degenerate", "both"],
                    help="comma-separated: none, shared, degenerate, both (each family at --strength) or gap "
                         "levels (mild, paper, strong); default none,shared,degenerate,both")
     s.add_argument("--seeds", type=_seeds, default=[1, 2, 3, 4, 5], help="comma-separated (default 1,2,3,4,5)")
-    s.add_argument("--profile", default="quick", choices=sorted(PROFILES))
+    s.add_argument("--profile", default="quick", choices=sorted(PROFILES), help=PROFILE_HELP)
     s.add_argument("--strength", type=float, default=0.5, help="S of the named settings (default 0.5, the paper level)")
     s.add_argument("--jobs", type=_positive, default=os.cpu_count() or 1,
                    help="cells run in parallel processes (default: the number of CPUs)")
-    s.add_argument("--results", type=Path, help="also publish the table and its intervals to this .csv "
+    s.add_argument("--results", type=_file_out, help="also publish the table and its intervals to this .csv "
                                                 "(and <stem>_intervals.csv) with a provenance header")
     s.set_defaults(func=cmd_experiment)
 
-    s = sub.add_parser("predict", help="estimate the stars of an observed set with a finished run's model")
+    s = _command(sub, "predict", help="estimate the stars of an observed set with a finished run's model")
     s.add_argument("--model", type=Path, required=True, help="model bundle folder (RUN/model)")
     s.add_argument("--observed", type=Path, required=True, help="observed set (prepare-observed) on the model's window")
-    s.add_argument("--out", type=Path, required=True, help="estimates CSV; flags go to <stem>_flags.csv beside it")
+    s.add_argument("--out", type=_file_out, required=True, help="estimates CSV; flags go to <stem>_flags.csv beside it")
     s.add_argument("--variant", default="method", help="method (default, the paper's), finetuned_both, no_finetune "
                                                         "or direct: whose CNNs estimate")
     s.set_defaults(func=cmd_predict)
 
-    s = sub.add_parser("fetch-literature", help="literature snapshot from VizieR or a folder of VizieR CSVs")
-    s.add_argument("--from-csv", type=Path, help="folder of VizieR CSV exports (offline)")
+    s = _command(sub, "fetch-literature", help="literature snapshot from VizieR or a folder of VizieR CSVs")
+    s.add_argument("--from-csv", type=Path, help="folder of VizieR CSV exports (offline); default: query VizieR")
     s.add_argument("--catalogue", type=_keys, help="comma-separated catalogue keys (default all; mar21, pass20, ...); "
                    "the benchmarks (interferometric, fgk_companions) only with --from-csv")
-    s.add_argument("--out", type=Path, default=None)
+    s.add_argument("--out", type=_folder_out, default=None,
+                   help="snapshot folder to write (default: the package's data/literature)")
     s.set_defaults(func=cmd_fetch_literature)
 
-    s = sub.add_parser("validate", help="compare an estimates file with the literature")
-    s.add_argument("estimates", type=Path)
-    s.add_argument("--out", type=Path, required=True)
-    s.add_argument("--literature", type=Path, default=snapshot("literature"),
-                   help="snapshot folder (default: the one shipped with the package)")
+    s = _command(sub, "validate", help="compare an estimates file with the literature")
+    s.add_argument("estimates", type=Path, metavar="ESTIMATES",
+                   help="estimates CSV in the published format (a run's estimates.csv, predict's --out)")
+    s.add_argument("--out", type=_folder_out, required=True, help="folder for the statistics, findings and figures")
+    s.add_argument("--literature", type=_folder_in, default=snapshot("literature"),
+                   help="literature snapshot folder (default: the one shipped with the package)")
     s.set_defaults(func=cmd_validate)
     return p
+
+
+def _message(err: Exception) -> str:
+    """One line for an error: an operating-system error as ``PATH: what is wrong`` (for a file
+    standing where a folder is needed, that file), any other as its text."""
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        path = Path(os.fsdecode(err.filename))
+        if err.errno in (errno.EEXIST, errno.ENOTDIR):
+            blocking = next((p for p in (path, *path.parents) if p.is_file()), None)
+            if blocking is not None:
+                return f"{blocking}: a file stands where a folder is needed"
+        if err.errno == errno.EISDIR:
+            return f"{path}: a folder, not a file"
+        return f"{path}: {err.strerror}" + (f" (renaming to {os.fsdecode(err.filename2)})" if err.filename2 else "")
+    return " ".join(str(err).split())
+
+
+#: What an interrupted command says about starting again (others: the same command starts over).
+RESUME = {
+    "run": "run the same command again to resume (finished stages are kept)",
+    "train": "run the same command again to resume (finished stages are kept)",
+    "experiment": "run the same command again to resume (finished cells and stages are kept)",
+    "demo-data": "the folder is incomplete: run the same command again with --overwrite",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -362,9 +484,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except (OSError, ValueError) as err:  # ArchiveError and h5py's errors included
-        message = " ".join(str(err).split())
-        print(f"carmenes-dtl {args.command}: error: {message}", file=sys.stderr)
+        print(f"carmenes-dtl {args.command}: error: {_message(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: outputs are written under temporary names until complete
+        hint = RESUME.get(args.command, "run the same command again")
+        newline = "\n" if sys.stderr.isatty() else ""  # after the terminal's ^C or a progress bar
+        print(f"{newline}carmenes-dtl {args.command}: interrupted; {hint}", file=sys.stderr)
+        return 130
     return 0
 
 

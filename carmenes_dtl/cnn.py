@@ -287,6 +287,18 @@ def autoencoder_report(ensembles: list[Ensemble], inputs: list[np.ndarray], trut
     return pd.DataFrame(rows)
 
 
+#: Decimals an estimates file keeps of each parameter, its value and both errors: 0.1 K, 0.001 dex
+#: and 0.01 km/s, well below any estimate's uncertainty (the float64 digits beyond are noise).
+DECIMALS = {"Teff": 1, "logg": 3, "[M/H]": 3, "vsini": 2}
+
+
+def write_estimates(est: pd.DataFrame, path) -> None:
+    """Write `estimate`'s table to the CSV `path`, values and errors rounded to `DECIMALS`; `run` and
+    `predict` both write through here."""
+    est.round({c: d for name, d in DECIMALS.items() for c in (name, f"e_{name}", f"E_{name}")}).to_csv(
+        path, index=False)
+
+
 def holdout_mask(params: pd.DataFrame, seed: int, fraction: float) -> np.ndarray:
     """A `fraction` of the (Teff, logg, [M/H]) nodes, all their vsini, kept out of CNN training
     for honest checks (``CNNSettings.holdout_fraction``; 0 in the authors' code)."""

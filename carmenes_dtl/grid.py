@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from astropy.table import Table
 
-from . import archives
+from . import archives, files
 from .config import PAPER_RANGES
 from .snapshots import snapshot
 
@@ -137,7 +137,12 @@ def interpolation_error(archive: Archive, node: tuple[float, float, float], wind
 
 def import_paper_grid(npy: Path, out: Path = PAPER_GRID_FILE) -> Path:
     """Snapshot of the paper's training set: every (Teff, logg, [M/H], vsini) row, as ECSV."""
-    arr = np.load(npy)
+    files.require_file(npy, "a NumPy .npy array")
+    try:
+        arr = np.load(npy)
+    except (ValueError, OSError, EOFError):  # not an .npy file (or one of objects, which is not the grid)
+        kind = files.binary_kind(npy) or "a text file"
+        raise ValueError(f"{npy}: not a NumPy .npy array of numbers but {kind}") from None
     if arr.ndim != 2 or arr.shape[1] != 4:
         raise ValueError(f"{npy}: expected an (N, 4) array of Teff, logg, [M/H], vsini, got {arr.shape}")
     table = Table(np.round(arr, 4), names=("teff", "logg", "mh", "vsini"))
@@ -150,6 +155,15 @@ def import_paper_grid(npy: Path, out: Path = PAPER_GRID_FILE) -> Path:
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     table.write(out, format="ascii.ecsv", overwrite=True)
     return Path(out)
+
+
+def read_nodes(path: Path) -> pd.DataFrame:
+    """Nodes from a CSV with columns teff, logg, mh (and optionally vsini): `prepare-synthetic --grid`."""
+    nodes = files.read_csv(path, "a grid CSV")
+    missing = [c for c in AXES if c not in nodes]
+    if missing:
+        raise ValueError(f"{path}: grid CSV lacks column(s) {', '.join(missing)} (needs teff, logg, mh; vsini optional)")
+    return nodes
 
 
 def paper_grid(path: Path = PAPER_GRID_FILE) -> pd.DataFrame:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from astropy.table import Table
 
+from . import files
 from .config import PUBLISHED_NAMES, estimate_columns
 from .snapshots import snapshot
 
@@ -151,11 +152,11 @@ def import_csv_folder(folder: Path, out_dir: Path | None = None, keys=None) -> l
     for src, what in wanted.items():  # all checked before anything is written
         if not src.is_file():
             raise FileNotFoundError(f"{src}: {what} not found")
-    paths = [_write(tidy(pd.read_csv(lit / c.csv), c), c, out_dir, f"VizieR CSV export {c.csv}") for c in cats]
+    paths = [_write(tidy(files.read_csv(lit / c.csv, 'a VizieR CSV export'), c), c, out_dir, f"VizieR CSV export {c.csv}") for c in cats]
     if benchmarks:
-        paths += _benchmarks(pd.read_csv(folder / BENCHMARK_CSV), out_dir, f"CSV {BENCHMARK_CSV}", benchmarks)
+        paths += _benchmarks(files.read_csv(folder / BENCHMARK_CSV, 'a CSV'), out_dir, f"CSV {BENCHMARK_CSV}", benchmarks)
     if PAPER.key in keys:
-        paths.append(_write(tidy(pd.read_csv(folder / PAPER.csv), PAPER), PAPER, out_dir, f"CSV {PAPER.csv}"))
+        paths.append(_write(tidy(files.read_csv(folder / PAPER.csv, 'a CSV'), PAPER), PAPER, out_dir, f"CSV {PAPER.csv}"))
     return paths
 
 

@@ -197,7 +197,7 @@ class Runner:
                                      self.prof.ae.n_models, self.prof.cnn, self.seed, self.progress,
                                      trained=bundle.load_trained(f.cnn_synthetic_dir))
             for variant, (est, flags) in res["estimates"].items():
-                est.to_csv(staged(f.estimates_file(variant)), index=False)
+                cnn.write_estimates(est, staged(f.estimates_file(variant)))
                 flags.to_csv(staged(f.flags_file(variant)), index=False)
             res["holdout"].to_csv(staged(f.holdout_file), index=False)
             res["autoencoders"].to_csv(staged(f.autoencoders_file), index=False)
@@ -210,7 +210,8 @@ class Runner:
 
         self.stages.run("cnn", [f.estimates_file(v) for v in names] + [f.flags_file(v) for v in names]
                         + [f.holdout_file, f.autoencoders_file, f.histories_file, f.bundle_dir], run,
-                        extra=[asdict(self.prof.cnn), self.prof.ae.n_models, bundle.FORMAT, keras.backend.backend()],
+                        extra=[asdict(self.prof.cnn), self.prof.ae.n_models, bundle.FORMAT, keras.backend.backend(),
+                               cnn.DECIMALS],
                         inputs=[f.synthetic, f.observed, f.latents_file, f.cnn_synthetic_dir,
                                 *self._autoencoder_files()])
 

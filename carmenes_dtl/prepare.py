@@ -99,7 +99,21 @@ class Templates:
     """
 
     def __init__(self, wavelength: np.ndarray, flux: np.ndarray, parameters: pd.DataFrame, source: str):
+        """A one-line ValueError naming `source` unless every spectrum is finite and has finite
+        teff, logg, mh and vsini (the parameters the RV passes pick templates by and record)."""
         self.wavelength, self.flux, self.parameters, self.source = wavelength, flux, parameters, source
+        if len(flux) == 0:
+            raise ValueError(f"RV templates {source}: the set holds no spectrum")
+        missing = [c for c in ("teff", "logg", "mh", "vsini") if c not in parameters]
+        unknown = ~np.isfinite(parameters.reindex(columns=["teff", "logg", "mh", "vsini"]).to_numpy(float)).all(axis=1)
+        if missing or unknown.any():
+            raise ValueError(f"RV templates {source}: {int(unknown.sum())} of {len(flux)} spectra lack a finite teff, "
+                             "logg, mh or vsini; templates must be synthetic spectra of known parameters "
+                             "(a set made by prepare-synthetic)")
+        bad = ~np.isfinite(flux).all(axis=1)
+        if bad.any():
+            raise ValueError(f"RV templates {source}: {int(bad.sum())} of {len(flux)} spectra have NaN or infinite "
+                             f"flux (first: row {int(np.flatnonzero(bad)[0])})")
         self._norm2 = np.einsum("ij,ij->i", flux, flux, dtype=np.float64)
 
     @classmethod
@@ -130,7 +144,9 @@ class Templates:
 
 
 def template_from_set(path: Path) -> Templates:
-    """RV templates and normalisation references from a synthetic set (`prepare-synthetic`)."""
+    """RV templates and normalisation references from a synthetic set (`prepare-synthetic`); a
+    one-line ValueError naming `path` for any other file (an observed set included)."""
+    store.require(path, "synthetic")
     return Templates.from_set(path)
 
 

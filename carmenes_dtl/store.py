@@ -118,6 +118,19 @@ def describe(path: Path) -> dict:
                 "columns": list(h5["parameters"].dtype.names), "attrs": {k: _decode(v) for k, v in h5.attrs.items()}}
 
 
+def require(path: Path, kind: str) -> dict:
+    """`describe(path)`, or a one-line ValueError naming `path` unless it is a `kind` set: "synthetic"
+    (parameters known, no ``karmn`` column) or "observed" (a ``karmn`` column, made by prepare-observed)."""
+    desc = describe(path)
+    observed = "karmn" in desc["columns"]
+    if kind == "observed" and not observed:
+        raise ValueError(f"{path}: not an observed set (no karmn column); was it made by prepare-observed?")
+    if kind == "synthetic" and observed:
+        raise ValueError(f"{path}: not a synthetic set but an observed one (it has a karmn column); "
+                         "give a set made by prepare-synthetic")
+    return desc
+
+
 def on_window(wavelength: np.ndarray, window) -> bool:
     """True when `wavelength` is the grid of `window` (a `config.Window`)."""
     return wavelength.size == window.n and np.allclose(wavelength, window.wavelength)
@@ -126,9 +139,7 @@ def on_window(wavelength: np.ndarray, window) -> bool:
 def check_observed(path: Path) -> dict:
     """`describe` of the observed set at `path`; a one-line ValueError naming it when it is another kind
     of set or holds no spectrum."""
-    desc = describe(path)
-    if "karmn" not in desc["columns"]:
-        raise ValueError(f"{path}: not an observed set (no karmn column); was it made by prepare-observed?")
+    desc = require(path, "observed")
     if desc["n"] == 0:
         raise ValueError(f"{path}: the set holds no spectrum")
     return desc
@@ -136,7 +147,7 @@ def check_observed(path: Path) -> dict:
 
 def check_pair(synthetic: Path, observed: Path, window=None) -> None:
     """A one-line ValueError naming the file when two sets cannot be used together (or with `window`)."""
-    syn, obs = describe(synthetic), check_observed(observed)
+    syn, obs = require(synthetic, "synthetic"), check_observed(observed)
     if syn["n"] == 0:
         raise ValueError(f"{synthetic}: the set holds no spectrum")
     wave = syn["wavelength"]

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from . import literature
+from . import files, literature
 from .variants import VARIANTS
 from .config import PUBLISHED_NAMES, estimate_columns
 
@@ -92,9 +92,7 @@ STAT_COLUMNS = ["catalogue", "parameter", "n", "mean_diff", "std_diff", "median_
 def read_estimates(path: Path) -> pd.DataFrame:
     """Read and check an estimates file; errors name the column or row at fault."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: estimates file not found")
-    df = pd.read_csv(path, dtype={"karmn": str})
+    df = files.read_csv(path, "an estimates CSV", dtype={"karmn": str})
     missing = [c for c in estimate_columns() if c not in df]
     if missing:
         raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from carmenes_dtl import bundle
+from carmenes_dtl import bundle, cnn
 from carmenes_dtl.config import estimate_columns
 
 pytestmark = pytest.mark.integration
@@ -40,6 +40,44 @@ def test_help_and_version():
     assert cli("--version").stdout.startswith("carmenes-dtl 0.1.0")
 
 
+def test_every_option_has_help_and_every_command_an_example():
+    """Each subcommand's --help explains every argument (with its default where it has one) and ends
+    with an example that parses as that subcommand."""
+    import argparse
+
+    from carmenes_dtl import cli as command_line
+
+    p = command_line.parser()
+    commands = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert set(commands) == set(command_line.EXAMPLES)
+    for name, sub in commands.items():
+        for action in sub._actions:
+            assert action.help and action.help.strip(), f"{name} {action.dest}: no help"
+        text = sub.format_help()
+        example = command_line.EXAMPLES[name]
+        assert text.rstrip().endswith(f"example:\n  {example}"), name
+        assert p.parse_args(example.split()[1:]).command == name
+    run_help = commands["run"].format_help()
+    assert "(default: quick)" in " ".join(run_help.split()) and "tiny" in run_help
+    assert "(default: 42)" in " ".join(commands["demo-data"].format_help().split())
+
+
+def test_demo_data_refuses_a_used_folder_unless_overwrite(tmp_path):
+    """A demo survey written over another would leave the old stars' files beside the new truth.csv:
+    refused; --overwrite replaces the demo's own files and folders, and leaves the others."""
+    from carmenes_dtl import cli as command_line
+
+    out = tmp_path / "demo"
+    assert command_line.main(["demo-data", str(out), "--n-stars", "3", "--quiet"]) == 0
+    (out / "notes.txt").write_text("mine\n")
+    assert command_line.main(["demo-data", str(out), "--n-stars", "2", "--quiet"]) == 2
+    assert len(pd.read_csv(out / "truth.csv")) == 3
+    assert command_line.main(["demo-data", str(out), "--n-stars", "2", "--seed", "7", "--quiet", "--overwrite"]) == 0
+    truth = pd.read_csv(out / "truth.csv")
+    assert sorted(p.name for p in (out / "carmenes").rglob("*.fits*")) == sorted(Path(f).name for f in truth["file"])
+    assert len(truth) == 2 and (out / "notes.txt").read_text() == "mine\n"
+
+
 def test_prepare_commands_on_demo_layout(tmp_path):
     cli("demo-data", tmp_path / "d", "--seed", "5", "--n-stars", "3", "--gap", "mild", "--quiet")
     grid = tmp_path / "grid.csv"
@@ -48,7 +86,9 @@ def test_prepare_commands_on_demo_layout(tmp_path):
         "--vsini", "2,10,30", "--grid", grid, "--quiet")
     res = cli("prepare-observed", "--carmenes-dir", tmp_path / "d" / "carmenes", "--out", tmp_path / "obs.h5",
               "--template", tmp_path / "syn.h5", "--quiet")
-    assert "excluded 0 file(s)" in res.stdout
+    assert res.stdout.splitlines() == [  # the templates used, and every file counted
+        f"RV templates and normalisation references: {tmp_path / 'syn.h5'} (6 spectra)",
+        f"wrote {tmp_path / 'obs.h5'}: 3 star(s) from 3 file(s); excluded 0 file(s)"]
     from carmenes_dtl import store
 
     syn, obs = store.read(tmp_path / "syn.h5"), store.read(tmp_path / "obs.h5")
@@ -98,6 +138,10 @@ def test_run_writes_estimates_and_report(tiny_run):
         assert list(est.columns) == estimate_columns() and sorted(est["karmn"]) == sorted(truth["karmn"])
         errs = est[[c for c in est.columns if c.startswith(("e_", "E_"))]]
         assert np.isfinite(errs.to_numpy()).all()
+        raw = pd.read_csv(out / f"estimates{variant}.csv", dtype=str)  # 0.1 K, 0.001 dex, 0.01 km/s
+        for name, decimals in cnn.DECIMALS.items():
+            for col in (name, f"e_{name}", f"E_{name}"):
+                assert raw[col].str.partition(".")[2].str.len().max() <= decimals, (variant, col)
         m = est.merge(truth, on="karmn", suffixes=("", "_true"))
         reported = info["errors_vs_truth"][variant.strip("_") or "method"]
         for name in ("Teff", "logg", "[M/H]", "vsini"):  # run.json's errors, recomputed from the files
@@ -123,6 +167,39 @@ def test_run_writes_estimates_and_report(tiny_run):
                for v in cov.values())
     assert (out / "models" / "ae_0.keras").exists() and (out / "models" / "ae_0_ft.keras").exists()
     assert "method" in stdout
+
+
+def test_interrupted_run_resumes(tiny_run, tmp_path):
+    """Ctrl-C (SIGINT) during a stage: one line on stderr, exit status 130, nothing of the stage
+    under its final name; the same command again redoes that stage only, to the same estimates."""
+    import signal
+    import time
+
+    out, _ = tiny_run
+    run = tmp_path / "run"
+    shutil.copytree(out, run)  # modification times kept: every stage of the copy is up to date
+    done = json.loads((run / "stages.json").read_text())
+    for rel in done.pop("cnn")["outputs"]:  # as if the run had got as far as its last stage
+        shutil.rmtree(run / rel) if (run / rel).is_dir() else (run / rel).unlink()
+    (run / "stages.json").write_text(json.dumps(done))
+    args = ["run", "--demo", "--profile", "tiny", "--seed", "3", "--out", str(run), "--quiet"]
+    proc = subprocess.Popen([sys.executable, "-m", "carmenes_dtl.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    for line in proc.stdout:
+        if "] cnn ..." in line:
+            break
+    time.sleep(1)  # inside the stage (it takes seconds)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
+    assert stderr.splitlines()[-1] == ("carmenes-dtl run: interrupted; run the same command again to resume "
+                                       "(finished stages are kept)")
+    assert "cnn" not in json.loads((run / "stages.json").read_text()) and not (run / "estimates.csv").exists()
+    res = cli(*args)
+    assert res.stdout.count("up to date") == 7 and "] cnn done in" in res.stdout, res.stdout
+    for variant in VARIANT_FILES:
+        assert (run / f"estimates{variant}.csv").read_bytes() == (out / f"estimates{variant}.csv").read_bytes()
+    assert not list(run.rglob("*.partial*"))
 
 
 def test_latents_pair_the_saved_encoders(tiny_run):
@@ -183,7 +260,8 @@ def test_predict_reproduces_the_run_estimates(tiny_run, tmp_path):
     assert (tmp_path / "est_flags.csv").read_bytes() == (out / "flags.csv").read_bytes()
     for variant in ("finetuned_both", "no_finetune", "direct"):
         est, flags = bundle.predict(out / "model", out / "observed.h5", variant)
-        assert est.to_csv(index=False) == (out / f"estimates_{variant}.csv").read_text(), variant
+        cnn.write_estimates(est, tmp_path / f"{variant}.csv")
+        assert (tmp_path / f"{variant}.csv").read_bytes() == (out / f"estimates_{variant}.csv").read_bytes(), variant
         assert flags.to_csv(index=False) == (out / f"flags_{variant}.csv").read_text(), variant
     manifest = json.loads((out / "model" / "manifest.json").read_text())
     synthetic = hashlib.sha256((out / "synthetic.h5").read_bytes()).hexdigest()
@@ -306,12 +384,13 @@ def bad_inputs(tiny_run, tmp_path_factory):
              "cnn_pre_0_0.keras": hashlib.sha256((d / "unreadable" / "cnn_pre_0_0.keras").read_bytes()).hexdigest()}
     (d / "unreadable" / "manifest.json").write_text(json.dumps({**manifest, "files": files}))
     pd.DataFrame({"teff": [3300.0], "log_g": [5.0]}).to_csv(d / "nocols.csv", index=False)
+    store.write(d / "nanpar.h5", flux, wave, pd.DataFrame({"teff": [np.nan] * 6, "logg": 5.0, "mh": 0.0, "vsini": 2.0}))
     return {"MODEL": out / "model", "OBS9700": d / "obs9700.h5", "V2": d / "v2", "CORRUPT": d / "corrupt",
             "UNREADABLE": d / "unreadable", "BROKEN": d / "broken", "NOMODEL": out / "models", "BAD": d / "bad.h5",
             "SYN": out / "synthetic.h5", "OBS": out / "observed.h5", "SYN100": d / "syn100.h5",
             "OBS100": d / "obs100.h5", "AE": out / "models" / "ae_0.keras", "PHX": out / "demo" / "phoenix",
             "CARM": out / "demo" / "carmenes", "FAR": d / "far.csv", "NOCOLS": d / "nocols.csv", "OUT": d / "out",
-            "DIR": d}
+            "DIR": d, "NANSYN": d / "nanpar.h5", "MISSING": d / "missing.csv", "UNDERFILE": d / "bad.h5" / "sub"}
 
 
 CLI_ERRORS = [
@@ -377,6 +456,33 @@ CLI_ERRORS = [
      r"synthetic\.h5: not an observed set \(no karmn column\)"),
     (["predict", "--model", "MODEL", "--observed", "OBS", "--out", "OUT", "--variant", "best"],
      r"unknown variant 'best'; choose one of \['method', 'finetuned_both', 'no_finetune', 'direct'\]"),
+    # a file of the wrong kind, a folder, or nothing, where a file is expected (issue 26)
+    (["validate", "OBS", "--out", "OUT"], r"observed\.h5: not an estimates CSV but an HDF5 file \(a spectrum set\?\)$"),
+    (["validate", "AE", "--out", "OUT"], r"ae_0\.keras: not an estimates CSV but a zip archive \(a \.keras model\?\)$"),
+    (["validate", "DIR", "--out", "OUT"], r"bad/?\d*: a folder, not an estimates CSV$"),
+    (["validate", "MISSING", "--out", "OUT"], r"missing\.csv: not found \(expected an estimates CSV\)$"),
+    (["validate", "MISSING", "--out", "OUT", "--literature", "OBS"], r"argument --literature: \S*observed\.h5: not a folder$"),
+    (["prepare-observed", "--carmenes-dir", "CARM", "--out", "OUT", "--template", "OBS"],
+     r"observed\.h5: not a synthetic set but an observed one \(it has a karmn column\); give a set made by "
+     r"prepare-synthetic$"),
+    (["prepare-observed", "--carmenes-dir", "CARM", "--out", "OUT", "--template", "NANSYN"],
+     r"RV templates \S*nanpar\.h5: 6 of 6 spectra lack a finite teff, logg, mh or vsini"),
+    (["prepare-observed", "--carmenes-dir", "CARM", "--out", "OUT", "--template", "AE"],
+     r"ae_0\.keras: not a spectrum set \(not an HDF5 file"),
+    (["prepare-synthetic", "--phoenix-dir", "PHX", "--out", "OUT", "--grid", "OBS"],
+     r"observed\.h5: not a grid CSV but an HDF5 file \(a spectrum set\?\)$"),
+    (["prepare-synthetic", "--phoenix-dir", "PHX", "--out", "DIR"], r"argument --out: \S*bad/?\d* is a folder; give a "
+                                                                   r"file name$"),
+    (["import-grid", "NOCOLS", "--out", "OUT"], r"nocols\.csv: not a NumPy \.npy array of numbers but a text file$"),
+    (["run", "--synthetic", "OBS", "--observed", "OBS", "--out", "OUT"],
+     r"observed\.h5: not a synthetic set but an observed one \(it has a karmn column\)"),
+    (["gap", "OBS", "SYN", "--out", "OUT"], r"observed\.h5: not a synthetic set but an observed one"),
+    (["run", "--demo", "--out", "BAD"], r"argument --out: \S*bad\.h5 is a file, not a folder$"),
+    (["gap", "SYN", "OBS", "--latent", "NOCOLS", "--out", "OUT"], r"nocols\.csv: not a Keras model \(ValueError: "
+                                                                 r"File format not supported: filepath=\S+\)$"),
+    (["demo-data", "DIR", "--n-stars", "2"], r"bad/?\d*: folder not empty; give a new or empty folder, or --overwrite to "
+                                             r"replace the demo survey's phoenix/, carmenes/, truth\.csv, README\.txt"),
+    (["demo-data", "UNDERFILE", "--n-stars", "2"], r"bad\.h5: a file stands where a folder is needed$"),
 ]
 
 
