@@ -232,7 +232,7 @@ def cmd_import_grid(a):
 def cmd_train(a):
     from . import pipeline
 
-    r = pipeline.Runner(a.out, PROFILES[a.profile], a.seed, data_parallel=a.data_parallel)
+    r = pipeline.Runner(a.out, _profile(a), a.seed, data_parallel=a.data_parallel)
     r.autoencoders()
     r.finetune()
     print(f"models in {r.folder.models_dir}")
@@ -260,7 +260,7 @@ def cmd_run(a):
         raise ValueError(f"{demo_options[0]} sets the demo survey: drop it with --synthetic and --observed")
     inputs = (pipeline.SetsInput(a.synthetic, a.observed) if given else
               pipeline.DemoInput(a.gap_mix or a.gap or GapMix.parse("paper"), a.stars or "published"))
-    info = pipeline.run(a.out, inputs, a.profile, a.seed, progress=not a.quiet, scheduler=a.scheduler,
+    info = pipeline.run(a.out, inputs, _profile(a), a.seed, progress=not a.quiet, scheduler=a.scheduler,
                         data_parallel=a.data_parallel, window=a.window)
     print(f"estimates: {RunFolder(a.out).estimates_file()}")
     if "errors_vs_truth" in info:
@@ -278,7 +278,7 @@ def _seeds(text: str) -> list[int]:
 def cmd_experiment(a):
     from . import experiment
 
-    paths = experiment.experiment(a.out, a.settings, a.seeds, a.profile, a.strength, a.jobs, progress=not a.quiet)
+    paths = experiment.experiment(a.out, a.settings, a.seeds, _profile(a), a.strength, a.jobs, progress=not a.quiet)
     for path in paths.values():
         print(f"wrote {path}")
     if a.results:
@@ -287,7 +287,7 @@ def cmd_experiment(a):
 
 
 def cmd_predict(a):
-    from . import bundle, cnn
+    from . import bundle, cnn, validation
 
     est, flags = bundle.predict(a.model, a.observed, a.variant)
     a.out.parent.mkdir(parents=True, exist_ok=True)
@@ -296,6 +296,9 @@ def cmd_predict(a):
     flags.to_csv(flagged, index=False)
     n_out = int(flags.drop(columns="karmn").any(axis=1).sum())
     print(f"estimates of {len(est)} star(s) ({a.variant}): {a.out}; {n_out} outside the training grid: {flagged}")
+    split = {c.removeprefix("disagree_"): flags[c].mean() for c in flags if c.startswith("disagree_")}
+    for line in validation.warnings({"disagreement": {a.variant: split}}, a.variant):
+        print(f"carmenes-dtl predict: warning: {line}", file=sys.stderr)
 
 
 def cmd_fetch_literature(a):
@@ -312,6 +315,22 @@ def cmd_validate(a):
 
     stats = validation.validate(a.estimates, a.out, literature_dir=a.literature).stats
     print(stats.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+def _profile_options(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--profile", default="quick", choices=sorted(PROFILES), help=PROFILE_HELP)
+    s.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", dest="overrides",
+                   help="replace one setting of the profile, e.g. finetune.learning_rate=1e-3 or cnn.inputs=raw "
+                        "(sections ae, cnn, finetune, window; repeatable; recorded in run.json)")
+    s.add_argument("--nodes", type=_positive, help="a seeded subset of N (Teff, logg, [M/H]) nodes of the paper's "
+                                                  "grid (default: the profile's; paper: all 1767)")
+
+
+def _profile(a):
+    """The profile `--profile`, `--set` and `--nodes` ask for."""
+    from .config import with_overrides
+
+    return with_overrides(PROFILES[a.profile], a.overrides + ([f"n_nodes={a.nodes}"] if a.nodes else []))
 
 
 def _command(sub, name: str, **kwargs) -> argparse.ArgumentParser:
@@ -394,7 +413,7 @@ def parser() -> argparse.ArgumentParser:
 
     s = _command(sub, "train", help="autoencoder search, training and fine-tuning in a run folder")
     s.add_argument("--out", type=_folder_out, required=True, help="run folder holding synthetic.h5 and observed.h5")
-    s.add_argument("--profile", default="quick", choices=sorted(PROFILES), help=PROFILE_HELP)
+    _profile_options(s)
     s.add_argument("--seed", type=int, default=42, help="seed of every random draw: same seed, same models")
     _parallel_option(s)
     s.set_defaults(func=cmd_train)
@@ -404,7 +423,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--synthetic", type=Path, help="your synthetic set (prepare-synthetic), with --observed")
     s.add_argument("--observed", type=Path, help="your observed set (prepare-observed, with --template your "
                                                  "--synthetic), with --synthetic")
-    s.add_argument("--profile", default="quick", choices=sorted(PROFILES), help=PROFILE_HELP)
+    _profile_options(s)
     s.add_argument("--seed", type=int, default=42, help="seed of every random draw: same seed, same estimates")
     _demo_options(s, None, None)
     s.add_argument("--window", type=_window, help="start,stop in Å (default: the profile's, 8800,8835)")
@@ -420,7 +439,7 @@ def parser() -> argparse.ArgumentParser:
                    help="comma-separated: none, shared, degenerate, both (each family at --strength) or gap "
                         "levels (mild, paper, strong); default none,shared,degenerate,both")
     s.add_argument("--seeds", type=_seeds, default=[1, 2, 3, 4, 5], help="comma-separated (default 1,2,3,4,5)")
-    s.add_argument("--profile", default="quick", choices=sorted(PROFILES), help=PROFILE_HELP)
+    _profile_options(s)
     s.add_argument("--strength", type=float, default=0.5, help="S of the named settings (default 0.5, the paper level)")
     s.add_argument("--jobs", type=_positive, default=os.cpu_count() or 1,
                    help="cells run in parallel processes (default: the number of CPUs)")

@@ -303,6 +303,20 @@ def with_overrides(prof: Profile, assignments: list[str]) -> Profile:
     return prof
 
 
+def overrides_of(prof: Profile) -> list[str]:
+    """The ``section.field=value`` assignments that make `prof` from the profile it is named after
+    (`with_overrides` of these gives it back)."""
+    def flat(d, head=""):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                yield from flat(v, f"{head}{k}.")
+            else:
+                yield f"{head}{k}", v
+
+    base = dict(flat(profile(prof.name).to_dict()))
+    return [f"{k}={json.dumps(v)}" for k, v in flat(prof.to_dict()) if base.get(k) != v]
+
+
 def _own_fields() -> list[str]:
     return [f.name for f in dataclasses.fields(Profile) if f.name not in SECTIONS + ("name",)]
 

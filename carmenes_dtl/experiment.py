@@ -30,7 +30,7 @@ import pandas as pd
 from scipy import stats
 
 from . import __version__, autoencoder, gap, pipeline, store, twin
-from .config import GAP_LEVELS, PUBLISHED_NAMES, Window, profile
+from .config import GAP_LEVELS, PUBLISHED_NAMES, Profile, Window, overrides_of, profile
 from .demo_gap import GapMix
 from .rundir import RunFolder
 from .snapshots import snapshot
@@ -68,12 +68,12 @@ def gap_label(setting: str, mix: GapMix) -> str:
 
 
 def _cell(args: tuple) -> Path:
-    out, mix, seed, profile_name, shared, progress = args
-    pipeline.run(out, pipeline.DemoInput(mix, shared=shared), profile_name, seed, progress)
+    out, mix, seed, prof, shared, progress = args
+    pipeline.run(out, pipeline.DemoInput(mix, shared=shared), prof, seed, progress)
     return out
 
 
-def run_cells(out: Path, settings: list[str], seeds: list[int], profile_name: str = "quick", strength: float = 0.5,
+def run_cells(out: Path, settings: list[str], seeds: list[int], prof: Profile | str = "quick", strength: float = 0.5,
               jobs: int = 1, progress: bool = False) -> dict:
     """Run (or resume) every cell. Per seed, the base cell (one that ran in full before, else the
     first setting's) and any other cell that ran in full run first; the rest adopt the base's
@@ -83,7 +83,7 @@ def run_cells(out: Path, settings: list[str], seeds: list[int], profile_name: st
     for what, values in (("settings", settings), ("seeds", seeds)):
         if len(set(values)) != len(values):
             raise ValueError(f"the experiment's {what} repeat a value: {values}")
-    profile(profile_name)
+    prof = profile(prof) if isinstance(prof, str) else prof
     mixes = {s: gap_mix(s, strength) for s in settings}
     out = Path(out)
 
@@ -92,9 +92,9 @@ def run_cells(out: Path, settings: list[str], seeds: list[int], profile_name: st
 
     base = {seed: next((s for s in settings if full(s, seed)), settings[0]) for seed in seeds}
     cells = [(s, seed) for s in settings for seed in seeds]
-    first = [(out / s / f"seed{seed}", mixes[s], seed, profile_name, None, progress)
+    first = [(out / s / f"seed{seed}", mixes[s], seed, prof, None, progress)
              for s, seed in cells if s == base[seed] or full(s, seed)]
-    rest = [(out / s / f"seed{seed}", mixes[s], seed, profile_name, out / base[seed] / f"seed{seed}", progress)
+    rest = [(out / s / f"seed{seed}", mixes[s], seed, prof, out / base[seed] / f"seed{seed}", progress)
             for s, seed in cells if not (s == base[seed] or full(s, seed))]
     for batch in (first, rest):
         if jobs == 1:
@@ -102,7 +102,7 @@ def run_cells(out: Path, settings: list[str], seeds: list[int], profile_name: st
         else:
             with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
                 list(pool.map(_cell, batch))
-    info = {"profile": profile_name, "settings": {s: gap_label(s, m) for s, m in mixes.items()}, "seeds": seeds,
+    info = {"profile": prof.name, "overrides": overrides_of(prof), "settings": {s: gap_label(s, m) for s, m in mixes.items()}, "seeds": seeds,
             "strength": strength}
     write_text(out / "experiment.json", json.dumps(info, indent=1))
     return info
@@ -260,7 +260,7 @@ def header(out: Path, command: list[str]) -> dict:
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "carmenes_dtl": __version__,
             "keras": keras.__version__, "backend": keras.backend.backend(), "numpy": np.__version__,
             "python": platform.python_version(), "profile": info["profile"],
-            "settings": json.dumps(info["settings"]), "seeds": ",".join(map(str, info["seeds"]))}
+            "overrides": json.dumps(info.get("overrides", [])), "settings": json.dumps(info["settings"]), "seeds": ",".join(map(str, info["seeds"]))}
 
 
 def publish(out: Path, results: Path, command: list[str]) -> list[Path]:
@@ -279,8 +279,8 @@ def publish(out: Path, results: Path, command: list[str]) -> list[Path]:
     return written
 
 
-def experiment(out: Path, settings: list[str], seeds: list[int], profile_name: str = "quick", strength: float = 0.5,
+def experiment(out: Path, settings: list[str], seeds: list[int], prof: Profile | str = "quick", strength: float = 0.5,
                jobs: int = 1, progress: bool = False, n_boot: int = 2000) -> dict[str, Path]:
     """`carmenes-dtl experiment`: run or resume the cells, then write the tables and the figure."""
-    run_cells(out, settings, seeds, profile_name, strength, jobs, progress)
+    run_cells(out, settings, seeds, prof, strength, jobs, progress)
     return collect(out, n_boot)

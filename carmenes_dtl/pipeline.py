@@ -16,7 +16,7 @@ from pathlib import Path
 import keras
 
 from . import __version__, autoencoder, bundle, cnn, grid, prepare, store, training, transfer, variants, validation
-from .config import Profile, Window, profile, stage_seed
+from .config import Profile, Window, overrides_of, profile, stage_seed
 from .demo import write_demo
 from .demo_gap import GapMix
 from .rundir import GapFolder, Latents, RunFolder
@@ -220,7 +220,8 @@ class Runner:
         f = self.folder
         info = {
             "package_version": __version__, "keras": keras.__version__, "backend": keras.backend.backend(),
-            "python": platform.python_version(), "profile": self.prof.to_dict(), "seed": self.seed,
+            "python": platform.python_version(), "profile": self.prof.to_dict(),
+            "overrides": overrides_of(self.prof), "seed": self.seed,
             "n_nodes": self.prof.n_nodes, "variants": variants.descriptions(),
             "synthetic": str(f.synthetic), "observed": str(f.observed),
         }

@@ -79,3 +79,12 @@ def test_truth_coverage_counts_stars_inside_their_intervals():
     for name in ("logg", "[M/H]", "vsini"):
         table[[name, f"e_{name}", f"E_{name}", f"true_{name}"]] = [0.0, 1.0, 1.0, 0.0]
     assert validation.coverage(table)["Teff"] == 0.5
+
+
+def test_overrides_of_a_profile_give_it_back():
+    from carmenes_dtl.config import overrides_of
+
+    quick = PROFILES["quick"]
+    changed = with_overrides(quick, ["cnn.inputs=raw", "n_nodes=40", "finetune.split_seed=None"])
+    assert sorted(overrides_of(changed)) == ['cnn.inputs="raw"', "finetune.split_seed=null", "n_nodes=40"]
+    assert with_overrides(quick, overrides_of(changed)) == changed and overrides_of(quick) == []
