@@ -193,6 +193,6 @@ def load(path: Path, saved_with: str = "?") -> keras.Model:
     try:
         return keras.saving.load_model(path)
     except Exception as err:  # Keras raises many types for files that are no model or of other versions
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        first = (str(err).strip().splitlines() or [""])[0].split(". ")[0]  # Keras's advice on formats runs long
         raise ValueError(f"{path}: Keras {keras.__version__} cannot open this model (saved with Keras "
                          f"{saved_with}): {type(err).__name__}: {first}") from None

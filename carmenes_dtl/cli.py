@@ -12,6 +12,8 @@ from pathlib import Path
 from . import __version__
 from .config import DEMO_SIZES, GAP_LEVELS, PROFILES, STAR_SOURCES, VSINI_GRID, Window
 from .snapshots import snapshot
+from .rundir import DEMO_OUTPUTS, DEMO_TRUTH
+from .variants import VARIANTS
 
 
 class Parser(argparse.ArgumentParser):
@@ -52,7 +54,6 @@ EXAMPLES = {
 }
 
 #: What the demo survey writes in its folder: `demo-data --overwrite` removes these first.
-DEMO_OUTPUTS = ("phoenix/", "carmenes/", "truth.csv", "README.txt")
 
 #: `--profile`'s help: what each settings preset is for.
 PROFILE_HELP = ("settings preset: tiny (a smoke test, about a minute on 2 CPUs; not science), quick (the book's "
@@ -177,7 +178,7 @@ def cmd_demo_data(a):
             else:
                 path.unlink(missing_ok=True)
     out = write_demo(a.out, a.seed, a.n_stars, a.gap_mix or a.gap, a.size, progress=not a.quiet, stars=a.stars)
-    print(f"demo survey written to {out} (phoenix/, carmenes/, truth.csv)")
+    print(f"demo survey written to {out} ({', '.join(DEMO_OUTPUTS)})")
 
 
 def cmd_prepare_synthetic(a):
@@ -354,7 +355,7 @@ def parser() -> argparse.ArgumentParser:
                       help="threads, processes or a Dask scheduler address (tcp://host:8786); "
                            "default: an active distributed Client, else threads")
 
-    s = _command(sub, "demo-data", parents=[quiet], help="write the demo survey (mock archives + truth.csv)")
+    s = _command(sub, "demo-data", parents=[quiet], help=f"write the demo survey (mock archives + {DEMO_TRUTH})")
     s.add_argument("out", type=_folder_out, metavar="OUT",
                    help="new or empty folder for phoenix/, carmenes/, truth.csv and README.txt")
     s.add_argument("--seed", type=int, default=42, help="seed of every draw: same seed, same files")
@@ -451,8 +452,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--model", type=Path, required=True, help="model bundle folder (RUN/model)")
     s.add_argument("--observed", type=Path, required=True, help="observed set (prepare-observed) on the model's window")
     s.add_argument("--out", type=_file_out, required=True, help="estimates CSV; flags go to <stem>_flags.csv beside it")
-    s.add_argument("--variant", default="method", help="method (default, the paper's), finetuned_both, no_finetune "
-                                                        "or direct: whose CNNs estimate")
+    s.add_argument("--variant", default="method", choices=list(VARIANTS),
+                   help="whose CNNs estimate: method (the paper's pairing) or another variant (book, chapter 4)")
     s.set_defaults(func=cmd_predict)
 
     s = _command(sub, "fetch-literature", help="literature snapshot from VizieR or a folder of VizieR CSVs")

@@ -19,7 +19,7 @@ from .config import CARMENES_VIS_R, DEMO_SIZES, DemoSize
 from .demo_gap import GapMix, effective_resolution
 from .demo_lines import MOCK_RANGE, LineModel, mock_phoenix_wavelength
 from .demo_stars import draw_stars
-from .rundir import DEMO_CARMENES, DEMO_PHOENIX, DEMO_TRUTH
+from .rundir import DEMO_CARMENES, DEMO_PHOENIX, DEMO_README, DEMO_TRUTH
 from .rv import barycentric_correction
 
 
@@ -153,7 +153,7 @@ def write_demo(out: Path, seed: int = 42, n_stars: int | None = None, gap: GapMi
     table["berv"] = written["berv"]
     table.to_csv(out / DEMO_TRUTH, index=False)
     counts = table["coverage"].value_counts()
-    (out / "README.txt").write_text(
+    (out / DEMO_README).write_text(
         f"carmenes-dtl demo survey: seed={seed} gap={gap.name} stars={stars} size={size} n_stars={len(table)}\n"
         f"grid coverage: {', '.join(f'{k} {v}' for k, v in counts.items())}; "
         f"draws outside it replaced: {table.attrs['redrawn']}\n"

@@ -292,8 +292,9 @@ def book_run(seed: int = 42) -> RunFolder:
     return folder
 
 
-def gap_variant(folder: RunFolder, gap: GapMix, n_stars: int = 30, seed: int = 42,
+def gap_variant(folder: RunFolder, gap: GapMix, n_stars: int = 30, seed: int | None = None,
                 stars: str = "published") -> GapFolder:
-    """Another demo survey through the same model (gap `gap`), for comparisons (`Runner.gap_variant`:
-    remade when the run's synthetic set, `n_stars`, `seed` or `stars` change)."""
+    """Another demo survey through the same model (gap `gap`; `seed`: the run's when None), for comparisons
+    (`Runner.gap_variant`: remade when the run's synthetic set, `n_stars`, `seed` or `stars` change)."""
+    seed = folder.summary()["seed"] if seed is None else seed
     return Runner(folder.out, None, seed, progress=False).gap_variant(gap, n_stars, stars)

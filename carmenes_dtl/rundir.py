@@ -4,7 +4,7 @@ A run (``carmenes-dtl run --out RUN``) leaves::
 
     RUN/run.json               the summary: settings, versions, timings, errors (`RunFolder.summary`)
     RUN/stages.json            finished stages (`stages.Stages`)
-    RUN/demo/                  the demo survey (demo runs): phoenix/, carmenes/, truth.csv
+    RUN/demo/                  the demo survey (demo runs): phoenix/, carmenes/, truth.csv, README.txt
     RUN/synthetic.h5, observed.h5      the prepared sets (`store`)
     RUN/models/search.json     the autoencoder grid search
     RUN/models/ae_<i>.keras, ae_<i>_ft.keras (+ .json reports)   autoencoders before/after fine-tuning
@@ -35,7 +35,9 @@ from . import variants
 from .config import Profile
 
 #: The demo survey's own layout (`demo.write_demo`).
-DEMO_PHOENIX, DEMO_CARMENES, DEMO_TRUTH = "phoenix", "carmenes", "truth.csv"
+DEMO_PHOENIX, DEMO_CARMENES, DEMO_TRUTH, DEMO_README = "phoenix", "carmenes", "truth.csv", "README.txt"
+#: Everything `demo.write_demo` writes into its folder.
+DEMO_OUTPUTS = (f"{DEMO_PHOENIX}/", f"{DEMO_CARMENES}/", DEMO_TRUTH, DEMO_README)
 #: The domains of the latents: synthetic and observed spectra.
 DOMAINS = ("syn", "obs")
 #: The encoders: before and after fine-tuning.
@@ -166,7 +168,7 @@ class RunFolder:
         return self.summary_file.exists()
 
     def summary(self) -> dict:
-        """run.json as written by `pipeline.summary`."""
+        """run.json as written by `pipeline.Runner.summary`."""
         return json.loads(self.summary_file.read_text())
 
     def profile(self) -> Profile:

@@ -226,7 +226,7 @@ def test_window_reaches_every_prepared_set(tmp_path, capsys):
     assert "the demo's line list is built for the default window 8800-8835 Å" in capsys.readouterr().err
     r.prepare(r.folder.phoenix_dir, r.folder.carmenes_dir)
     for path in (r.folder.synthetic, r.folder.observed,
-                 pipeline.gap_variant(r.folder, GapMix.parse("none"), n_stars=2).observed):
+                 pipeline.gap_variant(r.folder, GapMix.parse("none"), n_stars=2, seed=42).observed):
         s = store.read(path)
         np.testing.assert_array_equal(s.wavelength, window.wavelength)
         assert s.flux.shape[1] == 2501 and s.attrs["window"]["start"] == 8805.0

@@ -122,6 +122,7 @@ def test_each_variant_trains_and_predicts_on_its_pairing(monkeypatch):
 
     monkeypatch.setattr(cnn, "train_ensemble", fake_train)
     monkeypatch.setattr(cnn, "estimate", fake_estimate)
+    monkeypatch.setattr(cnn, "autoencoder_report", lambda ens, inputs, truth=None: pd.DataFrame(columns=["autoencoder", "parameter"]))
     res = cnn.train_variants(syn, obs, lat, 1, CNNSettings(holdout_fraction=0.1), seed=42)
     assert [(m, p) for m, p, _ in trained] == [(0.0, 0), (1.0, 0), (10.0, 8)]  # syn_pre, syn_ft, spectra
     assert applied == {"ens0": [3.0, 2.0], "ens1": [3.0], "ens2": [20.0]}  # method obs_ft, no_finetune obs_pre
