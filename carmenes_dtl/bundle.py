@@ -35,9 +35,11 @@ def inference_copy(model):
     return keras.Model(model.inputs, model.outputs, name=model.name)  # same layers, not compiled
 
 
-def save(folder: Path, ensembles: dict, autoencoders: list[tuple[Path, Path]], info: dict) -> Path:
+def save(folder: Path, ensembles: dict, autoencoders: list[tuple[Path, Path]], back_maps: list[np.ndarray],
+         info: dict) -> Path:
     """Write the bundle into `folder`: `ensembles` {space: [cnn.Ensemble per autoencoder]},
-    `autoencoders` [(before, after fine-tuning) .keras paths], `info` (window, profile, ...)."""
+    `autoencoders` [(before, after fine-tuning) .keras paths], `back_maps` (`transfer.back_map` of
+    each autoencoder, ``aligned_<i>.npy``), `info` (window, profile, ...)."""
     import keras
 
     from .autoencoder import load
@@ -47,6 +49,8 @@ def save(folder: Path, ensembles: dict, autoencoders: list[tuple[Path, Path]], i
     for i, pair in enumerate(autoencoders):
         for src, name in zip(pair, (ae_name(i, "pre"), ae_name(i, "ft"))):
             inference_copy(load(src)).save(folder / name)
+    for i, coef in enumerate(back_maps):
+        np.save(folder / f"aligned_{i}.npy", coef, allow_pickle=False)
     spaces = write_ensembles(folder, ensembles)
     manifest = {"format": FORMAT, "package_version": __version__, "keras": keras.__version__,
                 "backend": keras.backend.backend(), "numpy": np.__version__, "python": platform.python_version(),
@@ -173,7 +177,6 @@ def check_observed(observed: Path, manifest: dict, folder: Path) -> None:
 
 def predict(folder: Path, observed: Path, variant: str = "method"):
     """(estimates, flags) of the stars in `observed` with the bundle in `folder`, as `run` makes them."""
-    from . import autoencoder
     from .cnn import estimate_variant
     from .variants import get
 
@@ -183,7 +186,19 @@ def predict(folder: Path, observed: Path, variant: str = "method"):
     check_observed(observed, manifest, folder)
     obs = store.read(observed)
     latents = Latents({} if not v.latent else {
-        ("obs", v.apply, i): autoencoder.encode(load_model(folder / ae_name(i, v.apply), manifest), obs.flux)
-        for i in range(manifest["n_models"])})
+        ("obs", v.apply, i): observed_latents(folder, manifest, v.apply, i, obs.flux) for i in range(manifest["n_models"])})
     return estimate_variant({v.train: load_ensembles(folder, manifest, v.train)}, latents, obs, variant,
                             manifest["profile"]["cnn"]["uncertainty"])
+
+
+def observed_latents(folder: Path, manifest: dict, space: str, i: int, flux: np.ndarray) -> np.ndarray:
+    """Latents of `flux` in `space` through autoencoder `i` of the bundle (``aligned``: the fine-tuned
+    encoder's, mapped back with the bundle's ``aligned_<i>.npy``)."""
+    from . import autoencoder, transfer
+
+    z = autoencoder.encode(load_model(folder / ae_name(i, "ft" if space == "aligned" else space), manifest), flux)
+    if space != "aligned":
+        return z
+    if not (folder / f"aligned_{i}.npy").is_file():
+        raise FileNotFoundError(f"{folder}: this bundle has no back-map (aligned_{i}.npy); rerun `carmenes-dtl run`")
+    return transfer.apply_affine(np.load(folder / f"aligned_{i}.npy", allow_pickle=False), z)

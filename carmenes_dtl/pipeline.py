@@ -167,6 +167,9 @@ class Runner:
                     model = autoencoder.load(f.ae_file(i, encoder))
                     arrays["syn", encoder, i] = autoencoder.encode(model, syn)
                     arrays["obs", encoder, i] = autoencoder.encode(model, obs)
+                back = transfer.back_map(arrays["syn", "pre", i], arrays["syn", "ft", i])
+                for domain in ("syn", "obs"):
+                    arrays[domain, "aligned", i] = transfer.apply_affine(back, arrays[domain, "ft", i])
             Latents(arrays).write(staged(f.latents_file))
 
         self.stages.run("encode", [f.latents_file], run, extra=[n, keras.backend.backend()],
@@ -193,7 +196,8 @@ class Runner:
         f, names = self.folder, list(variants.VARIANTS)
 
         def run(staged):
-            res = cnn.train_variants(store.read(f.synthetic), store.read(f.observed), f.latents(),
+            lat = f.latents()
+            res = cnn.train_variants(store.read(f.synthetic), store.read(f.observed), lat,
                                      self.prof.ae.n_models, self.prof.cnn, self.seed, self.progress,
                                      trained=bundle.load_trained(f.cnn_synthetic_dir))
             for variant, (est, flags) in res["estimates"].items():
@@ -203,7 +207,8 @@ class Runner:
             res["autoencoders"].to_csv(staged(f.autoencoders_file), index=False)
             staged(f.histories_file).write_text(json.dumps(res["histories"]))
             aes = [(f.ae_file(i), f.ae_file(i, "ft")) for i in range(self.prof.ae.n_models)]
-            bundle.save(staged(f.bundle_dir), res["ensembles"], aes, {
+            back = [transfer.back_map(lat.get("syn", "pre", i), lat.get("syn", "ft", i)) for i in range(len(aes))]
+            bundle.save(staged(f.bundle_dir), res["ensembles"], aes, back, {
                 "window": asdict(self.prof.window), "profile": self.prof.to_dict(), "seed": self.seed,
                 "variants": variants.descriptions(), "synthetic_sha256": self.stages.identity(f.synthetic),
                 "observed_sha256": self.stages.identity(f.observed)})
@@ -254,13 +259,7 @@ def run(out: Path, inputs: DemoInput | SetsInput = DemoInput(), prof: Profile | 
         window = Window(**store.describe(inputs.synthetic)["attrs"].get("window", asdict(window or prof.window)))
     if window is not None:
         prof = dataclasses.replace(prof, window=window)
-    if keras.backend.backend() == "tensorflow":
-        import logging
-
-        import tensorflow as tf
-
-        tf.config.experimental.enable_op_determinism()
-        logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notices of the many small models
+    training.deterministic()
     r = Runner(out, prof, seed, progress, scheduler, data_parallel)
     truth = None
     if isinstance(inputs, DemoInput):

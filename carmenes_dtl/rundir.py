@@ -42,6 +42,9 @@ DEMO_OUTPUTS = (f"{DEMO_PHOENIX}/", f"{DEMO_CARMENES}/", DEMO_TRUTH, DEMO_README
 DOMAINS = ("syn", "obs")
 #: The encoders: before and after fine-tuning.
 ENCODERS = ("pre", "ft")
+#: The latents kept per domain and autoencoder: each encoder's, and the fine-tuned ones mapped back
+#: to the original encoder's (`transfer.back_map`).
+LATENT_SPACES = ENCODERS + ("aligned",)
 
 
 def ae_name(i: int, encoder: str = "pre") -> str:
@@ -56,7 +59,7 @@ def _latent_key(domain: str, encoder: str, i: int) -> str:
 
 
 class Latents:
-    """Latent vectors per domain (``syn``, ``obs``), encoder (``pre``, ``ft``) and autoencoder."""
+    """Latent vectors per domain (``syn``, ``obs``), space (`LATENT_SPACES`) and autoencoder."""
 
     def __init__(self, arrays: Mapping[tuple[str, str, int], np.ndarray]):
         """`arrays`: {(domain, encoder, i): latents}."""
@@ -65,7 +68,7 @@ class Latents:
     @classmethod
     def read(cls, path: Path) -> "Latents":
         with np.load(path) as npz:
-            return cls({(d, e, i): npz[_latent_key(d, e, i)] for d in DOMAINS for e in ENCODERS
+            return cls({(d, e, i): npz[_latent_key(d, e, i)] for d in DOMAINS for e in LATENT_SPACES
                         for i in range(sum(k.startswith(f"{d}_{e}_") for k in npz.files))})
 
     def write(self, path: Path) -> None:

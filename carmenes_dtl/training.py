@@ -32,6 +32,17 @@ def forget_compiled() -> None:
     _COMPILED.clear()
 
 
+def deterministic() -> None:
+    """Under TensorFlow: deterministic ops, and no retracing notices of the many small models."""
+    if keras.backend.backend() == "tensorflow":
+        import logging
+
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
 def callbacks(patience: int | None, progress: bool, desc: str = "epochs") -> list:
     """Early stopping on the validation loss (best weights kept) unless `patience` is None, plus a progress bar."""
     cbs = [] if patience is None else [keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)]

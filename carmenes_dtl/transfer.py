@@ -24,16 +24,32 @@ def synthetic_sample(flux: np.ndarray, seed: int, n: int = 512) -> np.ndarray:
     return flux[rng.choice(len(flux), min(n, len(flux)), replace=False)]
 
 
+def affine_map(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """The least-squares affine map from `source` to `target` rows, as a (d_source + 1, d_target)
+    matrix for `apply_affine`."""
+    design = np.column_stack([source, np.ones(len(source))]).astype(float)
+    return np.linalg.lstsq(design, target.astype(float), rcond=None)[0]
+
+
+def apply_affine(coef: np.ndarray, x: np.ndarray) -> np.ndarray:
+    return (x.astype(float) @ coef[:-1] + coef[-1]).astype(np.float32)
+
+
 def affine_residual(before: np.ndarray, after: np.ndarray) -> float:
     """Fraction of the variance of `after` left by the least-squares affine map from `before`.
 
     0: `after` is an affine function of `before` (a CNN retrained on it can absorb the
     change); about 1: no affine relation at all.
     """
-    design = np.column_stack([before, np.ones(len(before))]).astype(float)
-    coef, *_ = np.linalg.lstsq(design, after.astype(float), rcond=None)
-    resid = after - design @ coef
+    coef = affine_map(before, after)
+    resid = after - (before.astype(float) @ coef[:-1] + coef[-1])
     return float(resid.var(axis=0).sum() / after.var(axis=0).sum())
+
+
+def back_map(synthetic_pre: np.ndarray, synthetic_ft: np.ndarray) -> np.ndarray:
+    """The label-free drift correction of variant ``method_aligned``: the affine map from the
+    fine-tuned encoder's latents to the original encoder's, fitted on synthetic spectra only."""
+    return affine_map(synthetic_ft, synthetic_pre)
 
 
 def frozen_layers(n_frozen: int) -> list[str]:

@@ -3,7 +3,8 @@
 Words used across the package:
 
 - *encoder*: ``"pre"`` (the autoencoder before fine-tuning) or ``"ft"`` (after);
-- *space*: what a CNN ensemble sees, the latents of one encoder (``"pre"``, ``"ft"``) or
+- *space*: what a CNN ensemble sees, the latents of one encoder (``"pre"``, ``"ft"``), the
+  fine-tuned latents mapped back to the original encoder's (``"aligned"``, prediction only) or
   the ``"spectra"`` themselves;
 - *variant*: a (training space, prediction space) pair. The authors' code trains on the
   synthetic latents of the original encoder and predicts from the observed latents of the
@@ -42,6 +43,9 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
             "both domains through the fine-tuned encoder, CNNs retrained on its synthetic latents"),
     Variant("no_finetune", "pre", "pre", "both domains through the original encoder"),
     Variant("direct", "spectra", "spectra", "CNN on the spectra themselves"),
+    Variant("method_aligned", "pre", "aligned",
+            "the authors' CNNs applied to observed latents of the fine-tuned encoder mapped back by the affine map "
+            "from fine-tuned to original latents fitted on synthetic spectra (no labels): a drift correction"),
 )}
 #: The variants whose CNNs see latents.
 LATENT_VARIANTS = tuple(name for name, v in VARIANTS.items() if v.latent)

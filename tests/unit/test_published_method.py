@@ -103,7 +103,8 @@ def test_each_variant_trains_and_predicts_on_its_pairing(monkeypatch):
     nodes = pd.DataFrame({"teff": np.repeat(np.arange(20) * 100.0 + 3000, 2), "logg": 5.0, "mh": 0.0,
                           "vsini": np.tile([2.0, 10.0], 20)})
     lat = Latents({(d, t, 0): np.full((40 if d == "syn" else 5, 4), code, np.float32)
-                   for code, (d, t) in enumerate((("syn", "pre"), ("syn", "ft"), ("obs", "pre"), ("obs", "ft")))})
+                   for code, (d, t) in enumerate((("syn", "pre"), ("syn", "ft"), ("obs", "pre"), ("obs", "ft"),
+                                                  ("obs", "aligned")))})
     syn = _SpectrumSet(0.1 * rng.random((40, 16)) + 10, nodes)
     obs = _SpectrumSet(0.1 * rng.random((5, 16)) + 20, pd.DataFrame({"karmn": list("abcde")}))
     trained, applied, rows = [], {}, []
@@ -125,7 +126,8 @@ def test_each_variant_trains_and_predicts_on_its_pairing(monkeypatch):
     monkeypatch.setattr(cnn, "autoencoder_report", lambda ens, inputs, truth=None: pd.DataFrame(columns=["autoencoder", "parameter"]))
     res = cnn.train_variants(syn, obs, lat, 1, CNNSettings(holdout_fraction=0.1), seed=42)
     assert [(m, p) for m, p, _ in trained] == [(0.0, 0), (1.0, 0), (10.0, 8)]  # syn_pre, syn_ft, spectra
-    assert applied == {"ens0": [3.0, 2.0], "ens1": [3.0], "ens2": [20.0]}  # method obs_ft, no_finetune obs_pre
+    # method obs_ft, no_finetune obs_pre, method_aligned obs_aligned; finetuned_both obs_ft; direct the spectra
+    assert applied == {"ens0": [3.0, 2.0, 4.0], "ens1": [3.0], "ens2": [20.0]}
     assert list(res["estimates"]) == list(VARIANTS)
     assert set(res["holdout"].groupby(["variant", "uncertainty"]).groups) == \
         {(v, u) for v in VARIANTS for u in ("members", "residuals")}

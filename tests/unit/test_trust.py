@@ -88,3 +88,17 @@ def test_overrides_of_a_profile_give_it_back():
     changed = with_overrides(quick, ["cnn.inputs=raw", "n_nodes=40", "finetune.split_seed=None"])
     assert sorted(overrides_of(changed)) == ['cnn.inputs="raw"', "finetune.split_seed=null", "n_nodes=40"]
     assert with_overrides(quick, overrides_of(changed)) == changed and overrides_of(quick) == []
+
+
+def test_back_map_recovers_an_affine_drift_fitted_on_synthetic_latents_only():
+    """A drift z_ft = z_pre A + b (what fine-tuning does to the code, issue 25) is undone on new
+    (observed) latents by the map fitted on synthetic pairs; the expected values are the drift's inverse."""
+    from carmenes_dtl import transfer
+
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(4, 4)) + 3 * np.eye(4), rng.normal(size=4)
+    syn_pre = rng.normal(size=(200, 4))
+    obs_pre = rng.normal(2.0, 1.0, size=(30, 4))  # another domain, never seen by the fit
+    back = transfer.back_map(syn_pre, syn_pre @ a + b)
+    np.testing.assert_allclose(transfer.apply_affine(back, obs_pre @ a + b), obs_pre, atol=1e-4)
+    np.testing.assert_allclose(back[:-1], np.linalg.inv(a), atol=1e-8)
