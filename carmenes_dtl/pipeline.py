@@ -19,7 +19,7 @@ from . import __version__, autoencoder, bundle, cnn, grid, prepare, store, train
 from .config import Profile, Window, overrides_of, profile, stage_seed
 from .demo import write_demo
 from .demo_gap import GapMix
-from .rundir import GapFolder, Latents, RunFolder
+from .rundir import LATENT_SPACES, GapFolder, Latents, RunFolder
 from .stages import Stages, remove, write_text
 
 
@@ -172,7 +172,7 @@ class Runner:
                     arrays[domain, "aligned", i] = transfer.apply_affine(back, arrays[domain, "ft", i])
             Latents(arrays).write(staged(f.latents_file))
 
-        self.stages.run("encode", [f.latents_file], run, extra=[n, keras.backend.backend()],
+        self.stages.run("encode", [f.latents_file], run, extra=[n, keras.backend.backend(), LATENT_SPACES],
                         inputs=[f.synthetic, f.observed] + self._autoencoder_files())
 
     def cnn_synthetic(self) -> None:
