@@ -107,7 +107,7 @@ def test_prepare_commands_on_demo_layout(tmp_path):
 TINY_MH_VS_MEAN = 0.8
 
 
-VARIANT_FILES = ("", "_finetuned_both", "_no_finetune", "_direct")
+VARIANT_FILES = ("", "_finetuned_both", "_no_finetune", "_direct", "_method_aligned")
 
 
 def test_demo_data_gap_mix_and_stars(tmp_path):
@@ -132,7 +132,7 @@ def test_run_writes_estimates_and_report(tiny_run):
     out, stdout = tiny_run
     truth = pd.read_csv(out / "demo" / "truth.csv")
     info = json.loads((out / "run.json").read_text())
-    assert set(info["errors_vs_truth"]) == {"method", "finetuned_both", "no_finetune", "direct"}
+    assert set(info["errors_vs_truth"]) == {"method", "finetuned_both", "no_finetune", "direct", "method_aligned"}
     for variant in VARIANT_FILES:
         est = pd.read_csv(out / f"estimates{variant}.csv")
         assert list(est.columns) == estimate_columns() and sorted(est["karmn"]) == sorted(truth["karmn"])
@@ -173,7 +173,6 @@ def test_interrupted_run_resumes(tiny_run, tmp_path):
     """Ctrl-C (SIGINT) during a stage: one line on stderr, exit status 130, nothing of the stage
     under its final name; the same command again redoes that stage only, to the same estimates."""
     import signal
-    import time
 
     out, _ = tiny_run
     run = tmp_path / "run"
@@ -183,12 +182,15 @@ def test_interrupted_run_resumes(tiny_run, tmp_path):
         shutil.rmtree(run / rel) if (run / rel).is_dir() else (run / rel).unlink()
     (run / "stages.json").write_text(json.dumps(done))
     args = ["run", "--demo", "--profile", "tiny", "--seed", "3", "--out", str(run), "--quiet"]
-    proc = subprocess.Popen([sys.executable, "-m", "carmenes_dtl.cli", *args], stdout=subprocess.PIPE,
+    # the CNN training waits inside the stage until interrupted, so the signal always lands there
+    child = ("import sys, time\nfrom carmenes_dtl import cli, cnn\ntrain = cnn.train_variants\n"
+             "def waiting(*a, **k):\n    print('training', flush=True)\n    time.sleep(120)\n    return train(*a, **k)\n"
+             "cnn.train_variants = waiting\nsys.exit(cli.main(sys.argv[1:]))")
+    proc = subprocess.Popen([sys.executable, "-c", child, *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=ROOT)
     for line in proc.stdout:
-        if "] cnn ..." in line:
+        if line.startswith("training"):
             break
-    time.sleep(0.2)  # inside the stage (about a second unloaded, longer under load)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
@@ -455,7 +457,8 @@ CLI_ERRORS = [
     (["predict", "--model", "MODEL", "--observed", "SYN", "--out", "OUT"],
      r"synthetic\.h5: not an observed set \(no karmn column\)"),
     (["predict", "--model", "MODEL", "--observed", "OBS", "--out", "OUT", "--variant", "best"],
-     r"unknown variant 'best'; choose one of \['method', 'finetuned_both', 'no_finetune', 'direct'\]"),
+     r"argument --variant: invalid choice: 'best' \(choose from 'method', 'finetuned_both', 'no_finetune', "
+     r"'direct', 'method_aligned'\)"),
     # a file of the wrong kind, a folder, or nothing, where a file is expected (issue 26)
     (["validate", "OBS", "--out", "OUT"], r"observed\.h5: not an estimates CSV but an HDF5 file \(a spectrum set\?\)$"),
     (["validate", "AE", "--out", "OUT"], r"ae_0\.keras: not an estimates CSV but a zip archive \(a \.keras model\?\)$"),
