@@ -12,6 +12,7 @@ from carmenes_dtl import experiment, pipeline
 from carmenes_dtl.demo_gap import GapMix
 from carmenes_dtl.rundir import RunFolder
 from carmenes_dtl.snapshots import read_table
+from carmenes_dtl.variants import VARIANTS
 
 pytestmark = pytest.mark.integration
 COMMITTED = experiment.TINY_RESULTS
@@ -51,7 +52,7 @@ def test_the_command_reproduces_the_committed_cell(tiny_cell):
     assert meta["command"].startswith("carmenes-dtl " + " ".join(COMMAND))
     assert {"commit", "date", "keras", "backend", "numpy", "python"} <= set(meta) and meta["profile"] == "tiny"
     assert set(table["setting"]) == {"strong"} and set(table["seed"]) == {1}
-    assert len(table[table["region"] == "all"]) == 4 * 4 and set(table["region"]) <= {"all", "inside", "edge"}
+    assert len(table[table["region"] == "all"]) == len(VARIANTS) * 4 and set(table["region"]) <= {"all", "inside", "edge"}
     # every star of the truth table is estimated or counted as excluded
     assert (table["n_estimated"] + table["n_excluded"] == table["n_truth"]).all() and (table["n_truth"] == 16).all()
 
