@@ -279,7 +279,8 @@ def _seeds(text: str) -> list[int]:
 def cmd_experiment(a):
     from . import experiment
 
-    paths = experiment.experiment(a.out, a.settings, a.seeds, _profile(a), a.strength, a.jobs, progress=not a.quiet)
+    paths = experiment.experiment(a.out, a.settings, a.seeds, _profile(a), a.strength, a.jobs, progress=not a.quiet,
+                                  factorial=a.factorial or bool(a.arms), only=a.arms)
     for path in paths.values():
         print(f"wrote {path}")
     if a.results:
@@ -442,6 +443,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seeds", type=_seeds, default=[1, 2, 3, 4, 5], help="comma-separated (default 1,2,3,4,5)")
     _profile_options(s)
     s.add_argument("--strength", type=float, default=0.5, help="S of the named settings (default 0.5, the paper level)")
+    s.add_argument("--factorial", action="store_true",
+                   help="every arm: fine-tuning (published, quick_v1) x CNN inputs (raw, standardised), "
+                        "cells in <arm>/<setting>/seed<S>/")
+    s.add_argument("--arms", type=_keys, help="comma-separated arms of --factorial to run now (e.g. published-raw); "
+                                              "the others can run later into the same --out")
     s.add_argument("--jobs", type=_positive, default=os.cpu_count() or 1,
                    help="cells run in parallel processes (default: the number of CPUs)")
     s.add_argument("--results", type=_file_out, help="also publish the table and its intervals to this .csv "

@@ -331,8 +331,10 @@ def train_variants(syn, obs, latents, n_models: int, s: CNNSettings, seed: int, 
     `rundir.Latents`). Variants that train on the same space share its ensembles
     (`train_space`); `trained` {space: [Ensemble]} holds spaces already trained by
     `train_space` with these inputs, settings and seed (e.g. the `variants.SYNTHETIC_SPACES`
-    of stage ``cnn-synthetic``). The held-out table has both uncertainty methods (column
-    ``uncertainty``).
+    of stage ``cnn-synthetic``). The held-out check applies each variant as it is applied to the
+    stars: its CNNs see the held-out synthetic spectra through its prediction space, so
+    ``method``'s shows what the pairing costs with no gap at all (fine-tuned latents into CNNs
+    trained on the original ones); it has both uncertainty methods (column ``uncertainty``).
     ``autoencoders`` holds `autoencoder_report` per variant on the observed stars and the held-out nodes.
     Returns ``{"estimates": {variant: (est, flags)}, "holdout": DataFrame, "autoencoders": DataFrame,
     "ensembles": {space: [Ensemble]}, "histories": {space: [...]}}``.
@@ -346,16 +348,16 @@ def train_variants(syn, obs, latents, n_models: int, s: CNNSettings, seed: int, 
             ensembles[space] = train_space(syn, latents, space, n_models, s, seed, progress)
         ens = ensembles[space]
         out[variant] = estimate_variant(ensembles, latents, obs, variant, s.uncertainty)
+        held_inputs = [x[held] for x in synthetic_inputs(syn, latents, v.apply, len(ens))] if held.any() else []
         for unc in ("members", "residuals") if held.any() else ():
-            if (space, unc) not in held_est:  # variants of one space share their CNNs and synthetic inputs
-                inputs = [x[held] for x in synthetic_inputs(syn, latents, space, len(ens))]
-                held_est[space, unc] = estimate(ens, inputs, np.flatnonzero(held), unc)[0]
-            holdout.append(held_est[space, unc].assign(variant=variant, uncertainty=unc).join(truth))
+            if (space, v.apply, unc) not in held_est:  # variants of one pairing share their CNNs and inputs
+                held_est[space, v.apply, unc] = estimate(ens, held_inputs, np.flatnonzero(held), unc)[0]
+            holdout.append(held_est[space, v.apply, unc].assign(variant=variant, uncertainty=unc).join(truth))
         reports.append(autoencoder_report(ens, observed_inputs(v, latents, obs, len(ens)))
                        .assign(variant=variant, where="observed"))
         if held.any():
-            inputs = [x[held] for x in synthetic_inputs(syn, latents, space, len(ens))]
-            reports.append(autoencoder_report(ens, inputs, syn.labels[held]).assign(variant=variant, where="holdout"))
+            reports.append(autoencoder_report(ens, held_inputs, syn.labels[held]).assign(variant=variant,
+                                                                                        where="holdout"))
     empty = pd.DataFrame(columns=[*estimate_columns(), "variant", "uncertainty", *truth.columns])
     front = ["variant", "where", "autoencoder", "parameter"]
     report = pd.concat(reports, ignore_index=True)

@@ -30,12 +30,12 @@ import pandas as pd
 from scipy import stats
 
 from . import __version__, autoencoder, gap, pipeline, store, twin
-from .config import GAP_LEVELS, PUBLISHED_NAMES, Profile, Window, overrides_of, profile
+from .config import GAP_LEVELS, PUBLISHED_NAMES, Profile, Window, overrides_of, profile, with_overrides
 from .demo_gap import GapMix
 from .rundir import RunFolder
 from .snapshots import snapshot
 from .stages import write_text
-from .stats import paired_bootstrap, t_interval
+from .stats import holm, paired_bootstrap, sign_flip_interval, sign_flip_p, t_interval
 from .variants import VARIANTS
 
 #: Named settings: the (degenerate, shared) scales of each in units of the strength.
@@ -67,45 +67,131 @@ def gap_label(setting: str, mix: GapMix) -> str:
     return setting if setting in GAP_LEVELS else mix.spec
 
 
+#: The factorial of issue 25: each factor's levels as `config.with_overrides` lines, the published
+#: level first. ``quick_v1``: how the quick profile fine-tuned before it fine-tuned as published.
+FACTORS = {
+    "finetune": {"published": (), "quick_v1": ("finetune.learning_rate=1e-3", "finetune.epochs=40",
+                                               "finetune.patience=15", "finetune.split_seed=None")},
+    "inputs": {"raw": ("cnn.inputs=raw",), "standardised": ("cnn.inputs=standardised",)},
+}
+#: What each stage depends on besides the seed, the profile's autoencoder settings and the
+#: synthetic set: a finished cell of the same seed that agrees on these lends it to another cell
+#: (`stages.Stages.adopt`, which still checks the stage's key).
+STAGE_FACTORS = {"demo": ("gap",), "prepare-synthetic": (), "autoencoders": (), "prepare-observed": ("gap",),
+                 "fine-tune": ("gap", "finetune"),
+                 "encode": ("gap", "finetune"), "cnn-synthetic": ("cnn",), "cnn": ("gap", "finetune", "cnn")}
+
+
+def arms(factorial: bool) -> dict[str, tuple[str, ...]]:
+    """{arm: overrides}: one arm per combination of `FACTORS`' levels (``<finetune>-<inputs>``,
+    the published combination first), or the profile itself (arm ``""``)."""
+    if not factorial:
+        return {"": ()}
+    return {f"{ft}-{inp}": FACTORS["finetune"][ft] + FACTORS["inputs"][inp]
+            for ft in FACTORS["finetune"] for inp in FACTORS["inputs"]}
+
+
+def cell_dir(out: Path, arm: str, setting: str, seed: int) -> Path:
+    return Path(out) / arm / setting / f"seed{seed}"
+
+
 def _cell(args: tuple) -> Path:
-    out, mix, seed, prof, shared, progress = args
-    pipeline.run(out, pipeline.DemoInput(mix, shared=shared), prof, seed, progress)
+    out, mix, seed, prof, shared, lenders, progress = args
+    pipeline.run(out, pipeline.DemoInput(mix, shared=shared, lenders=lenders), prof, seed, progress)
     return out
 
 
 def run_cells(out: Path, settings: list[str], seeds: list[int], prof: Profile | str = "quick", strength: float = 0.5,
-              jobs: int = 1, progress: bool = False) -> dict:
+              jobs: int = 1, progress: bool = False, factorial: bool = False, only: list[str] | None = None) -> dict:
     """Run (or resume) every cell. Per seed, the base cell (one that ran in full before, else the
-    first setting's) and any other cell that ran in full run first; the rest adopt the base's
-    shared stages, so reordering the settings of a finished experiment reruns nothing."""
+    first arm's first setting's) runs first; the others adopt its shared stages, and then, from
+    cells run before them, every stage whose `STAGE_FACTORS` agree (the base setting's cells of
+    the other arms take the base's demo with its mock PHOENIX tree). Cells run in layers: the
+    first arm, then the arms one factor away, and so on. Reordering the settings of a finished
+    experiment reruns nothing. `factorial`: every arm of `arms`; `only`: those arms alone (e.g.
+    the published one first); experiment.json keeps every cell ever run in `out`."""
     if not settings or not seeds:
         raise ValueError(f"the experiment needs settings and seeds, got {settings} and {seeds}")
     for what, values in (("settings", settings), ("seeds", seeds)):
         if len(set(values)) != len(values):
             raise ValueError(f"the experiment's {what} repeat a value: {values}")
     prof = profile(prof) if isinstance(prof, str) else prof
+    all_arms = arms(factorial)
+    unknown = sorted(set(only or []) - set(all_arms))
+    if unknown:
+        raise ValueError(f"unknown arms {unknown}; choose from {list(all_arms)}")
+    chosen = [a for a in all_arms if not only or a in only]
+    profs = {a: with_overrides(prof, list(all_arms[a])) for a in all_arms}
     mixes = {s: gap_mix(s, strength) for s in settings}
+    first = next(iter(all_arms))
     out = Path(out)
 
     def full(s, seed):  # the cell has its own mock PHOENIX tree: it ran without a base
-        return RunFolder(out / s / f"seed{seed}").phoenix_dir.is_dir()
+        return RunFolder(cell_dir(out, first, s, seed)).phoenix_dir.is_dir()
 
     base = {seed: next((s for s in settings if full(s, seed)), settings[0]) for seed in seeds}
-    cells = [(s, seed) for s in settings for seed in seeds]
-    first = [(out / s / f"seed{seed}", mixes[s], seed, prof, None, progress)
-             for s, seed in cells if s == base[seed] or full(s, seed)]
-    rest = [(out / s / f"seed{seed}", mixes[s], seed, prof, out / base[seed] / f"seed{seed}", progress)
-            for s, seed in cells if not (s == base[seed] or full(s, seed))]
-    for batch in (first, rest):
+
+    def distance(arm):
+        return sum(getattr(profs[arm], f) != getattr(profs[first], f) for f in ("finetune", "cnn"))
+
+    def agrees(a, b, factor):
+        return mixes[a[1]] == mixes[b[1]] if factor == "gap" else getattr(profs[a[0]], factor) == getattr(profs[b[0]], factor)
+
+    def own_phoenix(c):  # a base cell and its twins in the other arms keep the mock PHOENIX tree
+        return c[1] == base[c[2]] or full(c[1], c[2])
+
+    def layer(c):
+        return distance(c[0]), not own_phoenix(c)
+
+    def args(c, earlier):
+        arm, s, seed = c
+        shared = None if own_phoenix(c) else cell_dir(out, first, base[seed], seed)
+        lent = {}
+        for stage, factors in STAGE_FACTORS.items():
+            lender = next((e for e in earlier if e[2] == seed and all(agrees(c, e, f) for f in factors)), None)
+            if lender is not None:
+                lent.setdefault(cell_dir(out, *lender), []).append(stage)
+        return (cell_dir(out, *c), mixes[s], seed, profs[arm], shared, tuple((k, tuple(v)) for k, v in lent.items()),
+                progress)
+
+    missing = [seed for seed in seeds if first not in chosen and not RunFolder(cell_dir(out, first, base[seed], seed)).exists()]
+    if missing:
+        raise ValueError(f"arm {first!r} (the base of every other arm) has not run seeds {missing}: run it first")
+    cells = sorted(((a, s, seed) for a in chosen for s in settings for seed in seeds), key=layer)
+    done = [(a, s, seed) for a in all_arms for s in settings for seed in seeds
+            if a not in chosen and RunFolder(cell_dir(out, a, s, seed)).exists()]
+    for key in sorted({layer(c) for c in cells}):
+        batch = [c for c in cells if layer(c) == key]
+        work = [args(c, done) for c in batch]
         if jobs == 1:
-            list(map(_cell, batch))
+            list(map(_cell, work))
         else:
             with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-                list(pool.map(_cell, batch))
-    info = {"profile": prof.name, "overrides": overrides_of(prof), "settings": {s: gap_label(s, m) for s, m in mixes.items()}, "seeds": seeds,
-            "strength": strength}
+                list(pool.map(_cell, work))
+        done += batch
+    info = _merge_info(out, {"profile": prof.name, "overrides": overrides_of(prof), "strength": strength,
+                             "settings": {s: gap_label(s, m) for s, m in mixes.items()},
+                             "arms": {a: list(all_arms[a]) for a in chosen},
+                             "cells": {a: {s: seeds for s in settings} for a in chosen}})
     write_text(out / "experiment.json", json.dumps(info, indent=1))
     return info
+
+
+def _merge_info(out: Path, info: dict) -> dict:
+    """`info` with the arms, settings and cells an earlier experiment.json of `out` holds (same
+    profile and strength), so running arms or seeds in parts keeps every cell."""
+    path = out / "experiment.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    if old.get("profile") != info["profile"] or old.get("strength") != info["strength"] or "cells" not in old:
+        return {**info, "seeds": sorted({k for by in info["cells"].values() for ks in by.values() for k in ks})}
+    cells = {a: {s: list(v) for s, v in by.items()} for a, by in old["cells"].items()}
+    for a, by in info["cells"].items():
+        for s, seeds in by.items():
+            cells.setdefault(a, {})[s] = sorted(set(cells.get(a, {}).get(s, [])) | set(seeds))
+    merged = {**info, "settings": {**old["settings"], **info["settings"]}, "arms": {**old["arms"], **info["arms"]},
+              "cells": cells}
+    merged["seeds"] = sorted({k for by in cells.values() for ks in by.values() for k in ks})
+    return merged
 
 
 def star_table(cell: Path) -> pd.DataFrame:
@@ -159,6 +245,43 @@ def twin_metrics(cell: Path, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def drift_metrics(cell: Path) -> dict:
+    """How much of fine-tuning's change of the latents one affine map explains, over the autoencoders:
+    ``drift_share_<syn|obs>`` = 1 - |aligned - pre|² / |ft - pre|², the map fitted on the synthetic
+    latents (`transfer.back_map`; ``syn``: in sample, ``obs``: applied to the observed stars)."""
+    lat = RunFolder(cell).latents()
+    out = {}
+    for domain in ("syn", "obs"):
+        shares = []
+        for i in range(lat.n_models):
+            pre, ft, aligned = (lat.get(domain, space, i).astype(float) for space in ("pre", "ft", "aligned"))
+            shares.append(1 - np.sum((aligned - pre) ** 2) / np.sum((ft - pre) ** 2))
+        out[f"drift_share_{domain}"] = float(np.mean(shares))
+    return out
+
+
+def holdout_metrics(cell: Path) -> pd.DataFrame:
+    """Per variant and parameter on the held-out synthetic nodes (member percentiles): ``holdout_mae``
+    and ``holdout_bias``; `method`'s minus `no_finetune`'s is the pairing cost with no gap at all."""
+    h = RunFolder(cell).holdout().query("uncertainty == 'members'")
+    rows = [{"variant": v, "parameter": p, "holdout_mae": (g[p] - g[f"true_{p}"]).abs().mean(),
+             "holdout_bias": (g[p] - g[f"true_{p}"]).mean()} for v, g in h.groupby("variant", sort=False) for p in PARAMS]
+    return pd.DataFrame(rows, columns=["variant", "parameter", "holdout_mae", "holdout_bias"])
+
+
+def autoencoder_biases(cell: Path, stars: pd.DataFrame) -> pd.DataFrame:
+    """Per variant, autoencoder and parameter: the bias of that autoencoder's ensemble alone on the
+    demo stars (its ``offset`` from the pooled median, `cnn.autoencoder_report`, plus the pooled
+    estimate's bias) and on the held-out nodes (``holdout_bias``, ``holdout_scatter``)."""
+    rep = RunFolder(cell).autoencoders()
+    pooled = stars.groupby(["variant", "parameter"])["error"].mean().rename("pooled_bias").reset_index()
+    obs = rep[rep["where"] == "observed"].merge(pooled, on=["variant", "parameter"])
+    obs = obs.assign(bias=obs["offset"] + obs["pooled_bias"])[["variant", "autoencoder", "parameter", "bias"]]
+    held = rep[rep["where"] == "holdout"].rename(columns={"bias": "holdout_bias", "scatter": "holdout_scatter"})
+    return obs.merge(held[["variant", "autoencoder", "parameter", "holdout_bias", "holdout_scatter"]],
+                     on=["variant", "autoencoder", "parameter"], how="left")
+
+
 def cell_counts(cell: Path) -> dict:
     """Stars of a cell: in its truth table, estimated, and excluded by prepare-observed (with reasons in
     the cell's ``run.json``); none is dropped without being counted here."""
@@ -166,8 +289,9 @@ def cell_counts(cell: Path) -> dict:
     return {"n_truth": len(run.truth()), "n_estimated": len(run.estimates()), "n_excluded": len(run.excluded())}
 
 
-def summarise_cell(stars: pd.DataFrame, twins: pd.DataFrame) -> pd.DataFrame:
-    """`experiment.csv` rows of one cell from its `star_table` and `twin_metrics`."""
+def summarise_cell(stars: pd.DataFrame, twins: pd.DataFrame, held: pd.DataFrame | None = None) -> pd.DataFrame:
+    """`experiment.csv` rows of one cell from its `star_table`, `twin_metrics` and, on the ``all``
+    rows, `holdout_metrics`."""
     regions = [("all", stars)] + ([(r, g) for r, g in stars.groupby("region")] if
                                   set(stars["region"]) != {"all"} else [])
     rows = []
@@ -178,8 +302,10 @@ def summarise_cell(stars: pd.DataFrame, twins: pd.DataFrame) -> pd.DataFrame:
             for p, g in v.groupby("parameter", sort=False):
                 rows.append({"variant": variant, "parameter": p, "region": region, "n": len(g),
                              "mae": g["error"].abs().mean(), "bias": g["error"].mean(), "mh_slope_per_kK": slope})
-    out = pd.DataFrame(rows)
-    return out.merge(twins.assign(region="all"), on=["variant", "region"], how="left")
+    out = pd.DataFrame(rows).merge(twins.assign(region="all"), on=["variant", "region"], how="left")
+    if held is not None:
+        out = out.merge(held.assign(region="all"), on=["variant", "parameter", "region"], how="left")
+    return out
 
 
 def intervals(stars: pd.DataFrame, table: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
@@ -203,7 +329,7 @@ def intervals(stars: pd.DataFrame, table: pd.DataFrame, n_boot: int = 2000, seed
                              "parameter": p, "variant": v, "reference": ref or "", **n,
                              **dict(zip(("estimate", "low", "high"), est)), "t_low": t[1], "t_high": t[2]})
         cells = table[(table["setting"] == setting) & (table["region"] == "all")].drop_duplicates(["seed", "variant"])
-        for quantity in ("latent_auc", "twin_distance"):
+        for quantity in [q for q in ("latent_auc", "twin_distance") if q in table]:
             per = cells.pivot(index="seed", columns="variant", values=quantity)
             for v, ref in AUC_PAIRS:
                 est = t_interval(per[v] - per[ref])
@@ -213,21 +339,39 @@ def intervals(stars: pd.DataFrame, table: pd.DataFrame, n_boot: int = 2000, seed
     return pd.DataFrame(rows)
 
 
+def _cells(info: dict) -> list[tuple[str, str, int]]:
+    """(arm, setting, seed) of every cell experiment.json lists (arm ``""`` before arms existed)."""
+    by_arm = info.get("cells") or {"": {s: info["seeds"] for s in info["settings"]}}
+    return [(a, s, k) for a, by in by_arm.items() for s, seeds in by.items() for k in seeds]
+
+
 def collect(out: Path, n_boot: int = 2000, seed: int = 0) -> dict[str, Path]:
-    """Tables and figure of a finished experiment in `out` (see the module docstring)."""
+    """Tables and figure of an experiment in `out` (see the module docstring). An unfinished cell is
+    left out and named on one line; with arms, ``experiment_autoencoders.csv`` and
+    ``experiment_verdict.csv`` (`verdict`) too, and no twin metrics (the latent AUC is 1 everywhere)."""
     from . import plotting
 
     out = Path(out)
     info = json.loads((out / "experiment.json").read_text())
-    stars, tables = [], []
-    for setting, spec in info["settings"].items():
-        for s in info["seeds"]:
-            cell = out / setting / f"seed{s}"
-            key = {"setting": setting, "gap": spec, "seed": s}
-            st = star_table(cell)
-            tables.append(summarise_cell(st, twin_metrics(cell, seed)).assign(**key, **cell_counts(cell)))
-            stars.append(st.assign(**key))
-    front = ["setting", "gap", "seed"]
+    factorial = "" not in info.get("cells", {"": 0})
+    stars, tables, biases, unfinished = [], [], [], []
+    for arm, setting, s in _cells(info):
+        cell = cell_dir(out, arm, setting, s)
+        if not RunFolder(cell).exists():
+            unfinished.append(str(cell.relative_to(out)))
+            continue
+        key = {"arm": arm, "setting": setting, "gap": info["settings"][setting], "seed": s} if factorial else \
+            {"setting": setting, "gap": info["settings"][setting], "seed": s}
+        st = star_table(cell)
+        twins = pd.DataFrame(columns=["variant"]) if factorial else twin_metrics(cell, seed)
+        extra = drift_metrics(cell) if factorial else {}
+        tables.append(summarise_cell(st, twins, holdout_metrics(cell) if factorial else None)
+                      .assign(**key, **extra, **cell_counts(cell)))
+        stars.append(st.assign(**key))
+        biases.append(autoencoder_biases(cell, st).assign(**key))
+    if unfinished:
+        print(f"[carmenes-dtl] {len(unfinished)} unfinished cells left out: {', '.join(unfinished)}")
+    front = list(key)
     stars = pd.concat(stars, ignore_index=True)
     stars = stars[front + [c for c in stars if c not in front]]
     table = pd.concat(tables, ignore_index=True)
@@ -236,10 +380,49 @@ def collect(out: Path, n_boot: int = 2000, seed: int = 0) -> dict[str, Path]:
              "intervals": out / "experiment_intervals.csv", "figure": out / "experiment_mae.png"}
     stars.to_csv(paths["stars"], index=False)
     table.to_csv(paths["table"], index=False)
+    if factorial:
+        paths["autoencoders"], paths["verdict"] = out / "experiment_autoencoders.csv", out / "experiment_verdict.csv"
+        ae = pd.concat(biases, ignore_index=True)
+        ae[front + [c for c in ae if c not in front]].to_csv(paths["autoencoders"], index=False)
+        verdict(table).to_csv(paths["verdict"], index=False)
+        stars = stars.assign(setting=stars["arm"] + "/" + stars["setting"])
+        table = table.assign(setting=table["arm"] + "/" + table["setting"])
     iv = intervals(stars, table, n_boot, seed)
     iv.to_csv(paths["intervals"], index=False)
     plotting.experiment_mae(iv).savefig(paths["figure"], dpi=110)
     return paths
+
+
+#: The verdict's claims: MAE differences (variant - reference) per arm, gap setting and parameter.
+CLAIMS = [("method", "no_finetune"), ("method_aligned", "no_finetune")]
+CLAIM_PARAMS = ["Teff", "[M/H]"]
+#: The other differences `verdict` shows, outside the corrected family.
+CONTEXT = [("method", "direct"), ("finetuned_both", "no_finetune"), ("method_aligned", "method")]
+
+
+def verdict(table: pd.DataFrame) -> pd.DataFrame:
+    """Per arm, gap setting, parameter and pair of `CLAIMS` + `CONTEXT`: the MAE difference of every
+    seed (the replication unit: each seed trains its own models), their mean and median, how many
+    are positive, the exact sign-flip p (`stats.sign_flip_p`) with its inverted 95 % interval, and
+    for `CLAIMS` x `CLAIM_PARAMS` within each arm (one family of claims per arm) Holm's adjusted p.
+    A seed's MAE is over its stars (region ``all``)."""
+    mae = table[table["region"] == "all"].pivot_table(index=["arm", "setting", "gap", "parameter", "seed"],
+                                                      columns="variant", values="mae")
+    rows = []
+    for (arm, setting, gap, p), g in mae.groupby(level=["arm", "setting", "gap", "parameter"], sort=False):
+        for v, ref in CLAIMS + CONTEXT:
+            d = (g[v] - g[ref]).dropna()
+            low, high = sign_flip_interval(d.to_numpy())
+            rows.append({"arm": arm, "setting": setting, "gap": gap, "parameter": p, "variant": v, "reference": ref,
+                         "n_seeds": len(d), "per_seed": " ".join(f"{x:.4g}" for x in d),
+                         "mean": d.mean(), "median": d.median(), "n_positive": int((d > 0).sum()),
+                         "p_sign_flip": sign_flip_p(d.to_numpy()), "low": low, "high": high,
+                         "claim": (v, ref) in CLAIMS and p in CLAIM_PARAMS})
+    out = pd.DataFrame(rows)
+    out["p_holm"] = np.nan
+    for arm, g in out[out["claim"]].groupby("arm"):
+        out.loc[g.index, "p_holm"] = holm(g["p_sign_flip"].to_numpy())
+    return out
 
 
 def _commit() -> str:
@@ -280,7 +463,8 @@ def publish(out: Path, results: Path, command: list[str]) -> list[Path]:
 
 
 def experiment(out: Path, settings: list[str], seeds: list[int], prof: Profile | str = "quick", strength: float = 0.5,
-               jobs: int = 1, progress: bool = False, n_boot: int = 2000) -> dict[str, Path]:
+               jobs: int = 1, progress: bool = False, n_boot: int = 2000, factorial: bool = False,
+               only: list[str] | None = None) -> dict[str, Path]:
     """`carmenes-dtl experiment`: run or resume the cells, then write the tables and the figure."""
-    run_cells(out, settings, seeds, prof, strength, jobs, progress)
+    run_cells(out, settings, seeds, prof, strength, jobs, progress, factorial, only)
     return collect(out, n_boot)

@@ -26,11 +26,14 @@ from .stages import Stages, remove, write_text
 @dataclass(frozen=True)
 class DemoInput:
     """A demo survey made by the run: its gap, its stars (`demo.draw_stars`) and, optionally, a finished
-    demo run of the same seed and profile whose gap-independent stages (`SHARED_STAGES`) it adopts."""
+    demo run of the same seed and profile whose gap-independent stages (`SHARED_STAGES`) it adopts;
+    `lenders`: (run folder, stage names) of other runs of the same seed to adopt after those
+    (`stages.Stages.adopt`: a stage whose key differs here still runs)."""
 
     gap: GapMix = GapMix.parse("paper")
     stars: str = "published"
     shared: Path | None = None
+    lenders: tuple[tuple[Path, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -216,7 +219,7 @@ class Runner:
         self.stages.run("cnn", [f.estimates_file(v) for v in names] + [f.flags_file(v) for v in names]
                         + [f.holdout_file, f.autoencoders_file, f.histories_file, f.bundle_dir], run,
                         extra=[asdict(self.prof.cnn), self.prof.ae.n_models, bundle.FORMAT, keras.backend.backend(),
-                               cnn.DECIMALS],
+                               cnn.DECIMALS, "held-out nodes through the prediction space"],
                         inputs=[f.synthetic, f.observed, f.latents_file, f.cnn_synthetic_dir,
                                 *self._autoencoder_files()])
 
@@ -263,9 +266,11 @@ def run(out: Path, inputs: DemoInput | SetsInput = DemoInput(), prof: Profile | 
     r = Runner(out, prof, seed, progress, scheduler, data_parallel)
     truth = None
     if isinstance(inputs, DemoInput):
-        r.demo(inputs.gap, inputs.stars, phoenix=inputs.shared is None)
         if inputs.shared is not None:
             r.stages.adopt(inputs.shared, SHARED_STAGES)
+        for lender, names in inputs.lenders:
+            r.stages.adopt(lender, list(names))
+        r.demo(inputs.gap, inputs.stars, phoenix=inputs.shared is None)
         r.prepare(RunFolder(inputs.shared or out).phoenix_dir, r.folder.carmenes_dir)
         truth = r.folder.truth_file
     else:

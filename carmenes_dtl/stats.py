@@ -75,3 +75,47 @@ def paired(table: pd.DataFrame, keys: list[str], pair: str, first: str, second: 
                      f"{names[1]} mean": wide[second].mean(), "loss difference": mean, "95% low": low,
                      "95% high": high, "verdict": verdict(low, high, names), "seeds": len(wide)})
     return pd.DataFrame(rows).set_index(keys)
+
+
+def _sign_patterns(n: int) -> np.ndarray:
+    """All 2**n patterns of n signs (+1, -1), one per row."""
+    return 1 - 2 * ((np.arange(2**n)[:, None] >> np.arange(n)) & 1)
+
+
+def sign_flip_p(values, shift: float = 0.0) -> float:
+    """Two-sided p of "the mean of `values` is `shift`" by the exact sign-flip test: the share of the
+    2**n sign patterns of ``values - shift`` whose mean is at least as far from 0 as the observed
+    one. No normality: only symmetry under the null. Its smallest value is 2 / 2**n (n <= 20)."""
+    d = np.asarray(values, float) - shift
+    if not 1 <= d.size <= 20:
+        raise ValueError(f"sign_flip_p: 1 to 20 values, got {d.size}")
+    means = np.abs(_sign_patterns(d.size) @ d) / d.size
+    return float(np.mean(means >= abs(d.mean()) * (1 - 1e-12)))
+
+
+def sign_flip_interval(values, level: float = 0.95) -> tuple[float, float]:
+    """The shifts that `sign_flip_p` does not reject at ``1 - level``: the test inverted (bisection on
+    each side of the mean). Unbounded (-inf, inf) when no shift can be rejected, i.e. when
+    ``2 / 2**n >= 1 - level`` (5 values or fewer at 95 %)."""
+    d = np.asarray(values, float)
+    alpha = 1 - level
+    if 2.0 / 2**d.size >= alpha:
+        return -math.inf, math.inf
+    bounds = []
+    for far in (d.min() - 1e-9 * (1 + abs(d.min())), d.max() + 1e-9 * (1 + abs(d.max()))):
+        inside, outside = d.mean(), far  # p(inside) = 1, p(outside) = 2 / 2**n < alpha
+        for _ in range(60):
+            mid = (inside + outside) / 2
+            inside, outside = (mid, outside) if sign_flip_p(d, mid) > alpha else (inside, mid)
+        bounds.append(float(inside))
+    return bounds[0], bounds[1]
+
+
+def holm(p) -> np.ndarray:
+    """Holm's step-down adjustment of the p-values of one family of claims (family-wise error)."""
+    p = np.asarray(p, float)
+    order = np.argsort(p)
+    adjusted = np.minimum(np.maximum.accumulate((p.size - np.arange(p.size)) * p[order]), 1.0)
+    out = np.empty_like(p)
+    out[order] = adjusted
+    return out

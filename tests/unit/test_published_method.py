@@ -104,10 +104,10 @@ def test_each_variant_trains_and_predicts_on_its_pairing(monkeypatch):
                           "vsini": np.tile([2.0, 10.0], 20)})
     lat = Latents({(d, t, 0): np.full((40 if d == "syn" else 5, 4), code, np.float32)
                    for code, (d, t) in enumerate((("syn", "pre"), ("syn", "ft"), ("obs", "pre"), ("obs", "ft"),
-                                                  ("obs", "aligned")))})
+                                                  ("obs", "aligned"), ("syn", "aligned")))})
     syn = _SpectrumSet(0.1 * rng.random((40, 16)) + 10, nodes)
     obs = _SpectrumSet(0.1 * rng.random((5, 16)) + 20, pd.DataFrame({"karmn": list("abcde")}))
-    trained, applied, rows = [], {}, []
+    trained, applied, held, rows = [], {}, {}, []
 
     def fake_train(x, y, s, seed, pool=0, progress=False):
         trained.append((float(np.round(x.mean())), pool, seed))
@@ -115,9 +115,9 @@ def test_each_variant_trains_and_predicts_on_its_pairing(monkeypatch):
         return SimpleNamespace(name=f"ens{len(trained) - 1}", history={})
 
     def fake_estimate(ensembles, inputs, karmn, uncertainty):
-        if len(inputs[0]) == 5:
-            name = ensembles[0].name
-            applied[name] = applied.get(name, []) + [float(np.round(inputs[0].mean()))]
+        seen = applied if len(inputs[0]) == 5 else held
+        name = ensembles[0].name
+        seen[name] = seen.get(name, []) + [float(np.round(inputs[0].mean()))]
         est = pd.DataFrame({c: np.zeros(len(inputs[0])) for c in config.estimate_columns()})
         return est, est
 
@@ -128,6 +128,9 @@ def test_each_variant_trains_and_predicts_on_its_pairing(monkeypatch):
     assert [(m, p) for m, p, _ in trained] == [(0.0, 0), (1.0, 0), (10.0, 8)]  # syn_pre, syn_ft, spectra
     # method obs_ft, no_finetune obs_pre, method_aligned obs_aligned; finetuned_both obs_ft; direct the spectra
     assert applied == {"ens0": [3.0, 2.0, 4.0], "ens1": [3.0], "ens2": [20.0]}
+    # held-out nodes go through the prediction space, once per pairing and uncertainty method:
+    # method syn_ft, no_finetune syn_pre, method_aligned syn_aligned; finetuned_both syn_ft; direct the spectra
+    assert held == {"ens0": [1.0, 1.0, 0.0, 0.0, 5.0, 5.0], "ens1": [1.0, 1.0], "ens2": [10.0, 10.0]}
     assert list(res["estimates"]) == list(VARIANTS)
     assert set(res["holdout"].groupby(["variant", "uncertainty"]).groups) == \
         {(v, u) for v in VARIANTS for u in ("members", "residuals")}
