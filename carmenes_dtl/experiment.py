@@ -20,6 +20,7 @@ import json
 import platform
 import shlex
 import subprocess
+from dataclasses import asdict
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
 from multiprocessing import get_context
@@ -30,7 +31,8 @@ import pandas as pd
 from scipy import stats
 
 from . import __version__, autoencoder, gap, pipeline, store, twin
-from .config import GAP_LEVELS, PUBLISHED_NAMES, Profile, Window, overrides_of, profile, with_overrides
+from .config import (GAP_LEVELS, PUBLISHED_NAMES, FineTuneSettings, Profile, Window, overrides_of, profile,
+                     with_overrides)
 from .demo_gap import GapMix
 from .rundir import RunFolder
 from .snapshots import snapshot
@@ -68,10 +70,12 @@ def gap_label(setting: str, mix: GapMix) -> str:
 
 
 #: The factorial of issue 25: each factor's levels as `config.with_overrides` lines, the published
-#: level first. ``quick_v1``: how the quick profile fine-tuned before it fine-tuned as published.
+#: level first (`FineTuneSettings`' defaults are the published values). ``quick_v1``: how the quick
+#: profile fine-tuned before it fine-tuned as published.
 FACTORS = {
-    "finetune": {"published": (), "quick_v1": ("finetune.learning_rate=1e-3", "finetune.epochs=40",
-                                               "finetune.patience=15", "finetune.split_seed=None")},
+    "finetune": {"published": tuple(f"finetune.{k}={json.dumps(v)}" for k, v in asdict(FineTuneSettings()).items()),
+                 "quick_v1": ("finetune.learning_rate=1e-3", "finetune.epochs=40", "finetune.patience=15",
+                              "finetune.split_seed=None")},
     "inputs": {"raw": ("cnn.inputs=raw",), "standardised": ("cnn.inputs=standardised",)},
 }
 #: What each stage depends on besides the seed, the profile's autoencoder settings and the

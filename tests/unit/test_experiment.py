@@ -104,3 +104,72 @@ def test_load_results_reads_header_and_table(tmp_path):
     assert meta == {"command": "carmenes-dtl experiment --seeds 1", "seeds": "1"}
     assert table["gap"].tolist() == ["none", "degenerate=0,shared=0.5"] and table["mae"].tolist() == [1.5, 2.25]
     assert np.isnan(table["latent_auc"][0])
+
+
+def test_sign_flip_p_by_enumeration_and_against_scipy():
+    """(1, 2, 3, -0.5), sum 5.5: of the 16 sign patterns, |sum| >= 5.5 for the observed one, the one
+    flipping the -0.5 (6.5) and their negatives: 4 of 16. A second, independent implementation:
+    scipy's permutation test (one sample, sign flips)."""
+    from scipy.stats import permutation_test
+
+    assert stats.sign_flip_p([1.0, 2.0, 3.0, -0.5]) == pytest.approx(4 / 16)
+    rng = np.random.default_rng(3)
+    for n in (5, 8, 10):
+        d = rng.normal(0.4, 1.0, n)
+        ref = permutation_test((d,), np.mean, permutation_type="samples", n_resamples=np.inf).pvalue
+        assert stats.sign_flip_p(d) == pytest.approx(ref)
+    assert stats.sign_flip_p(np.arange(1.0, 9.0)) == pytest.approx(2 / 256)  # the smallest at n = 8
+
+
+def test_sign_flip_interval_inverts_the_test_and_is_unbounded_at_small_n():
+    d = np.array([3.0, -1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0])
+    low, high = stats.sign_flip_interval(d)
+    assert low < d.mean() < high
+    # just inside: not rejected at 5 %; just outside: rejected (a brute-force scan of the shift)
+    assert stats.sign_flip_p(d, low + 1e-6) > 0.05 >= stats.sign_flip_p(d, low - 1e-3)
+    assert stats.sign_flip_p(d, high - 1e-6) > 0.05 >= stats.sign_flip_p(d, high + 1e-3)
+    assert stats.sign_flip_interval(d[:5]) == (-np.inf, np.inf)  # 2/32 = 0.0625 > 0.05: nothing rejected
+
+
+def test_holm_by_hand():
+    """p = (0.01, 0.04, 0.03, 0.005): sorted times (4, 3, 2, 1) = 0.02, 0.03, 0.06, 0.04, then the
+    running maximum: 0.02, 0.03, 0.06, 0.06, put back in the original order."""
+    np.testing.assert_allclose(stats.holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
+    np.testing.assert_allclose(stats.holm([0.5, 0.9]), [1.0, 1.0])
+
+
+def test_factorial_cells_borrow_only_stages_whose_factors_agree(tmp_path, monkeypatch):
+    """The cell plan alone (no training): layers by distance from the published arm, and every stage a
+    cell adopts comes from a cell of its seed run earlier that agrees on the stage's factors."""
+    ran = []
+
+    def fake_cell(args):
+        out, mix, seed, prof, shared, lenders, _ = args
+        ran.append((out, mix, seed, prof, shared, lenders))
+        (out / "run.json").parent.mkdir(parents=True, exist_ok=True)
+        (out / "run.json").write_text("{}")
+        return out
+
+    monkeypatch.setattr(experiment, "_cell", fake_cell)
+    info = experiment.run_cells(tmp_path, ["none", "strong"], [1, 2], "tiny", factorial=True)
+    assert list(info["arms"]) == ["published-raw", "published-standardised", "quick_v1-raw", "quick_v1-standardised"]
+    assert len(ran) == 16
+    where = {out: (out.parts[-3], out.parts[-2], seed, prof, mix) for out, mix, seed, prof, *_ in ran}
+    order = [out for out, *_ in ran]
+    arms = [where[o][0] for o in order]
+    assert arms[:4] == ["published-raw"] * 4 and arms[-4:] == ["quick_v1-standardised"] * 4
+    for out, mix, seed, prof, shared, lenders in ran:
+        arm, setting, *_ = where[out]
+        assert (shared is None) == (setting == "none")  # the base setting keeps its own PHOENIX tree
+        lent = {stage: lender for lender, stages in lenders for stage in stages}
+        for stage, lender in lent.items():
+            assert order.index(lender) < order.index(out) and where[lender][2] == seed
+            _, _, _, lprof, lmix = where[lender]
+            factors = experiment.STAGE_FACTORS[stage]
+            assert ("gap" not in factors or lmix == mix)
+            assert ("finetune" not in factors or lprof.finetune == prof.finetune)
+            assert ("cnn" not in factors or lprof.cnn == prof.cnn)
+        if arm == "quick_v1-standardised":  # both of its factors are found in the arms one step away
+            assert {"fine-tune", "encode", "cnn-synthetic", "demo", "prepare-observed"} <= set(lent)
+    assert ran[-1][3].finetune.learning_rate == 1e-3 and ran[-1][3].cnn.inputs == "standardised"
+    assert ran[0][3].finetune.learning_rate == 1e-4 and ran[0][3].cnn.inputs == "raw"
