@@ -3,16 +3,23 @@
 Each (setting, seed) cell is a demo run (`pipeline.run`, as ``carmenes-dtl run --demo``) in
 ``DIR/<setting>/seed<S>/``. The first setting's cell of a seed runs in full; the other
 settings of that seed adopt its gap-independent stages (`pipeline.SHARED_STAGES`: the
-synthetic set, the autoencoders and the CNNs trained on synthetic data only). Outputs in ``DIR``:
+synthetic set, the autoencoders and the CNNs trained on synthetic data only). With
+``--factorial`` every cell also exists per arm, a combination of the levels of `FACTORS`
+(fine-tuning as published or as the quick profile once did; CNN inputs raw or standardised),
+in ``DIR/<arm>/<setting>/seed<S>/``, and borrows from cells run before it every stage whose
+`STAGE_FACTORS` agree: within a seed, all arms share the autoencoders, and arms differing in one
+factor share what the other factor does not touch. Outputs in ``DIR``:
 
 - ``experiment_stars.csv``: per star, variant and parameter: truth, estimate, error, region;
 - ``experiment.csv``: per cell, variant, parameter and region (``all`` and, where the demo's
   ``truth.csv`` has a ``coverage`` column, each of its values): ``n``, ``mae``, ``bias``,
   ``mh_slope_per_kK`` (least-squares slope of the [M/H] error against Teff, dex per 1000 K,
   the same on every parameter's row), and on the ``all`` rows ``latent_auc`` and
-  ``twin_distance`` (`twin_metrics`);
+  ``twin_distance`` (`twin_metrics`) or, with arms, ``holdout_mae``, ``holdout_bias``
+  (`holdout_metrics`: the pairing cost) and the cell's ``drift_share_syn``/``_obs`` (`drift_metrics`);
 - ``experiment_intervals.csv``: `intervals`; ``experiment_mae.png``; ``experiment.json``
-  (profile, settings, seeds, strength).
+  (profile, settings, arms, the cells run, strength); with arms also
+  ``experiment_autoencoders.csv`` (`autoencoder_biases`) and ``experiment_verdict.csv`` (`verdict`).
 """
 from __future__ import annotations
 
@@ -47,9 +54,10 @@ PAIRS = [("method", "no_finetune"), ("method", "direct")]
 #: Latent-AUC changes from fine-tuning: (variant, reference).
 AUC_PAIRS = [("method", "no_finetune"), ("finetuned_both", "no_finetune")]
 PARAMS = list(PUBLISHED_NAMES.values())
-#: The committed tables (data/results/ in the repository): `make experiment` writes the first,
-#: the tiny reproducibility cell that `make test` reruns the second; each has ``<stem>_intervals.csv``.
-RESULTS = snapshot("results/transfer_experiment.csv")
+#: The committed tables (data/results/ in the repository): `make experiment` writes the first (the
+#: factorial, with ``<stem>_verdict.csv`` and ``<stem>_autoencoders.csv``), the tiny reproducibility
+#: cell that `make test` reruns the second; each has ``<stem>_intervals.csv``.
+RESULTS = snapshot("results/factorial_experiment.csv")
 TINY_RESULTS = RESULTS.with_name("experiment_tiny.csv")
 
 
@@ -447,20 +455,25 @@ def header(out: Path, command: list[str]) -> dict:
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "carmenes_dtl": __version__,
             "keras": keras.__version__, "backend": keras.backend.backend(), "numpy": np.__version__,
             "python": platform.python_version(), "profile": info["profile"],
-            "overrides": json.dumps(info.get("overrides", [])), "settings": json.dumps(info["settings"]), "seeds": ",".join(map(str, info["seeds"]))}
+            "overrides": json.dumps(info.get("overrides", [])), "settings": json.dumps(info["settings"]),
+            "seeds": ",".join(map(str, info["seeds"])),
+            **({"arms": json.dumps(info["arms"]), "cells": json.dumps(info["cells"])} if "" not in info.get("arms", {""}) else {})}
 
 
 def publish(out: Path, results: Path, command: list[str]) -> list[Path]:
-    """Copy ``experiment.csv`` to `results` and ``experiment_intervals.csv`` to ``<stem>_intervals.csv``
-    beside it, each under ``# key: value`` header lines (`header`)."""
+    """Copy ``experiment.csv`` to `results` and ``experiment_<name>.csv`` (intervals, and with arms
+    verdict and autoencoders) to ``<stem>_<name>.csv`` beside it, each under ``# key: value``
+    header lines (`header`)."""
     results = Path(results)
     if results.suffix != ".csv":
         raise ValueError(f"--results {results}: expected a .csv path")
     results.parent.mkdir(parents=True, exist_ok=True)
     text = "".join(f"# {k}: {v}\n" for k, v in header(out, command).items())
     written = []
-    for src, dst in (("experiment.csv", results), ("experiment_intervals.csv",
-                                                   results.with_name(f"{results.stem}_intervals.csv"))):
+    sources = [("experiment.csv", results)] + [
+        (f"experiment_{name}.csv", results.with_name(f"{results.stem}_{name}.csv"))
+        for name in ("intervals", "verdict", "autoencoders") if (Path(out) / f"experiment_{name}.csv").exists()]
+    for src, dst in sources:
         write_text(dst, text + (Path(out) / src).read_text())
         written.append(dst)
     return written
@@ -472,3 +485,54 @@ def experiment(out: Path, settings: list[str], seeds: list[int], prof: Profile |
     """`carmenes-dtl experiment`: run or resume the cells, then write the tables and the figure."""
     run_cells(out, settings, seeds, prof, strength, jobs, progress, factorial, only)
     return collect(out, n_boot)
+
+
+
+def _difference(r) -> str:
+    unit, fmt = ("K", "{:+.0f}") if r["parameter"] == "Teff" else ("dex", "{:+.3f}")
+    bounds = "unbounded" if not np.isfinite(r["low"]) else f"{fmt.format(r['low'])} to {fmt.format(r['high'])}"
+    holm_p = "" if pd.isna(r["p_holm"]) else f", Holm p {r['p_holm']:.2g}"
+    return (f"{fmt.format(r['mean'])} {unit} (95 % {bounds}; {r['n_positive']}/{r['n_seeds']} seeds "
+            f"positive{holm_p})")
+
+
+def headline(verdict: pd.DataFrame, arm: str = "published-raw", level: float = 0.05) -> str:
+    """Markdown bullets of `verdict`'s claims for `arm`: per pair and parameter, the gap settings where
+    the Holm-adjusted p is below `level` (the variant better or worse than the reference) and the
+    mean differences at every setting, each with its interval and sign count."""
+    lines = []
+    claims = verdict[(verdict["arm"] == arm) & verdict["claim"]]
+    for (v, ref, p), g in claims.groupby(["variant", "reference", "parameter"], sort=False):
+        found = [f"{'worse' if r['mean'] > 0 else 'better'} at `{r['setting']}`" for _, r in g.iterrows()
+                 if r["p_holm"] < level]
+        lead = "; ".join(found) if found else "no setting where the difference holds after Holm's correction"
+        per = "; ".join(f"`{r['setting']}` {_difference(r)}" for _, r in g.iterrows())
+        lines.append(f"- **`{v}` − `{ref}`, {p} MAE**: {lead}. {per}.")
+    return "\n".join(lines)
+
+
+def mechanism(table: pd.DataFrame) -> pd.DataFrame:
+    """Per arm (means over its cells, rounded): the pairing cost on held-out synthetic nodes (``method``
+    minus ``no_finetune`` held-out MAE, no gap involved) in Teff [K] and [M/H] [dex], and the share of
+    fine-tuning's latent change that one affine map explains (`drift_metrics`)."""
+    held = table[table["region"] == "all"].pivot_table(index=["arm", "setting", "seed", "parameter"],
+                                                       columns="variant", values="holdout_mae")
+    cost = (held["method"] - held["no_finetune"]).unstack("parameter").groupby(level="arm", sort=False).mean()
+    drift = table.drop_duplicates(["arm", "setting", "seed"]).groupby("arm", sort=False)[
+        ["drift_share_syn", "drift_share_obs"]].mean()
+    return pd.DataFrame({"pairing cost, Teff [K]": cost["Teff"].round(0), "pairing cost, [M/H] [dex]":
+                         cost["[M/H]"].round(3), "affine share of the drift, synthetic": drift["drift_share_syn"].round(3),
+                         "affine share, observed": drift["drift_share_obs"].round(3)})
+
+
+def autoencoder_spread(biases: pd.DataFrame, parameter: str = "Teff",
+                       variants: tuple[str, ...] = ("method", "method_aligned", "no_finetune")) -> pd.DataFrame:
+    """Per arm and variant: the median over cells of the largest |bias| of one autoencoder's ensemble
+    on the demo stars, and of the difference between the autoencoders' biases (`autoencoder_biases`)."""
+    b = biases[(biases["parameter"] == parameter) & biases["variant"].isin(variants)]
+    per = b.groupby(["arm", "variant", "setting", "seed"], sort=False)["bias"].agg(
+        largest=lambda x: x.abs().max(), between=lambda x: x.max() - x.min())
+    unit = "K" if parameter == "Teff" else "dex"
+    return per.groupby(level=["arm", "variant"], sort=False).median().round(0 if parameter == "Teff" else 3).rename(
+        columns={"largest": f"largest |bias| of one autoencoder [{unit}]",
+                 "between": f"spread between autoencoders [{unit}]"}).unstack("variant")

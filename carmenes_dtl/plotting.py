@@ -193,3 +193,57 @@ def experiment_mae(intervals: pd.DataFrame):
     axes.flat[-1].legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.02, 1))
     fig.tight_layout()
     return fig
+
+
+def forest(verdict: pd.DataFrame, pairs: list[tuple[str, str]], parameters=("Teff", "[M/H]")):
+    """Paired MAE differences (variant - reference), one row per arm and gap setting, one panel per
+    parameter: every seed's difference as a small dot, the mean with its sign-flip 95 % interval
+    (`experiment.verdict`), the count of positive seeds at the right; left of 0: the variant errs less."""
+    rows = list(dict.fromkeys(zip(verdict["arm"], verdict["setting"])))
+    colours = sns.color_palette(n_colors=len(pairs))
+    fig, axes = plt.subplots(1, len(parameters), figsize=(11, 0.42 * len(rows) * len(pairs) + 1.6), sharey=True,
+                             squeeze=False)
+    step = 1.0 / (len(pairs) + 1)
+    for ax, p in zip(axes.flat, parameters):
+        for k, ((v, ref), colour) in enumerate(zip(pairs, colours)):
+            g = verdict[(verdict["parameter"] == p) & (verdict["variant"] == v) & (verdict["reference"] == ref)]
+            g = g.set_index(["arm", "setting"]).reindex(rows)
+            y = np.arange(len(rows)) + (k + 1) * step - 0.5
+            for yi, (_, r) in zip(y, g.iterrows()):
+                if isinstance(r["per_seed"], str):
+                    seeds = np.array(r["per_seed"].split(), float)
+                    ax.plot(seeds, np.full(seeds.size, yi), "|", color=colour, alpha=0.6, ms=7)
+                    ax.text(1.02, yi, f"{r['n_positive']}/{r['n_seeds']}", transform=ax.get_yaxis_transform(),
+                            va="center", ha="left", fontsize=9, color=colour)
+            bounded = np.isfinite(g["low"]) & np.isfinite(g["high"])
+            ax.errorbar(g["mean"], y, xerr=np.where(bounded, [g["mean"] - g["low"], g["high"] - g["mean"]], 0),
+                        fmt="o", ms=5, capsize=3, color=colour, label=f"{v} − {ref}")
+        ax.axvline(0, color="0.3", lw=0.8)
+        unit = "K" if p == "Teff" else "dex"
+        ax.set(xlabel=f"MAE difference in {LABELS.get(p, p).split(' [')[0]} [{unit}]")
+        ax.grid(axis="x", alpha=0.3)
+    axes.flat[0].set_yticks(np.arange(len(rows)), [f"{a}  {s}" for a, s in rows])
+    axes.flat[0].invert_yaxis()
+    axes.flat[0].legend(loc="lower left", fontsize=9)
+    fig.tight_layout(w_pad=3)
+    return fig
+
+
+def latent_drift(lat, i: int = 0):
+    """Autoencoder `i`'s latents in the plane of the first two principal components of its original
+    synthetic latents: synthetic (grey) and observed (colour) through the original encoder, the
+    fine-tuned one, and the fine-tuned one mapped back (`transfer.back_map`)."""
+    from sklearn.decomposition import PCA
+
+    pca = PCA(2).fit(lat.get("syn", "pre", i))
+    titles = {"pre": "original encoder", "ft": "fine-tuned encoder", "aligned": "fine-tuned, mapped back"}
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.8), sharex=True, sharey=True)
+    for ax, (space, title) in zip(axes, titles.items()):
+        syn, obs = (pca.transform(lat.get(d, space, i)) for d in ("syn", "obs"))
+        ax.scatter(*syn.T, s=4, color="0.7", label="synthetic")
+        ax.scatter(*obs.T, s=12, color=DOMAIN_COLOURS["observed"], label="observed")
+        ax.set(title=title, xlabel="PC 1 of original synthetic latents")
+    axes[0].set_ylabel("PC 2")
+    axes[0].legend(loc="best", fontsize=9)
+    fig.tight_layout()
+    return fig
