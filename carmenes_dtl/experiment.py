@@ -421,11 +421,11 @@ def verdict(table: pd.DataFrame) -> pd.DataFrame:
     mae = table[table["region"] == "all"].pivot_table(index=["arm", "setting", "gap", "parameter", "seed"],
                                                       columns="variant", values="mae")
     rows = []
-    for (arm, setting, gap, p), g in mae.groupby(level=["arm", "setting", "gap", "parameter"], sort=False):
+    for (arm, setting, spec, p), g in mae.groupby(level=["arm", "setting", "gap", "parameter"], sort=False):
         for v, ref in CLAIMS + CONTEXT:
             d = (g[v] - g[ref]).dropna()
             low, high = sign_flip_interval(d.to_numpy())
-            rows.append({"arm": arm, "setting": setting, "gap": gap, "parameter": p, "variant": v, "reference": ref,
+            rows.append({"arm": arm, "setting": setting, "gap": spec, "parameter": p, "variant": v, "reference": ref,
                          "n_seeds": len(d), "per_seed": " ".join(f"{x:.4g}" for x in d),
                          "mean": d.mean(), "median": d.median(), "n_positive": int((d > 0).sum()),
                          "p_sign_flip": sign_flip_p(d.to_numpy()), "low": low, "high": high,
