@@ -291,6 +291,7 @@ def cmd_experiment(a):
 def cmd_predict(a):
     from . import bundle, cnn, validation
 
+    truth = validation.read_truth(a.truth) if a.truth else None  # a bad table fails before the work
     est, flags = bundle.predict(a.model, a.observed, a.variant)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     cnn.write_estimates(est, a.out)
@@ -301,6 +302,10 @@ def cmd_predict(a):
     split = {c.removeprefix("disagree_"): flags[c].mean() for c in flags if c.startswith("disagree_")}
     for line in validation.warnings({"disagreement": {a.variant: split}}, a.variant):
         print(f"carmenes-dtl predict: warning: {line}", file=sys.stderr)
+    if truth is not None:
+        n_known = int(est["karmn"].isin(truth["karmn"]).sum())
+        print(f"errors against {a.truth} ({n_known} of {len(est)} stars have a true row):")
+        print("\n".join(validation.error_lines(est, truth)))
 
 
 def cmd_fetch_literature(a):
@@ -458,6 +463,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--model", type=Path, required=True, help="model bundle folder (RUN/model)")
     s.add_argument("--observed", type=Path, required=True, help="observed set (prepare-observed) on the model's window")
     s.add_argument("--out", type=_file_out, required=True, help="estimates CSV; flags go to <stem>_flags.csv beside it")
+    s.add_argument("--truth", type=Path, help="CSV of true parameters (karmn, Teff, logg, [M/H], vsini; e.g. a demo "
+                                              "survey's truth.csv): print MAE, bias and scatter per parameter")
     s.add_argument("--variant", default="method", choices=list(VARIANTS),
                    help="whose CNNs estimate: method (the paper's pairing) or another variant (book, chapter 4)")
     s.set_defaults(func=cmd_predict)

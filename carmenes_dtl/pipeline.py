@@ -25,10 +25,9 @@ from .stages import Stages, remove, write_text
 
 @dataclass(frozen=True)
 class DemoInput:
-    """A demo survey made by the run: its gap, its stars (`demo.draw_stars`) and, optionally, a finished
-    demo run of the same seed and profile whose gap-independent stages (`SHARED_STAGES`) it adopts;
-    `lenders`: (run folder, stage names) of other runs of the same seed to adopt after those
-    (`stages.Stages.adopt`: a stage whose key differs here still runs)."""
+    """A demo survey made by the run: its gap, its stars (`demo.draw_stars`) and the runs of the same seed
+    whose stages it adopts (`stages.Stages.adopt`; a stage whose key differs still runs): `shared`, a
+    demo run of the same profile (its `SHARED_STAGES`), then each (folder, stage names) of `lenders`."""
 
     gap: GapMix = GapMix.parse("paper")
     stars: str = "published"
@@ -254,8 +253,7 @@ def run(out: Path, inputs: DemoInput | SetsInput = DemoInput(), prof: Profile | 
     `inputs`: a demo survey the run makes, or the user's prepared sets (whose window the run
     takes); `prof`: the settings or a profile's name; `window` replaces the profile's (checked
     against the sets' grid); `scheduler` is where the preparation's tasks run; `data_parallel`:
-    the autoencoders train and fine-tune data-parallel over every device of the JAX backend.
-    """
+    the autoencoders train and fine-tune data-parallel over every device of the JAX backend."""
     prof = profile(prof) if isinstance(prof, str) else prof
     if isinstance(inputs, SetsInput):
         store.check_pair(inputs.synthetic, inputs.observed, window)
@@ -266,9 +264,7 @@ def run(out: Path, inputs: DemoInput | SetsInput = DemoInput(), prof: Profile | 
     r = Runner(out, prof, seed, progress, scheduler, data_parallel)
     truth = None
     if isinstance(inputs, DemoInput):
-        if inputs.shared is not None:
-            r.stages.adopt(inputs.shared, SHARED_STAGES)
-        for lender, names in inputs.lenders:
+        for lender, names in ([(inputs.shared, SHARED_STAGES)] if inputs.shared else []) + list(inputs.lenders):
             r.stages.adopt(lender, list(names))
         r.demo(inputs.gap, inputs.stars, phoenix=inputs.shared is None)
         r.prepare(RunFolder(inputs.shared or out).phoenix_dir, r.folder.carmenes_dir)

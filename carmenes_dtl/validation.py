@@ -29,6 +29,28 @@ def errors(est: pd.DataFrame, truth: pd.DataFrame) -> dict:
     return out
 
 
+def read_truth(path: Path) -> pd.DataFrame:
+    """A table of true parameters (``karmn`` and the published names, e.g. a demo survey's truth.csv);
+    a one-line ValueError naming the file and the columns it lacks."""
+    try:
+        truth = pd.read_csv(path)
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise ValueError(f"{path}: not a CSV table of true parameters ({type(err).__name__})") from None
+    missing = [c for c in ["karmn", *PUBLISHED_NAMES.values()] if c not in truth]
+    if missing:
+        raise ValueError(f"{path}: a truth table needs the columns {missing} (has {list(truth.columns)})")
+    return truth
+
+
+def error_lines(est: pd.DataFrame, truth: pd.DataFrame) -> list[str]:
+    """`errors` as one line per parameter, with units and the estimates' precision (`cnn.DECIMALS`)."""
+    from .cnn import DECIMALS
+
+    units = {"Teff": "K", "logg": "dex", "[M/H]": "dex", "vsini": "km/s"}
+    return [f"{name}: n {e['n']}, MAE {e['mae']:.{DECIMALS[name]}f}, bias {e['bias']:+.{DECIMALS[name]}f}, "
+            f"scatter {e['scatter']:.{DECIMALS[name]}f} {units[name]}" for name, e in errors(est, truth).items()]
+
+
 def coverage(table: pd.DataFrame) -> dict:
     """Fraction of held-out truths inside [estimate - e, estimate + E], per parameter."""
     out = {}

@@ -213,9 +213,11 @@ def test_search_fit_reusing_the_last_model_equals_a_fresh_build(spectra):
     model, hist = ae.train(syn[80:], 32, 1e-7, s, seed=2, search=True, reuse=reuse)
     assert model is reuse["model"]
     fresh, expected = ae.train(syn[80:], 32, 1e-7, s, seed=2, search=True)
-    np.testing.assert_allclose(hist["loss"], expected["loss"], rtol=1e-6)
+    # float32 sums in another order on another CPU differ by ~1e-5; a model not reset starts from
+    # its trained weights, and its first loss is several times lower
+    np.testing.assert_allclose(hist["loss"], expected["loss"], rtol=1e-4)
     for a, b in zip(model.get_weights(), fresh.get_weights()):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     other, _ = ae.train(syn[80:], 32, 1e-6, s, seed=2, search=True, reuse=reuse)
     assert other is not model and reuse["model"] is other
 
