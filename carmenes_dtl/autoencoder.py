@@ -11,12 +11,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import dask
 import keras
 import numpy as np
 from keras import ops
 from sklearn.base import BaseEstimator
-from sklearn.model_selection import GridSearchCV, KFold, train_test_split
+from sklearn.model_selection import GridSearchCV, KFold, ParameterGrid, train_test_split
+from tqdm.auto import tqdm
 
+from . import scheduling
 from .config import PUBLISHED_L1_LAYERS, AESettings, stage_seed
 from .layers import ContractiveDense
 from .training import callbacks, data_parallel, history, scope, validation_slice, whole_batches
@@ -141,12 +144,50 @@ class AutoencoderEstimator(BaseEstimator):
         return -reconstruction_mse(self.model_, X)
 
 
-def grid_search(flux: np.ndarray, s: AESettings, seed: int = 0, parallel: bool = False) -> list[dict]:
+def grid_search(flux: np.ndarray, s: AESettings, seed: int = 0, parallel: bool = False,
+                scheduler: str | None = None, progress: bool = False) -> list[dict]:
     """Cross-validated search over n_in x L1 (`s.cv_folds` unshuffled folds, as GridSearchCV's
-    ``cv=4``); rows sorted best first. `parallel`: fits data-parallel (`train`)."""
+    ``cv=4``); rows sorted best first. `parallel`: fits data-parallel (`train`).
+
+    `scheduler` (`scheduling.session`): on a ``dask.distributed`` cluster (an address or the
+    active Client) or local ``processes``, one Dask task per configuration and fold; the
+    spectra travel in the task graph (a cluster's worker receives them once; no shared disk).
+    Otherwise (no active Client, ``threads``, ``synchronous``) the fits run one after another
+    in this process: Keras seeds are per process, so threads would mix them. A failed fit
+    stops the search with one line naming its configuration and fold."""
+    with scheduling.session(scheduler) as where:
+        if where in (None, "threads", "synchronous"):
+            return _grid_search_here(flux, s, seed, parallel)
+        points = list(ParameterGrid({"n_in": list(s.n_in_grid), "l1": list(s.l1_grid)}))  # GridSearchCV's order
+        folds = list(KFold(s.cv_folds).split(flux))
+        data = dask.delayed(flux)
+        tasks = [dask.delayed(_fold_mse)(data, fold, p["n_in"], p["l1"], s, seed) for p in points for fold in folds]
+        with tqdm(total=len(tasks), desc="grid search", unit="fit", disable=not progress) as bar:
+            fits = scheduling.compute(tasks, where, bar)
+    failed = [f"n_in={p['n_in']}, l1={p['l1']:g}, fold {k}: {fits[i * len(folds) + k][1]}"
+              for i, p in enumerate(points) for k in range(len(folds)) if fits[i * len(folds) + k][1]]
+    if failed:
+        raise ValueError(f"grid search: {len(failed)} of {len(fits)} fits failed: {'; '.join(failed)}")
+    mse = np.array([m for m, _ in fits]).reshape(len(points), len(folds))
+    rows = [{"n_in": int(p["n_in"]), "l1": float(p["l1"]), "cv_mse": float(m.mean()), "cv_mse_std": float(m.std())}
+            for p, m in zip(points, mse)]
+    return sorted(rows, key=lambda r: r["cv_mse"])
+
+
+def _fold_mse(flux: np.ndarray, fold: tuple, n_in: int, l1: float, s: AESettings, seed: int) -> tuple:
+    """One fit of the search (a Dask task): (test MSE, None), or (nan, the error) when it fails."""
+    try:
+        model, _ = train(flux[fold[0]], n_in, l1, s, seed, search=True)
+        return reconstruction_mse(model, flux[fold[1]]), None
+    except Exception as err:  # reported by configuration and fold by `grid_search`, never dropped
+        return float("nan"), f"{type(err).__name__}: {err}"
+
+
+def _grid_search_here(flux: np.ndarray, s: AESettings, seed: int, parallel: bool) -> list[dict]:
+    """`grid_search` in this process: scikit-learn's GridSearchCV, folds reusing their grid point's model."""
     search = GridSearchCV(AutoencoderEstimator(settings=s, seed=seed, parallel=parallel),
                           {"n_in": list(s.n_in_grid), "l1": list(s.l1_grid)},
-                          cv=KFold(s.cv_folds), refit=False, n_jobs=1)
+                          cv=KFold(s.cv_folds), refit=False, n_jobs=1, error_score="raise")
     try:
         search.fit(flux)
     finally:
@@ -158,15 +199,16 @@ def grid_search(flux: np.ndarray, s: AESettings, seed: int = 0, parallel: bool =
 
 
 def search_and_train(flux: np.ndarray, s: AESettings, seed: int, progress: bool = False,
-                     parallel: bool = False) -> tuple[list, list]:
+                     parallel: bool = False, scheduler: str | None = None) -> tuple[list, list]:
     """The published protocol: a seeded `s.test_size` split of the synthetic spectra; the grid
     search and the training of the `s.n_models` best points use the training part, the test
     part gives each model's test MSE. Returns the search rows and [(model, info)]. `parallel`:
-    every fit data-parallel over all devices (`train`).
+    every fit data-parallel over all devices (`train`); `scheduler`: where the search's fits run
+    (`grid_search`).
     """
     train_idx, test_idx = train_test_split(np.arange(len(flux)), test_size=s.test_size,
                                            random_state=stage_seed(seed, "split"))
-    rows = grid_search(flux[train_idx], s, stage_seed(seed, "search"), parallel)
+    rows = grid_search(flux[train_idx], s, stage_seed(seed, "search"), parallel, scheduler, progress)
     models = []
     for i, best in enumerate(rows[:s.n_models]):
         model_seed = stage_seed(seed, "autoencoder", i)

@@ -233,7 +233,7 @@ def cmd_import_grid(a):
 def cmd_train(a):
     from . import pipeline
 
-    r = pipeline.Runner(a.out, _profile(a), a.seed, data_parallel=a.data_parallel)
+    r = pipeline.Runner(a.out, _profile(a), a.seed, scheduler=a.scheduler, data_parallel=a.data_parallel)
     r.autoencoders()
     r.finetune()
     print(f"models in {r.folder.models_dir}")
@@ -358,7 +358,9 @@ def parser() -> argparse.ArgumentParser:
     win.add_argument("--window", type=_window, default=Window(), help="start,stop in Å (default 8800,8835)")
     dask = argparse.ArgumentParser(add_help=False)
     dask.add_argument("--scheduler", type=_scheduler, default=None,
-                      help="threads, processes or a Dask scheduler address (tcp://host:8786); "
+                      help="threads, processes or a Dask scheduler address (tcp://host:8786) for the "
+                           "preparation's tasks and (run, train) the autoencoder grid search's fits, which a "
+                           "cluster or processes run in parallel and threads one after another; "
                            "default: an active distributed Client, else threads")
 
     s = _command(sub, "demo-data", parents=[quiet], help=f"write the demo survey (mock archives + {DEMO_TRUTH})")
@@ -418,7 +420,7 @@ def parser() -> argparse.ArgumentParser:
                    help="2-D projection figures to draw, comma-separated (default all three; umap compiles for ~10 s)")
     s.set_defaults(func=cmd_gap)
 
-    s = _command(sub, "train", help="autoencoder search, training and fine-tuning in a run folder")
+    s = _command(sub, "train", parents=[dask], help="autoencoder search, training and fine-tuning in a run folder")
     s.add_argument("--out", type=_folder_out, required=True, help="run folder holding synthetic.h5 and observed.h5")
     _profile_options(s)
     s.add_argument("--seed", type=int, default=42, help="seed of every random draw: same seed, same models")

@@ -53,7 +53,7 @@ class Runner:
     def __init__(self, out: Path, prof: Profile | None, seed: int = 42, progress: bool = True,
                  scheduler: str | None = None, data_parallel: bool = False):
         """`prof`: the run's settings (None will do for `gap_variant`, which uses none); `scheduler`:
-        where prepare's tasks run (changes no output); `data_parallel`: autoencoder training and
+        where prepare's tasks and the search's fits run (rows equal up to float32 order); `data_parallel`: autoencoder training and
         fine-tuning data-parallel over every device of the JAX backend (`training.data_parallel`)."""
         if data_parallel:
             training.data_parallel(prof.ae.batch_size)  # no JAX backend or an uneven split: say so before any stage
@@ -130,7 +130,7 @@ class Runner:
 
         def run(staged):
             rows, models = autoencoder.search_and_train(store.read(f.synthetic).flux, s, self.seed, self.progress,
-                                                        self.data_parallel)
+                                                        self.data_parallel, self.scheduler)
             staged(f.search_file).write_text(json.dumps(rows, indent=1))
             for i, (model, info) in enumerate(models):
                 autoencoder.save(model, staged(f.ae_file(i)), {**info, "settings": asdict(s)})
@@ -252,7 +252,7 @@ def run(out: Path, inputs: DemoInput | SetsInput = DemoInput(), prof: Profile | 
 
     `inputs`: a demo survey the run makes, or the user's prepared sets (whose window the run
     takes); `prof`: the settings or a profile's name; `window` replaces the profile's (checked
-    against the sets' grid); `scheduler` is where the preparation's tasks run; `data_parallel`:
+    against the sets' grid); `scheduler`: where preparation and grid-search tasks run; `data_parallel`:
     the autoencoders train and fine-tune data-parallel over every device of the JAX backend."""
     prof = profile(prof) if isinstance(prof, str) else prof
     if isinstance(inputs, SetsInput):

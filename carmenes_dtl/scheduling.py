@@ -11,6 +11,7 @@ import contextlib
 import re
 
 import dask
+from dask.callbacks import Callback
 
 LOCAL = ("threads", "processes", "synchronous")
 #: ``scheme://host:port`` or ``host:port`` (host a name, an IPv4 address or a bracketed IPv6 one).
@@ -27,8 +28,12 @@ def check(scheduler: str | None) -> str | None:
 
 @contextlib.contextmanager
 def session(scheduler: str | None):
-    """Context in which `compute` runs tasks on `scheduler` (connects to an address)."""
-    if check(scheduler) is None or scheduler in LOCAL:
+    """Context in which `compute` runs tasks on `scheduler`: the active `distributed.Client` for
+    None when there is one (else None), a client connected to an address, or the local name."""
+    if check(scheduler) is None:
+        yield _active_client()
+        return
+    if scheduler in LOCAL:
         yield scheduler
         return
     try:
@@ -44,8 +49,26 @@ def session(scheduler: str | None):
         yield client
 
 
-def compute(tasks: list, scheduler) -> list:
-    """Results of the delayed `tasks`, in order, on what `session` yielded."""
+def _active_client():
+    try:
+        from distributed import default_client
+        return default_client()
+    except (ImportError, ValueError):  # no distributed, or no Client
+        return None
+
+
+def compute(tasks: list, scheduler, bar=None) -> list:
+    """Results of the delayed `tasks`, in order, on what `session` yielded; `bar` (a tqdm) advances
+    as each task finishes."""
     if scheduler is None or isinstance(scheduler, str):
-        return list(dask.compute(*tasks, scheduler=scheduler))
-    return list(scheduler.compute(tasks, sync=True))
+        keys = {t.key for t in tasks}
+        done = Callback(posttask=lambda key, *_: bar.update(1) if key in keys else None) if bar else contextlib.nullcontext()
+        with done:
+            return list(dask.compute(*tasks, scheduler=scheduler))
+    futures = scheduler.compute(tasks)
+    if bar is not None:
+        from distributed import as_completed
+
+        for _ in as_completed(futures):
+            bar.update(1)
+    return list(scheduler.gather(futures))

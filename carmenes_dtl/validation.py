@@ -29,6 +29,12 @@ def errors(est: pd.DataFrame, truth: pd.DataFrame) -> dict:
     return out
 
 
+def with_truth(est: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
+    """`est` with each star's true values beside its estimates (columns ``true_<name>``), for figures."""
+    names = list(PUBLISHED_NAMES.values())
+    return est.merge(truth[["karmn", *names]].rename(columns={n: f"true_{n}" for n in names}), on="karmn")
+
+
 def read_truth(path: Path) -> pd.DataFrame:
     """A table of true parameters (``karmn`` and the published names, e.g. a demo survey's truth.csv);
     a one-line ValueError naming the file and the columns it lacks."""

@@ -1,8 +1,11 @@
-"""The built book both book tests read: `$CARMENES_DTL_SITE` (e.g. `_build/html` after `make book`)
-or a fresh build on a tiny demo run."""
+"""The wheel built from the committed files, installed outside the checkout, and the built book both
+book tests read: `$CARMENES_DTL_SITE` (e.g. `_build/html` after `make book`) or a fresh build on a tiny
+demo run whose chapters import the package from that installed wheel (as on Colab after `pip install`)."""
 import os
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -11,7 +14,28 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
-def html(tmp_path_factory) -> Path:
+def wheel(tmp_path_factory) -> tuple[list[str], list[str], Path]:
+    """(tracked files, the wheel's file names, the folder it is installed in)."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.split("\0")
+    tracked = [f for f in tracked if f and (ROOT / f).is_file()]
+    src = tmp / "src"
+    for f in tracked:
+        (src / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / f, src / f)
+    res = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                          "-w", tmp / "wheel", src], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    (built,) = (tmp / "wheel").glob("*.whl")
+    with zipfile.ZipFile(built) as z:
+        names = z.namelist()
+        z.extractall(tmp / "site")
+    return tracked, names, tmp / "site"
+
+
+@pytest.fixture(scope="session")
+def html(tmp_path_factory, wheel) -> Path:
     if os.environ.get("CARMENES_DTL_SITE"):
         site = Path(os.environ["CARMENES_DTL_SITE"]).resolve()
         assert (site / "index.html").exists(), f"no built book at {site}: run `make book` first"
@@ -23,7 +47,8 @@ def html(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("book")
     jb = Path(sys.executable).with_name("jupyter-book")
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}  # the kernel's inline backend shows figures
+    env |= {"CARMENES_DTL_RUN": str(run), "PYTHONPATH": str(wheel[2])}  # the chapters import the installed wheel
     res = subprocess.run([str(jb), "build", str(ROOT), "--path-output", str(out), "-W", "--keep-going"],
-                         capture_output=True, text=True, env={**env, "CARMENES_DTL_RUN": str(run)})
+                         capture_output=True, text=True, env=env)
     assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-3000:]
     return out / "_build" / "html"

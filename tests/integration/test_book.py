@@ -5,7 +5,7 @@ import pytest
 
 pytestmark = pytest.mark.integration
 CHAPTERS = ["intro", "01_data", "02_synthetic_gap", "03_autoencoders", "04_transfer", "05_cnn", "06_validation",
-            "reference", "bibliography"]
+            "07_apply", "reference", "bibliography"]
 
 
 def test_every_chapter_present(html):
@@ -34,7 +34,7 @@ def test_no_remote_scripts_or_styles_and_local_mathjax(html):
 
 
 def test_figures_rendered_and_present(html):
-    for name, least in (("01_data", 5), ("02_synthetic_gap", 5), ("05_cnn", 3), ("06_validation", 5)):
+    for name, least in (("01_data", 5), ("02_synthetic_gap", 5), ("05_cnn", 3), ("06_validation", 5), ("07_apply", 1)):
         page = (html / "book" / f"{name}.html").read_text()
         imgs = re.findall(r'<img[^>]*src="([^"]+)"', page)
         assert len(imgs) >= least, (name, len(imgs))
@@ -43,7 +43,7 @@ def test_figures_rendered_and_present(html):
 
 
 def test_launch_buttons_for_binder_and_colab_on_every_chapter(html):
-    for name in CHAPTERS[1:7]:
+    for name in CHAPTERS[1:8]:
         page = (html / "book" / f"{name}.html").read_text()
         assert f"https://mybinder.org/v2/gh/carmenes-dtl/carmenes-dtl/main?urlpath=lab/tree/book/{name}.ipynb" in page
         assert f"https://colab.research.google.com/github/carmenes-dtl/carmenes-dtl/blob/main/book/{name}.ipynb" in page

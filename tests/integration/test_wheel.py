@@ -2,16 +2,12 @@
 holds all the committed data, and the package reads every file it needs from an installed
 copy of it."""
 import os
-import shutil
 import subprocess
 import sys
-import zipfile
-from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
 #: Every reader of committed data, run in the installed copy.
 READERS = """
 import carmenes_dtl, sys
@@ -25,29 +21,16 @@ for table in (experiment.RESULTS, experiment.TINY_RESULTS):
 """
 
 
-def test_the_wheel_ships_all_committed_data_and_the_package_reads_it_from_there(tmp_path):
-    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True,
-                             check=True).stdout.split("\0")
-    tracked = [f for f in tracked if f and (ROOT / f).is_file()]
+def test_the_wheel_ships_all_committed_data_and_the_package_reads_it_from_there(wheel):
+    tracked, names, site = wheel
     code = {"carmenes_dtl/py.typed"} | {f for f in tracked if f.startswith("carmenes_dtl/") and f.endswith(".py")}
     assert {f for f in tracked if f.startswith("carmenes_dtl/")} == code, "committed data belongs in data/"
-    src = tmp_path / "src"
-    for f in tracked:
-        (src / f).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / f, src / f)
-    res = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                          "-w", tmp_path / "wheel", src], capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr[-3000:]
-    (wheel,) = (tmp_path / "wheel").glob("*.whl")
-    with zipfile.ZipFile(wheel) as z:
-        names = z.namelist()
-        z.extractall(tmp_path / "site")
     package = "carmenes_dtl/snapshots/"
     assert {n.removeprefix(package) for n in names if n.startswith(package)} == \
         {f.removeprefix("data/") for f in tracked if f.startswith("data/")}
     assert {n for n in names if n.startswith("carmenes_dtl/") and not n.startswith(package)} == code
 
-    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
-    res = subprocess.run([sys.executable, "-c", READERS, str(tmp_path / "site")], cwd=tmp_path, env=env,
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    res = subprocess.run([sys.executable, "-c", READERS, str(site)], cwd=site.parent, env=env,
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]

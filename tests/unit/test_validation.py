@@ -170,3 +170,19 @@ def test_comparison_figure_wraps_catalogues_into_rows():
     upper, lower = visible[0], visible[5]  # first catalogue's one-to-one and difference panels
     np.testing.assert_allclose(lower.lines[-1].get_ydata(), [0, 0])
     assert upper.get_ylabel() == "this work Teff" and lower.get_xlabel() == "literature Teff"
+
+
+def test_truth_beside_estimates_star_by_star_and_errors_with_units():
+    """Rows matched by karmn whatever their order; stars without a true row leave; the error lines
+    are the hand-computed MAE, bias and sample scatter in each parameter's unit and precision."""
+    est = pd.DataFrame({"karmn": ["A", "B", "C"], "Teff": [3000.0, 3500.0, 3900.0], "logg": [5.0, 4.9, 4.8],
+                        "[M/H]": [0.1, -0.2, 0.0], "vsini": [2.0, 3.0, 9.0]})
+    truth = pd.DataFrame({"karmn": ["B", "A", "Z"], "Teff": [3400.0, 3100.0, 3000.0], "logg": [5.0, 5.0, 5.0],
+                          "[M/H]": [0.0, 0.0, 0.0], "vsini": [3.0, 2.5, 1.0], "coverage": ["inside"] * 3})
+    both = validation.with_truth(est, truth)
+    assert list(both["karmn"]) == ["A", "B"] and list(both["true_Teff"]) == [3100.0, 3400.0]
+    assert "true_coverage" not in both and "coverage" not in both
+    lines = validation.error_lines(est, truth)  # Teff: -100, +100 K; [M/H]: +0.1, -0.2 dex
+    assert lines[0] == f"Teff: n 2, MAE 100.0, bias +0.0, scatter {np.std([-100, 100], ddof=1):.1f} K"
+    assert lines[2] == f"[M/H]: n 2, MAE 0.150, bias -0.050, scatter {np.std([0.1, -0.2], ddof=1):.3f} dex"
+    assert lines[3].endswith("km/s") and "MAE 0.25," in lines[3]
