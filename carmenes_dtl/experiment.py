@@ -42,7 +42,7 @@ from .config import (GAP_LEVELS, PUBLISHED_NAMES, FineTuneSettings, Profile, Win
                      with_overrides)
 from .demo_gap import GapMix
 from .rundir import RunFolder
-from .snapshots import snapshot
+from .snapshots import read_table, snapshot
 from .stages import write_text
 from .stats import holm, paired_bootstrap, sign_flip_interval, sign_flip_p, t_interval
 from .variants import VARIANTS
@@ -509,6 +509,17 @@ def headline(verdict: pd.DataFrame, arm: str = "published-raw", level: float = 0
         per = "; ".join(f"`{r['setting']}` {_difference(r)}" for _, r in g.iterrows())
         lines.append(f"- **`{v}` − `{ref}`, {p} MAE**: {lead}. {per}.")
     return "\n".join(lines)
+
+
+def committed_headline() -> str:
+    """`headline` of the committed verdict table (`RESULTS`), with the settings it holds for: what the
+    intro and the summary boxes of chapters 4 and 5 show."""
+    table, _ = read_table(RESULTS.with_name(f"{RESULTS.stem}_verdict.csv"))
+    published = table[table["arm"] == "published-raw"]
+    return (f"Quick profile, fine-tuning and CNN inputs as published (`published-raw`), demo gap settings "
+            f"{', '.join(f'`{s}`' for s in published['setting'].unique())}, {published['n_seeds'].max()} seeds "
+            f"(each trains its own models); MAE differences, negative where the first variant errs less:\n\n"
+            + headline(table))
 
 
 def mechanism(table: pd.DataFrame) -> pd.DataFrame:

@@ -1,4 +1,5 @@
-"""Figures the chapters share (matplotlib + seaborn). Each function returns a Figure."""
+"""Figures the chapters share (matplotlib + seaborn). Each function returns a Figure at least 7 in
+(about 650 px on the page) wide."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -38,7 +39,7 @@ def projection(xy: np.ndarray, n_synthetic: int, params: pd.DataFrame | None, me
     """2-D embedding coloured by domain and, for synthetic points, by each parameter."""
     panels = 1 + (len(PARAMETERS) if params is not None else 0)
     ncols = min(panels, 3)
-    fig, axes = plt.subplots(-(-panels // ncols), ncols, figsize=(3.6 * ncols, 3.2 * -(-panels // ncols)),
+    fig, axes = plt.subplots(-(-panels // ncols), ncols, figsize=(max(7.0, 3.6 * ncols), 3.2 * -(-panels // ncols)),
                              squeeze=False)
     for ax in axes.flat[panels:]:
         ax.set_visible(False)
@@ -70,7 +71,7 @@ def residual(wave: np.ndarray, mean_residual: np.ndarray, title: str = "observed
 
 def rv_residuals(table: pd.DataFrame, title: str = "measured - true RV"):
     """RV residuals (km/s) against vsini, coloured by S/N (a `twin.survey` table)."""
-    fig, ax = plt.subplots(figsize=(6, 3.2))
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
     ax.axhline(0, color="0.6", lw=0.8)
     points = ax.scatter(table["vsini"], table["drv"], c=table["snr"], cmap="viridis", s=18)
     fig.colorbar(points, ax=ax, label="S/N")
@@ -81,7 +82,7 @@ def rv_residuals(table: pd.DataFrame, title: str = "measured - true RV"):
 
 def histories(histories: dict, title: str = "training curves"):
     """Loss curves: `histories` maps a label to a Keras history dict (loss, val_loss)."""
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
     for i, (label, h) in enumerate(histories.items()):
         ax.plot(h["loss"], color=f"C{i}", lw=1, label=f"{label} train")
         if "val_loss" in h:
@@ -120,7 +121,7 @@ def comparison(merged: dict, parameter: str, title: str = "", per_row: int = 5):
     """
     keys = [k for k, m in merged.items() if len(m)]
     ncols, nrows = min(per_row, len(keys)), -(-len(keys) // per_row)
-    fig, axes = plt.subplots(2 * nrows, ncols, figsize=(3.0 * ncols, 5.6 * nrows), squeeze=False,
+    fig, axes = plt.subplots(2 * nrows, ncols, figsize=(max(7.0, 3.0 * ncols), 5.6 * nrows), squeeze=False,
                              gridspec_kw={"height_ratios": [2, 1] * nrows})
     for i in range(len(keys), nrows * ncols):  # empty cells of the last row
         axes[2 * (i // ncols), i % ncols].set_visible(False)
@@ -163,7 +164,7 @@ def distributions(estimates: pd.DataFrame, others: dict | None = None):
 
 def hr_diagram(table: pd.DataFrame, y: str = "Lum", ylabel: str = r"$L/L_\odot$"):
     """Teff against luminosity, coloured by [M/H], sized by vsini."""
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig, ax = plt.subplots(figsize=(7.5, 5))
     sizes = 8 + 4 * table["vsini"].clip(0, 30)
     sc = ax.scatter(table["Teff"], table[y], c=table["[M/H]"], s=sizes, cmap="coolwarm", edgecolor="k", lw=0.3)
     fig.colorbar(sc, ax=ax).set_label("[M/H] [dex]")

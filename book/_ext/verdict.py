@@ -1,12 +1,11 @@
 """The committed experiment's finding as the MyST substitution ``{{ experiment_verdict }}``, written
 from `data/results/factorial_experiment_verdict.csv` at build time, so the intro never carries a
 hand-copied number."""
-from carmenes_dtl import experiment, snapshots
+from carmenes_dtl import experiment
 
 
 def add_verdict(app, config):
-    table, _ = snapshots.read_table(experiment.RESULTS.with_name(f"{experiment.RESULTS.stem}_verdict.csv"))
-    config.myst_substitutions = {**config.myst_substitutions, "experiment_verdict": experiment.headline(table)}
+    config.myst_substitutions = {**config.myst_substitutions, "experiment_verdict": experiment.committed_headline()}
 
 
 def setup(app):

@@ -83,7 +83,13 @@ def visit(browser, server: str, page_name: str) -> dict:
             raw_tex: math.filter(m => /\\\\\\(|\\\\\\[|\\$\\$/.test(m.textContent)).length,
             images: imgs.map(i => ({src: i.getAttribute('src'), alt: i.getAttribute('alt') || '',
                                     figure: !!i.closest('.cell_output'),
+                                    width: i.getBoundingClientRect().width,
                                     loaded: i.complete && i.naturalWidth > 0})),
+            overflow: document.documentElement.scrollWidth > document.documentElement.clientWidth,
+            tables: [...document.querySelectorAll('.cell_output table')].filter(t => t.getClientRects().length)
+                .map(t => ({width: t.getBoundingClientRect().width, room: t.closest('.cell_output').clientWidth,
+                            rows: t.querySelectorAll('tbody tr').length,
+                            nan: [...t.querySelectorAll('td, th')].some(c => /^\\s*-?nan\\s*$/i.test(c.innerText))})),
         };
     }""")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -122,6 +128,17 @@ def test_figures_loaded_with_alt_text(visits):
         for img in figures:
             alt = img["alt"]
             assert len(alt) >= 20 and not alt.endswith((".png", ".svg")), (name, img["src"], alt)
+
+
+def test_tables_fit_the_page_and_figures_are_wide_enough(visits):
+    """At 1280 px: no page scrolls sideways; every displayed table fits its column, shows at most 15
+    rows (longer ones fold the rest away) and no "nan"; every figure is at least 600 px wide."""
+    for name, v in visits.items():
+        assert not v["overflow"], name
+        for t in v["tables"]:
+            assert t["width"] <= t["room"] + 1 and t["rows"] <= 15 and not t["nan"], (name, t)
+        narrow = [(i["src"], round(i["width"])) for i in v["images"] if i["figure"] and i["width"] < 600]
+        assert not narrow, (name, narrow)
 
 
 def test_screenshots_saved(visits):
