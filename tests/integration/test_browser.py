@@ -86,7 +86,7 @@ def visit(browser, server: str, page_name: str) -> dict:
                                     width: i.getBoundingClientRect().width,
                                     loaded: i.complete && i.naturalWidth > 0})),
             overflow: document.documentElement.scrollWidth > document.documentElement.clientWidth,
-            tables: [...document.querySelectorAll('.cell_output table')].filter(t => t.getClientRects().length)
+            tables: [...document.querySelectorAll('.cell_output table')].filter(t => !t.closest('details:not([open])'))
                 .map(t => ({width: t.getBoundingClientRect().width, room: t.closest('.cell_output').clientWidth,
                             rows: t.querySelectorAll('tbody tr').length,
                             nan: [...t.querySelectorAll('td, th')].some(c => /^\\s*-?nan\\s*$/i.test(c.innerText))})),
