@@ -169,8 +169,15 @@ def grid_search(flux: np.ndarray, s: AESettings, seed: int = 0, parallel: bool =
     if failed:
         raise ValueError(f"grid search: {len(failed)} of {len(fits)} fits failed: {'; '.join(failed)}")
     mse = np.array([m for m, _ in fits]).reshape(len(points), len(folds))
-    rows = [{"n_in": int(p["n_in"]), "l1": float(p["l1"]), "cv_mse": float(m.mean()), "cv_mse_std": float(m.std())}
-            for p, m in zip(points, mse)]
+    return _best_first([{"n_in": int(p["n_in"]), "l1": float(p["l1"]), "cv_mse": float(m.mean()),
+                         "cv_mse_std": float(m.std())} for p, m in zip(points, mse)])
+
+
+def _best_first(rows: list[dict]) -> list[dict]:
+    """The search rows sorted by cv MSE; a ValueError naming the configurations whose fits diverged."""
+    diverged = [f"n_in={r['n_in']}, l1={r['l1']:g}" for r in rows if not np.isfinite(r["cv_mse"])]
+    if diverged:
+        raise ValueError(f"grid search: the fits of {'; '.join(diverged)} diverged (cv MSE not finite)")
     return sorted(rows, key=lambda r: r["cv_mse"])
 
 
@@ -190,12 +197,14 @@ def _grid_search_here(flux: np.ndarray, s: AESettings, seed: int, parallel: bool
                           cv=KFold(s.cv_folds), refit=False, n_jobs=1, error_score="raise")
     try:
         search.fit(flux)
+    except Exception as err:  # scikit-learn re-raises the fit's own error: say where it came from
+        raise ValueError(f"grid search: a fit failed ({type(err).__name__}: {err}); the search on Dask "
+                         "(--scheduler processes) names its configuration and fold") from err
     finally:
         AutoencoderEstimator.reuse.clear()
     res = search.cv_results_
-    rows = [{"n_in": int(p["n_in"]), "l1": float(p["l1"]), "cv_mse": -float(m), "cv_mse_std": float(sd)}
-            for p, m, sd in zip(res["params"], res["mean_test_score"], res["std_test_score"])]
-    return sorted(rows, key=lambda r: r["cv_mse"])
+    return _best_first([{"n_in": int(p["n_in"]), "l1": float(p["l1"]), "cv_mse": -float(m), "cv_mse_std": float(sd)}
+                        for p, m, sd in zip(res["params"], res["mean_test_score"], res["std_test_score"])])
 
 
 def search_and_train(flux: np.ndarray, s: AESettings, seed: int, progress: bool = False,

@@ -420,20 +420,23 @@ def verdict(table: pd.DataFrame) -> pd.DataFrame:
     A seed's MAE is over its stars (region ``all``)."""
     mae = table[table["region"] == "all"].pivot_table(index=["arm", "setting", "gap", "parameter", "seed"],
                                                       columns="variant", values="mae")
-    rows = []
+    rows, diffs = [], []
     for (arm, setting, spec, p), g in mae.groupby(level=["arm", "setting", "gap", "parameter"], sort=False):
         for v, ref in CLAIMS + CONTEXT:
-            d = (g[v] - g[ref]).dropna()
-            low, high = sign_flip_interval(d.to_numpy())
+            d = (g[v] - g[ref]).dropna().to_numpy()
+            low, high = sign_flip_interval(d)
+            diffs.append(d)
             rows.append({"arm": arm, "setting": setting, "gap": spec, "parameter": p, "variant": v, "reference": ref,
                          "n_seeds": len(d), "per_seed": " ".join(f"{x:.4g}" for x in d),
-                         "mean": d.mean(), "median": d.median(), "n_positive": int((d > 0).sum()),
-                         "p_sign_flip": sign_flip_p(d.to_numpy()), "low": low, "high": high,
+                         "mean": d.mean(), "median": np.median(d), "n_positive": int((d > 0).sum()),
+                         "p_sign_flip": sign_flip_p(d), "low": low, "high": high,
                          "claim": (v, ref) in CLAIMS and p in CLAIM_PARAMS})
     out = pd.DataFrame(rows)
-    out["p_holm"] = np.nan
+    out["p_holm"] = out["low_corrected"] = out["high_corrected"] = np.nan
     for arm, g in out[out["claim"]].groupby("arm"):
         out.loc[g.index, "p_holm"] = holm(g["p_sign_flip"].to_numpy())
+        for i in g.index:  # simultaneous over the arm's family (Bonferroni): unbounded when too few seeds
+            out.loc[i, ["low_corrected", "high_corrected"]] = sign_flip_interval(diffs[i], 1 - 0.05 / len(g))
     return out
 
 
@@ -490,10 +493,14 @@ def experiment(out: Path, settings: list[str], seeds: list[int], prof: Profile |
 
 def _difference(r) -> str:
     unit, fmt = ("K", "{:+.0f}") if r["parameter"] == "Teff" else ("dex", "{:+.3f}")
-    bounds = "unbounded" if not np.isfinite(r["low"]) else f"{fmt.format(r['low'])} to {fmt.format(r['high'])}"
-    holm_p = "" if pd.isna(r["p_holm"]) else f", Holm p {r['p_holm']:.2g}"
-    return (f"{fmt.format(r['mean'])} {unit} (95 % {bounds}; {r['n_positive']}/{r['n_seeds']} seeds "
-            f"positive{holm_p})")
+
+    def bounds(low, high):
+        return "unbounded" if not np.isfinite(low) else f"{fmt.format(low)} to {fmt.format(high)}"
+
+    corrected = "" if pd.isna(r.get("p_holm")) else \
+        f"; corrected {bounds(r['low_corrected'], r['high_corrected'])}, Holm p {r['p_holm']:.2g}"
+    return (f"{fmt.format(r['mean'])} {unit} (95 % {bounds(r['low'], r['high'])}{corrected}; "
+            f"{r['n_positive']}/{r['n_seeds']} seeds positive)")
 
 
 def headline(verdict: pd.DataFrame, arm: str = "published-raw", level: float = 0.05) -> str:
@@ -514,18 +521,27 @@ def headline(verdict: pd.DataFrame, arm: str = "published-raw", level: float = 0
 def committed_headline() -> str:
     """`headline` of the committed verdict table (`RESULTS`), with the settings it holds for: what the
     intro and the summary boxes of chapters 4 and 5 show."""
-    table, _ = read_table(RESULTS.with_name(f"{RESULTS.stem}_verdict.csv"))
-    published = table[table["arm"] == "published-raw"]
-    return (f"Quick profile, fine-tuning and CNN inputs as published (`published-raw`), demo gap settings "
-            f"{', '.join(f'`{s}`' for s in published['setting'].unique())}, {published['n_seeds'].max()} seeds "
-            f"(each trains its own models); MAE differences, negative where the first variant errs less:\n\n"
-            + headline(table))
+    table, head = read_table(RESULTS.with_name(f"{RESULTS.stem}_verdict.csv"))
+    published = table[(table["arm"] == "published-raw") & table["claim"]]
+    return (f"Profile `{head.get('profile', '?')}`, fine-tuning and CNN inputs as published (`published-raw`), "
+            f"demo gap settings {', '.join(f'`{s}`' for s in published['setting'].unique())}, "
+            f"{published['n_seeds'].min()}-{published['n_seeds'].max()} seeds (each trains its own models; "
+            f"`{head.get('command', '?')}`); MAE differences, negative where the first variant errs less, "
+            f"with the 95 % sign-flip interval and the one corrected over the arm's claims:\n\n" + headline(table))
+
+
+def common_cells(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the (setting, seed) cells that every arm ran, so that arms compare paired."""
+    cells = table.groupby("arm")[["setting", "seed"]].apply(lambda g: set(map(tuple, g.to_numpy())))
+    common = set.intersection(*cells)
+    return table[[c in common for c in zip(table["setting"], table["seed"])]]
 
 
 def mechanism(table: pd.DataFrame) -> pd.DataFrame:
-    """Per arm (means over its cells, rounded): the pairing cost on held-out synthetic nodes (``method``
+    """Per arm (means over the cells all arms ran, `common_cells`, rounded): the pairing cost on held-out synthetic nodes (``method``
     minus ``no_finetune`` held-out MAE, no gap involved) in Teff [K] and [M/H] [dex], and the share of
     fine-tuning's latent change that one affine map explains (`drift_metrics`)."""
+    table = common_cells(table)
     held = table[table["region"] == "all"].pivot_table(index=["arm", "setting", "seed", "parameter"],
                                                        columns="variant", values="holdout_mae")
     cost = (held["method"] - held["no_finetune"]).unstack("parameter").groupby(level="arm", sort=False).mean()
@@ -540,6 +556,7 @@ def autoencoder_spread(biases: pd.DataFrame, parameter: str = "Teff",
                        variants: tuple[str, ...] = ("method", "method_aligned", "no_finetune")) -> pd.DataFrame:
     """Per arm and variant: the median over cells of the largest |bias| of one autoencoder's ensemble
     on the demo stars, and of the difference between the autoencoders' biases (`autoencoder_biases`)."""
+    biases = common_cells(biases)
     b = biases[(biases["parameter"] == parameter) & biases["variant"].isin(variants)]
     per = b.groupby(["arm", "variant", "setting", "seed"], sort=False)["bias"].agg(
         largest=lambda x: x.abs().max(), between=lambda x: x.max() - x.min())

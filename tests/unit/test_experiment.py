@@ -173,3 +173,29 @@ def test_factorial_cells_borrow_only_stages_whose_factors_agree(tmp_path, monkey
             assert {"fine-tune", "encode", "cnn-synthetic", "demo", "prepare-observed"} <= set(lent)
     assert ran[-1][3].finetune.learning_rate == 1e-3 and ran[-1][3].cnn.inputs == "standardised"
     assert ran[0][3].finetune.learning_rate == 1e-4 and ran[0][3].cnn.inputs == "raw"
+
+
+def test_verdict_on_a_hand_built_table():
+    """Ten seeds: `method` errs 5 K more than `no_finetune` in every seed (exact sign-flip p = 2/2**10,
+    and only the shift 5 survives any level), `method_aligned` alternates +-1 K (p = 1). Holm over
+    the arm's 4 claims (2 pairs x Teff, [M/H]): the two smallest p become 4 x 2/1024."""
+    rows = []
+    for seed in range(10):
+        for parameter, method, aligned in (("Teff", 5.0, (-1.0) ** seed), ("[M/H]", 0.01 * (seed + 1), 0.0)):
+            base = 200.0 + seed if parameter == "Teff" else 0.2
+            for variant, mae in (("no_finetune", base), ("method", base + method), ("method_aligned", base + aligned),
+                                 ("direct", base - 50), ("finetuned_both", base)):
+                rows.append({"arm": "published-raw", "setting": "paper", "gap": "paper", "seed": seed,
+                             "variant": variant, "parameter": parameter, "region": "all", "mae": mae})
+    v = experiment.verdict(pd.DataFrame(rows)).set_index(["parameter", "variant", "reference"])
+    teff = v.loc[("Teff", "method", "no_finetune")]
+    assert teff["n_positive"] == 10 and teff["p_sign_flip"] == pytest.approx(2 / 1024)
+    assert teff["p_holm"] == pytest.approx(4 * 2 / 1024)
+    assert teff["low_corrected"] == pytest.approx(5.0, abs=1e-3) and teff["high_corrected"] == pytest.approx(5.0, abs=1e-3)
+    assert v.loc[("Teff", "method_aligned", "no_finetune"), "p_sign_flip"] == pytest.approx(1.0)
+    assert v.loc[("Teff", "method_aligned", "no_finetune"), "p_holm"] == pytest.approx(1.0)
+    assert v.loc[("[M/H]", "method", "no_finetune"), "p_holm"] == pytest.approx(4 * 2 / 1024)
+    assert not v.loc[("Teff", "method", "direct"), "claim"] and np.isnan(v.loc[("Teff", "method", "direct"), "p_holm"])
+    text = experiment.headline(v.reset_index())
+    assert "**`method` − `no_finetune`, Teff MAE**: worse at `paper`. `paper` +5 K" in text
+    assert "**`method_aligned` − `no_finetune`, Teff MAE**: no setting where" in text
