@@ -48,6 +48,9 @@ def html(tmp_path_factory, wheel) -> Path:
     jb = Path(sys.executable).with_name("jupyter-book")
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}  # the kernel's inline backend shows figures
     env |= {"CARMENES_DTL_RUN": str(run), "PYTHONPATH": str(wheel[2])}  # the chapters import the installed wheel
+    where = subprocess.run([sys.executable, "-c", "import carmenes_dtl; print(carmenes_dtl.__file__)"], env=env,
+                           capture_output=True, text=True, cwd=out).stdout
+    assert where.startswith(str(wheel[2])), where
     res = subprocess.run([str(jb), "build", str(ROOT), "--path-output", str(out), "-W", "--keep-going"],
                          capture_output=True, text=True, env=env)
     assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-3000:]
