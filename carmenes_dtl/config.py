@@ -218,7 +218,7 @@ PROFILES = {
         AESettings(n_in_grid=(256, 384), l1_grid=(8e-8, 1.2e-7), learning_rate=1e-3, epochs=60, cv_folds=2,
                    n_models=2, patience=15),
         CNNSettings(epochs=25, learning_rate=3e-3, batch_size=128, widths=tuple((p, 64, 32, 32) for p in PARAMETERS),
-                    inputs="standardised", targets="standardised", patience=6, holdout_fraction=0.1),
+                    targets="standardised", patience=6, holdout_fraction=0.1),
         demo_size="quick",
         vsini=(1.5, 3, 6, 10, 20, 30),
         n_nodes=160,

@@ -62,10 +62,11 @@ def test_warnings_name_the_split_headline_and_its_coverage():
 
 def test_overrides_reach_each_section_and_name_a_bad_assignment():
     quick = PROFILES["quick"]
-    p = with_overrides(quick, ["finetune.learning_rate=1e-3", "cnn.inputs=raw", "n_nodes=40", "ae.patience=None",
+    p = with_overrides(quick, ["finetune.learning_rate=1e-3", "cnn.inputs=standardised", "n_nodes=40", "ae.patience=None",
                                "vsini=[2, 10]", "window.stop=8830"])
-    assert (p.finetune.learning_rate, p.cnn.inputs, p.n_nodes, p.ae.patience, p.vsini) == (1e-3, "raw", 40, None, (2, 10))
-    assert p.window.n == 3001 and p.ae.n_in_grid == quick.ae.n_in_grid and quick.cnn.inputs == "standardised"
+    assert (p.finetune.learning_rate, p.cnn.inputs, p.n_nodes, p.ae.patience, p.vsini) == \
+        (1e-3, "standardised", 40, None, (2, 10))
+    assert p.window.n == 3001 and p.ae.n_in_grid == quick.ae.n_in_grid and quick.cnn.inputs == "raw"
     for bad, message in (("cnn.bogus=1", "expected SECTION.FIELD=VALUE"), ("epochs", "expected SECTION.FIELD=VALUE"),
                          ("cnn.inputs=weird", "must be one of"), ("name=x", "expected SECTION.FIELD=VALUE")):
         with pytest.raises(ValueError, match=message):
@@ -85,8 +86,8 @@ def test_overrides_of_a_profile_give_it_back():
     from carmenes_dtl.config import overrides_of
 
     quick = PROFILES["quick"]
-    changed = with_overrides(quick, ["cnn.inputs=raw", "n_nodes=40", "finetune.split_seed=None"])
-    assert sorted(overrides_of(changed)) == ['cnn.inputs="raw"', "finetune.split_seed=null", "n_nodes=40"]
+    changed = with_overrides(quick, ["cnn.inputs=standardised", "n_nodes=40", "finetune.split_seed=None"])
+    assert sorted(overrides_of(changed)) == ['cnn.inputs="standardised"', "finetune.split_seed=null", "n_nodes=40"]
     assert with_overrides(quick, overrides_of(changed)) == changed and overrides_of(quick) == []
 
 
