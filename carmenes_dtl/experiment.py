@@ -383,6 +383,8 @@ def collect(out: Path, n_boot: int = 2000, seed: int = 0) -> dict[str, Path]:
         biases.append(autoencoder_biases(cell, st).assign(**key))
     if unfinished:
         print(f"[carmenes-dtl] {len(unfinished)} unfinished cells left out: {', '.join(unfinished)}")
+    if not tables:
+        raise ValueError(f"{out}: no finished cell to collect")
     front = list(key)
     stars = pd.concat(stars, ignore_index=True)
     stars = stars[front + [c for c in stars if c not in front]]

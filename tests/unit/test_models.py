@@ -491,3 +491,12 @@ def test_trained_ensembles_saved_for_a_later_stage_predict_the_same(spectra, tmp
         np.testing.assert_array_equal(before[p], after[p])
         np.testing.assert_array_equal(ens.residuals[p], back.residuals[p])
     assert back.history == ens.history and len(back.history["val_loss"]) >= 1
+
+
+def test_search_in_process_names_a_failed_fit_in_one_line():
+    """A configuration that cannot be built (n_in=4 gives a layer of 0 units) stops the in-process
+    search with a ValueError saying it is the grid search, not a bare Keras traceback."""
+    flux = np.random.default_rng(0).uniform(0.5, 1.0, (24, 40)).astype("float32")
+    s = AESettings(latent_dim=4, search_epochs=1, batch_size=8, n_in_grid=(16, 4), l1_grid=(1e-7,), cv_folds=2)
+    with pytest.raises(ValueError, match=r"^grid search: a fit failed \(ValueError: .*units"):
+        ae.grid_search(flux, s, seed=1)
