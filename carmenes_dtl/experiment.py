@@ -556,7 +556,7 @@ def mechanism(table: pd.DataFrame) -> pd.DataFrame:
 
 def autoencoder_spread(biases: pd.DataFrame, parameter: str = "Teff",
                        variants: tuple[str, ...] = ("method", "method_aligned", "no_finetune")) -> pd.DataFrame:
-    """Per arm and variant: the median over cells of the largest |bias| of one autoencoder's ensemble
+    """Per arm and variant: the median over cells of the largest absolute bias of one autoencoder's ensemble
     on the demo stars, and of the difference between the autoencoders' biases (`autoencoder_biases`)."""
     biases = common_cells(biases)
     b = biases[(biases["parameter"] == parameter) & biases["variant"].isin(variants)]
