@@ -2,8 +2,6 @@
 long text wrapped to the page, and at most `MAX_ROWS` rows on the page (the rest folded away)."""
 from __future__ import annotations
 
-import html
-
 import numpy as np
 import pandas as pd
 
@@ -15,7 +13,7 @@ STYLE = ("<style>.dtl-table{font-size:0.8em;border-collapse:collapse}"
          "overflow-wrap:anywhere}</style>")
 
 
-def number_format(values: pd.Series):
+def _number_format(values: pd.Series):
     """A formatter for one numeric column: 3 significant digits at the column's largest magnitude
     (0-3 decimals), two significant digits in exponent form below 1e-3; missing values as "–"."""
     finite = np.abs(values[np.isfinite(values)])
@@ -28,24 +26,19 @@ def number_format(values: pd.Series):
 
 def _html(df: pd.DataFrame) -> str:
     kinds = {c: df[c].dtype.kind for c in df}  # b bool, i/u integer, f float
-    formats = {c: (lambda x: f"{x:,}") if kind in "iu" else number_format(df[c]) for c, kind in kinds.items()
+    formats = {c: (lambda x: f"{x:,}") if kind in "iu" else _number_format(df[c]) for c, kind in kinds.items()
                if kind in "iuf"}
     return (df.style.format(formats, na_rep="–", precision=3)
             .set_table_attributes('class="dtl-table"').to_html())
 
 
-def table(df: pd.DataFrame | pd.Series, caption: str = "", max_rows: int = MAX_ROWS):
-    """`df` as a page-width HTML table (IPython display object); above `max_rows` rows the page
-    shows the first `max_rows` and the whole table sits in a collapsed block below them."""
+def table(df: pd.DataFrame | pd.Series):
+    """`df` as a page-width HTML table (IPython display object); above `MAX_ROWS` rows the page
+    shows the first `MAX_ROWS` and the whole table sits in a collapsed block below them."""
     from IPython.display import HTML
 
     df = df.to_frame() if isinstance(df, pd.Series) else df
-    parts = [STYLE]
-    if caption:
-        parts.append(f"<p><em>{html.escape(caption)}</em></p>")
-    if len(df) <= max_rows:
-        parts.append(_html(df))
-    else:
-        parts += [_html(df.head(max_rows)), f"<p>First {max_rows} of {len(df)} rows.</p>",
-                  f"<details><summary>All {len(df)} rows</summary>{_html(df)}</details>"]
-    return HTML("".join(parts))
+    if len(df) <= MAX_ROWS:
+        return HTML(STYLE + _html(df))
+    return HTML(STYLE + _html(df.head(MAX_ROWS)) + f"<p>First {MAX_ROWS} of {len(df)} rows.</p>"
+                f"<details><summary>All {len(df)} rows</summary>{_html(df)}</details>")

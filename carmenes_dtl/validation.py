@@ -38,10 +38,7 @@ def with_truth(est: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
 def read_truth(path: Path) -> pd.DataFrame:
     """A table of true parameters (``karmn`` and the published names, e.g. a demo survey's truth.csv);
     a one-line ValueError naming the file and the columns it lacks."""
-    try:
-        truth = pd.read_csv(path)
-    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise ValueError(f"{path}: not a CSV table of true parameters ({type(err).__name__})") from None
+    truth = files.read_csv(path, "a CSV table of true parameters")
     missing = [c for c in ["karmn", *PUBLISHED_NAMES.values()] if c not in truth]
     if missing:
         raise ValueError(f"{path}: a truth table needs the columns {missing} (has {list(truth.columns)})")
