@@ -8,7 +8,7 @@ export KERAS_BACKEND ?= jax
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONHASHSEED ?= 0
 
-.PHONY: book test venv lock clean demo-run browser-test chromium experiment
+.PHONY: book test venv lock clean demo-run browser-test chromium experiment compat
 
 venv: $(STAMP)
 
@@ -53,6 +53,17 @@ test: $(STAMP) chromium
 # The browser test on the site `make book` built (screenshots in _build/screenshots/).
 browser-test: $(STAMP) chromium
 	CARMENES_DTL_SITE=$(abspath _build/html) $(BIN)/python -m pytest -q tests/integration/test_browser.py
+
+# The lowest versions pyproject.toml allows (requirements-lowest.txt) in Python 3.12, Colab's:
+# the tiny pipeline runs there, and each environment opens the other's model bundle.
+LOWEST_PYTHON ?= python3.12
+LOWEST := .venv-lowest
+compat: $(STAMP)
+	@test -x $(LOWEST)/bin/python || $(LOWEST_PYTHON) -m venv $(LOWEST)
+	$(LOWEST)/bin/python -m pip install --quiet -r requirements-lowest.txt
+	rm -rf _build/wheel && $(BIN)/python -m pip wheel --quiet --no-deps --no-build-isolation -w _build/wheel .
+	$(LOWEST)/bin/python -m pip install --quiet --no-deps --force-reinstall _build/wheel/*.whl
+	rm -rf _build/compat && $(BIN)/python scripts/compat.py $(LOWEST)/bin/python _build/compat
 
 chromium:
 	@bash scripts/install_chromium.sh

@@ -19,7 +19,7 @@ from sklearn.base import BaseEstimator
 from sklearn.model_selection import GridSearchCV, KFold, ParameterGrid, train_test_split
 from tqdm.auto import tqdm
 
-from . import scheduling
+from . import portable, scheduling
 from .config import PUBLISHED_L1_LAYERS, AESettings, stage_seed
 from .layers import ContractiveDense
 from .training import callbacks, data_parallel, history, scope, validation_slice, whole_batches
@@ -236,14 +236,25 @@ def save(model: keras.Model, path: Path, info: dict) -> Path:
     return path
 
 
+def _load_newer(path: Path) -> keras.Model | None:
+    """`portable.load_newer`, or None when that fails too (the first error says more)."""
+    try:
+        return portable.load_newer(path)
+    except Exception:  # a file that is no model, or a newer Keras's argument with a value
+        return None
+
+
 def load(path: Path, saved_with: str = "?") -> keras.Model:
-    """The model saved at `path`; a one-line error naming it when it is missing or this Keras cannot
-    open it (`saved_with`: the Keras version that wrote it, when known)."""
+    """The model saved at `path`, also by a newer Keras (`portable`); a one-line error naming it
+    when it is missing or this Keras cannot open it (`saved_with`: the Keras that wrote it, when known)."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: model not found")
     try:
         return keras.saving.load_model(path)
     except Exception as err:  # Keras raises many types for files that are no model or of other versions
+        model = _load_newer(path)
+        if model is not None:
+            return model
         first = (str(err).strip().splitlines() or [""])[0].split(". ")[0]  # Keras's advice on formats runs long
         raise ValueError(f"{path}: Keras {keras.__version__} cannot open this model (saved with Keras "
                          f"{saved_with}): {type(err).__name__}: {first}") from None

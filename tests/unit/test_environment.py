@@ -25,6 +25,18 @@ def test_lock_pins_every_declared_dependency():
         assert name in lock, f"{name} is declared in pyproject.toml but not pinned in requirements.lock"
 
 
+def test_lowest_pins_are_the_declared_lower_bounds():
+    """requirements-lowest.txt (`make compat`) pins each runtime dependency at its `>=` bound."""
+    import tomllib
+
+    pins = dict(ln.split("==") for ln in (ROOT / "requirements-lowest.txt").read_text().splitlines()
+                if "==" in ln and not ln.startswith("#"))
+    bounds = dict(dep.split(">=") for dep in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"])
+    assert set(bounds) <= set(pins), f"no lowest pin for {sorted(set(bounds) - set(pins))}"
+    for name, bound in bounds.items():
+        assert pins[name].split(".")[:len(bound.split("."))] == bound.split("."), (name, bound, pins[name])
+
+
 def test_notebooks_stored_without_outputs():
     import json
 

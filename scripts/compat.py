@@ -1,0 +1,64 @@
+"""The lowest allowed versions against the pinned ones (`make compat`).
+
+Usage: ``python scripts/compat.py LOWEST_PYTHON OUT``, run by the pinned environment's Python.
+Each environment runs the tiny pipeline (demo seed 1); each then opens the other's model bundle
+and predicts the other's observed stars. A bundle must give, in the other environment, the
+estimates its own run wrote (within 1e-2 relative: float32 kernels differ between versions).
+Prints one line per check; exits 1 if any fails.
+"""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+TOLERANCE = 1e-2
+
+
+def cli(python: str, *args: str) -> str:
+    bin_dir = Path(python).parent
+    done = subprocess.run([str(bin_dir / "carmenes-dtl"), *args], capture_output=True, text=True,
+                          env={"KERAS_BACKEND": "jax", "PATH": f"{bin_dir}:/usr/bin:/bin"})
+    if done.returncode:
+        sys.exit(f"{bin_dir / 'carmenes-dtl'} {' '.join(args)} failed:\n{done.stderr}")
+    return done.stdout
+
+
+def versions(python: str) -> str:
+    code = "import sys, keras, jax, numpy; print(sys.version.split()[0], keras.__version__, jax.__version__, numpy.__version__)"
+    py, keras, jax, numpy = subprocess.run([python, "-c", code], capture_output=True, text=True,
+                                           env={"KERAS_BACKEND": "jax"}, check=True).stdout.split()
+    return f"Python {py}, Keras {keras}, JAX {jax}, NumPy {numpy}"
+
+
+def largest_difference(a: Path, b: Path) -> float:
+    x, y = (pd.read_csv(p, comment="#").set_index("karmn").sort_index() for p in (a, b))
+    return float(np.nanmax(np.abs(x.to_numpy() - y.to_numpy()) / np.maximum(np.abs(y.to_numpy()), 1e-9)))
+
+
+def main(lowest: str, out: Path) -> int:
+    envs = {"pinned": sys.executable, "lowest": lowest}
+    failed = 0
+    for name, python in envs.items():
+        print(f"{name}: {versions(python)}")
+        cli(python, "run", "--demo", "--profile", "tiny", "--seed", "1", "--out", str(out / name), "--quiet")
+        print(f"  {name}: tiny pipeline ran ({out / name / 'estimates.csv'})")
+    for reader, python in envs.items():
+        for writer in envs:
+            if writer == reader:
+                continue
+            run = out / writer
+            estimates = out / f"{writer}-bundle-read-by-{reader}.csv"
+            cli(python, "predict", "--model", str(run / "model"), "--observed", str(run / "observed.h5"),
+                "--out", str(estimates))
+            diff = largest_difference(estimates, run / "estimates.csv")
+            ok = diff <= TOLERANCE
+            failed += not ok
+            print(f"  {writer} bundle opened by {reader}: largest relative difference from its own run's "
+                  f"estimates {diff:.1e} ({'ok' if ok else 'FAILED'})")
+    return int(failed > 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], Path(sys.argv[2])))
