@@ -28,7 +28,7 @@ from .variants import SPACES, VARIANTS
 from .variants import get as get_variant
 
 def build_cnn(n_inputs: int, widths: tuple[int, int, int] = (64, 32, 64), *, pool: int = 0, members: int = 1,
-              padding: str = "same") -> keras.Model:
+              padding: str = "same", precision: str = "float32") -> keras.Model:
     """`members` independent CNNs, input (batch, n_inputs, 1), output (batch, members): one column per CNN.
 
     Each CNN: Conv1D(nf1, 2) -> Conv1D(nf2, 2) -> Flatten -> Dense 256 -> 128 -> nu -> 1
@@ -40,15 +40,17 @@ def build_cnn(n_inputs: int, widths: tuple[int, int, int] = (64, 32, 64), *, poo
     `pool` > 0 is for the `direct` baseline on 3501-pixel spectra: the input is averaged
     in bins of 8 pixels (0.08 Å, about one resolution element) and each convolution is
     followed by max-pooling by `pool`; without this the first dense layer alone would hold
-    28 M weights per member.
+    28 M weights per member. `precision`: `training.precision_policy` (the output stays float32).
     """
     nf1, nf2, nu = widths
     inputs = keras.Input((n_inputs, 1))
-    x = BinPool(8, name="bin8")(inputs) if pool else inputs
-    for filters, name in ((nf1, "conv1"), (nf2, "conv2")):
-        x = MemberConv1D(members, filters, padding=padding, pool=pool, name=name)(x)
-    for width, name in ((256, "dense256"), (128, "dense128"), (nu, "tuned"), (1, "out")):
-        x = MemberDense(members, width, activation=None if name == "out" else "relu", out=name == "out", name=name)(x)
+    with training.precision_policy(precision):
+        x = BinPool(8, name="bin8", dtype="float32")(inputs) if pool else inputs
+        for filters, name in ((nf1, "conv1"), (nf2, "conv2")):
+            x = MemberConv1D(members, filters, padding=padding, pool=pool, name=name)(x)
+        for width, name in ((256, "dense256"), (128, "dense128"), (nu, "tuned")):
+            x = MemberDense(members, width, activation="relu", name=name)(x)
+        x = MemberDense(members, 1, out=True, name="out", dtype="float32")(x)
     return keras.Model(inputs, x)
 
 
@@ -158,7 +160,8 @@ def train_ensemble(x: np.ndarray, y: np.ndarray, s: CNNSettings, seed: int, pool
     models, hists = [], []
     keras.utils.set_random_seed(seed)
     for widths, params in groups.items():
-        model = build_cnn(x.shape[1], widths, pool=pool, members=len(params) * s.n_per_model, padding=s.padding)
+        model = build_cnn(x.shape[1], widths, pool=pool, members=len(params) * s.n_per_model, padding=s.padding,
+                          precision=s.precision)
         binned = ops.convert_to_numpy(model.get_layer("bin8")(xs)) if pool else xs
         fit, val = [], []  # per member (column i * n_per_model + k): (rows, targets)
         for p in params:

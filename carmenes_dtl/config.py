@@ -88,6 +88,7 @@ class AESettings:
     test_size: float = 0.3
     n_models: int = 3
     patience: int | None = None  # early stopping on a validation slice of the training part
+    precision: str = "float32"  # or "bfloat16": Keras' mixed_bfloat16 (`training.precision`)
 
     def __post_init__(self):
         check_options(self)
@@ -127,6 +128,7 @@ class CNNSettings:
     holdout_fraction: float = 0.0  # synthetic nodes kept out of CNN training for checks
     patience: int | None = None  # early stopping on a validation slice of the training part
     uncertainty: str = "members"  # percentiles of member predictions; or "residuals"
+    precision: str = "float32"  # or "bfloat16": Keras' mixed_bfloat16 (`training.precision`)
 
     def __post_init__(self):
         check_options(self)
@@ -142,7 +144,7 @@ class CNNSettings:
 OPTIONS = {"penalty": ("sigmoid_frozen", "relu"), "search_loss": ("mse", "contractive"),
            "padding": ("same", "valid"), "inputs": ("raw", "standardised"), "targets": ("raw", "standardised"),
            "split": ("shared", "per_member"), "strata": ("values", "deciles"),
-           "uncertainty": ("members", "residuals")}
+           "uncertainty": ("members", "residuals"), "precision": ("float32", "bfloat16")}
 
 
 def check_options(settings) -> None:
@@ -264,6 +266,16 @@ def stage_seed(seed: int, stage: str, *index: int) -> int:
     return int(ss.generate_state(1)[0])
 
 
+#: Settings added after the first release, with the value every earlier run used: at that value
+#: they stay out of stage keys (`key_of`), so runs made before them keep their trained stages.
+ADDED_LATER = {"precision": "float32"}
+
+
+def key_of(settings) -> dict:
+    """`settings` (a dataclass) as a stage key's dict, without the `ADDED_LATER` fields at their old values."""
+    return {k: v for k, v in dataclasses.asdict(settings).items() if ADDED_LATER.get(k, object()) != v}
+
+
 def published_settings() -> list[dict]:
     """Every setting of the published method with its source (``published_method.json``)."""
     return json.loads(snapshot("published_method.json").read_text())["settings"]
@@ -333,13 +345,23 @@ def setting(prof: Profile, name: str):
     return list(value) if isinstance(value, tuple) else value
 
 
+#: What a departure of the quick profile from the published value changes (``kind`` in
+#: ``published_method.json``): the size of the problem, the training schedule that fits the smaller
+#: size in fewer steps, or the method itself.
+DEPARTURE_KINDS = ("size", "schedule", "method")
+
+
 def deviations(names: tuple[str, ...] = ("paper", "quick")) -> list[dict]:
-    """Per published setting: its value and source, the profiles' values and why they differ."""
+    """Per published setting: its value and source, the profiles' values, why they differ, the
+    kind of departure (`DEPARTURE_KINDS`) and where it is measured."""
     rows = []
     for entry in published_settings():
         row = {"setting": entry["field"], "published": entry["value"], "source": entry["source"]}
         row.update({name: setting(PROFILES[name], entry["field"]) for name in names})
-        row["why"] = entry.get("why", "") if any(row[n] != entry["value"] for n in names) else ""
+        differs = any(row[n] != entry["value"] for n in names)
+        row["why"] = entry.get("why", "") if differs else ""
+        row["kind"] = entry.get("kind", "") if differs else ""
+        row["measured"] = entry.get("measured", "") if differs else ""
         row["note"] = entry.get("note", "")
         rows.append(row)
     return rows

@@ -57,7 +57,7 @@ class ContractiveDense(keras.layers.Dense):
         return ops.sum(d2 * w2, axis=1)
 
     def call(self, inputs):
-        self.add_loss(self.lam * ops.mean(self.jacobian_norm(inputs)))
+        self.add_loss(self.lam * ops.mean(ops.cast(self.jacobian_norm(inputs), "float32")))
         return super().call(inputs)
 
     # Dense saves only kernel and bias; the generic Layer methods keep the frozen kernel too.
@@ -66,6 +66,15 @@ class ContractiveDense(keras.layers.Dense):
 
     def get_config(self):
         return {**super().get_config(), "lam": self.lam, "penalty": self.penalty}
+
+
+@keras.saving.register_keras_serializable(package="carmenes_dtl")
+class FloatL1(keras.regularizers.L1):
+    """L1 activity penalty summed in float32: under mixed precision Keras' own L1 returns
+    bfloat16, which TensorFlow refuses to add to the float32 loss."""
+
+    def __call__(self, x):
+        return super().__call__(ops.cast(x, "float32"))
 
 
 def _glorot(fan_in: int, fan_out: int):

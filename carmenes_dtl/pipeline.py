@@ -16,7 +16,7 @@ from pathlib import Path
 import keras
 
 from . import __version__, autoencoder, bundle, cnn, grid, prepare, store, training, transfer, variants, validation
-from .config import Profile, Window, overrides_of, profile, stage_seed
+from .config import Profile, Window, key_of, overrides_of, profile, stage_seed
 from .demo import write_demo
 from .demo_gap import GapMix
 from .rundir import LATENT_SPACES, GapFolder, Latents, RunFolder
@@ -137,7 +137,7 @@ class Runner:
 
         f.models_dir.mkdir(parents=True, exist_ok=True)
         self.stages.run("autoencoders", [f.search_file] + [f.ae_file(i) for i in range(s.n_models)], run,
-                        extra=[asdict(s), keras.backend.backend(), *self._parallel_key()], inputs=[f.synthetic])
+                        extra=[key_of(s), keras.backend.backend(), *self._parallel_key()], inputs=[f.synthetic])
 
     def finetune(self) -> None:
         """Its key holds the fine-tuning settings only: other ones reuse the trained autoencoders."""
@@ -191,7 +191,7 @@ class Runner:
                 for space in variants.SYNTHETIC_SPACES})
 
         self.stages.run("cnn-synthetic", [f.cnn_synthetic_dir], run,
-                        extra=[asdict(self.prof.cnn), n, bundle.FORMAT, keras.backend.backend()],
+                        extra=[key_of(self.prof.cnn), n, bundle.FORMAT, keras.backend.backend()],
                         inputs=[f.synthetic] + [f.ae_file(i) for i in range(n)])
 
     def cnns(self) -> None:
@@ -217,7 +217,7 @@ class Runner:
 
         self.stages.run("cnn", [f.estimates_file(v) for v in names] + [f.flags_file(v) for v in names]
                         + [f.holdout_file, f.autoencoders_file, f.histories_file, f.bundle_dir], run,
-                        extra=[asdict(self.prof.cnn), self.prof.ae.n_models, bundle.FORMAT, keras.backend.backend(),
+                        extra=[key_of(self.prof.cnn), self.prof.ae.n_models, bundle.FORMAT, keras.backend.backend(),
                                cnn.DECIMALS, "held-out nodes through the prediction space"],
                         inputs=[f.synthetic, f.observed, f.latents_file, f.cnn_synthetic_dir,
                                 *self._autoencoder_files()])

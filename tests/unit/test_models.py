@@ -500,3 +500,34 @@ def test_search_in_process_names_a_failed_fit_in_one_line():
     s = AESettings(latent_dim=4, search_epochs=1, batch_size=8, n_in_grid=(16, 4), l1_grid=(1e-7,), cv_folds=2)
     with pytest.raises(ValueError, match=r"^grid search: a fit failed \(ValueError: .*units"):
         ae.grid_search(flux, s, seed=1)
+
+
+def test_bfloat16_option_computes_in_bfloat16_with_float32_weights_and_outputs(spectra, tmp_path):
+    """`precision="bfloat16"`: products rounded as bfloat16 (8 significant bits) would round
+    them, weights, outputs and the losses in float32; the policy is left as it was."""
+    syn, _, params = spectra
+    s = AESettings(latent_dim=8, epochs=15, batch_size=32, learning_rate=1e-3, precision="bfloat16")
+    model, hist = ae.train(syn, 64, 1e-7, s, seed=0)
+    assert keras.config.dtype_policy().name == "float32"
+    enc = model.get_layer("enc_1")
+    assert (enc.compute_dtype, enc.kernel.dtype) == ("bfloat16", "float32")
+    assert np.isfinite(hist["loss"]).all() and hist["loss"][-1] < 0.5 * hist["loss"][0]
+    out = model.predict(syn[:10], verbose=0)
+    assert out.dtype == np.float32
+    # enc_1 against a float32 NumPy product: bfloat16's rounding (relative 2^-9 per operand), not float32's
+    w, b = (np.asarray(v) for v in enc.get_weights())
+    exact = np.maximum(syn[:10] @ w + b, 0)
+    got = np.asarray(keras.Model(model.inputs, enc.output).predict(syn[:10], verbose=0), float)
+    rel = np.abs(got - exact).max() / np.abs(exact).max()
+    assert 1e-4 < rel < 3e-2
+    again = ae.load(ae.save(model, tmp_path / "bf16.keras", {}))
+    assert again.get_layer("enc_1").compute_dtype == "bfloat16"
+    np.testing.assert_array_equal(again.predict(syn[:10], verbose=0), out)
+
+    x, y = syn[:, ::10], params[:, :1]
+    cs = CNNSettings(n_per_model=2, epochs=30, learning_rate=3e-3, batch_size=32, precision="bfloat16", **FAST)
+    ens = cnn.train_ensemble(x, y, cs, seed=5, parameters=("teff",))
+    graph = ens.models[0][1]
+    assert (graph.get_layer("conv1").compute_dtype, graph.get_layer("out").compute_dtype) == ("bfloat16", "float32")
+    pred = ens.member_predictions(x)["teff"]
+    assert np.mean(np.abs(np.median(pred, 0) - params[:, 0])) < 0.5 * np.std(params[:, 0])

@@ -1,5 +1,6 @@
 """The `paper` profile against the authors' settings, the seeds and the CNN-stage wiring."""
 import dataclasses
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 from carmenes_dtl import cnn, config, stats, transfer
 from carmenes_dtl.config import PROFILES, AESettings, CNNSettings
 from carmenes_dtl.rundir import Latents
+from carmenes_dtl.snapshots import snapshot
 from carmenes_dtl.variants import VARIANTS
 
 
@@ -59,6 +61,18 @@ def test_deviations_table_explains_every_difference():
     recorded = {e["field"] for e in config.published_settings() if "paper" in e}
     assert recorded == {"cnn.holdout_fraction"}
     assert all(r["paper"] == r["published"] or r["setting"] in recorded for r in rows)
+
+
+def test_every_departure_of_quick_is_size_schedule_or_method_and_the_last_two_are_measured():
+    rows = [r for r in config.deviations() if r["quick"] != r["published"]]
+    assert {r["kind"] for r in rows} <= set(config.DEPARTURE_KINDS), [(r["setting"], r["kind"]) for r in rows]
+    assert all(r["kind"] for r in rows), [r["setting"] for r in rows if not r["kind"]]
+    unmeasured = [r["setting"] for r in rows if r["kind"] != "size" and "data/results/" not in r["measured"]]
+    assert not unmeasured, unmeasured
+    for r in rows:  # every table a measurement names is shipped
+        for name in re.findall(r"data/results/(\w+)", r["measured"]):
+            assert any(snapshot("results").glob(f"{name}*.csv")), (r["setting"], name)
+    assert {r["setting"] for r in rows if r["kind"] == "method"} == {"cnn.targets"}
 
 
 def test_implementation_deviations_are_recorded():
