@@ -315,14 +315,28 @@ def synthetic_inputs(syn, latents, space: str, n_models: int) -> list[np.ndarray
     return [syn.flux] if space == "spectra" else [latents.get("syn", space, i) for i in range(n_models)]
 
 
+def with_photon_noise(flux: np.ndarray, snr: np.ndarray, seed: int) -> np.ndarray:
+    """`flux` (normalised spectra, one per row) with photon noise: σ = √(f · f_median) / (S/N), so
+    that each spectrum's S/N at its median flux is one drawn (with replacement, seeded) from `snr`,
+    and the variance grows as f; clipped to [0, 1] as observed spectra are (`prepare.NORMALISATION`)."""
+    rng = np.random.default_rng(seed)
+    drawn = rng.choice(np.asarray(snr, float), size=len(flux))[:, None]
+    sigma = np.sqrt(np.clip(flux, 0, None) * np.median(flux, axis=1, keepdims=True)) / drawn
+    return np.clip(flux + sigma * rng.standard_normal(flux.shape), 0, 1).astype(flux.dtype)
+
+
 def train_space(syn, latents, space: str, n_models: int, s: CNNSettings, seed: int,
-                progress: bool = False) -> list[Ensemble]:
+                progress: bool = False, snr: np.ndarray | None = None) -> list[Ensemble]:
     """The ensembles of one input space, trained on the synthetic rows outside `holdout_mask`,
-    each seeded from the run's SeedSequence by space and autoencoder."""
+    each seeded from the run's SeedSequence by space and autoencoder. ``direct_noise="observed"``:
+    the spectra space trains on `with_photon_noise` at the observed stars' S/N `snr`."""
     held = holdout_mask(syn.parameters, stage_seed(seed, "holdout"), s.holdout_fraction)
+    inputs = synthetic_inputs(syn, latents, space, n_models)
+    if space == "spectra" and s.direct_noise == "observed":
+        inputs = [with_photon_noise(inputs[0], snr, stage_seed(seed, "cnn", SPACES.index(space), 1))]
     return [train_ensemble(x[~held], syn.labels[~held], s, stage_seed(seed, "cnn", SPACES.index(space), a),
                            pool=8 if space == "spectra" else 0, progress=progress)
-            for a, x in enumerate(synthetic_inputs(syn, latents, space, n_models))]
+            for a, x in enumerate(inputs)]
 
 
 def train_variants(syn, obs, latents, n_models: int, s: CNNSettings, seed: int, progress: bool = False,
@@ -348,7 +362,7 @@ def train_variants(syn, obs, latents, n_models: int, s: CNNSettings, seed: int, 
     for variant, v in tqdm(VARIANTS.items(), desc="CNN variants", disable=not progress):
         space = v.train
         if space not in ensembles:
-            ensembles[space] = train_space(syn, latents, space, n_models, s, seed, progress)
+            ensembles[space] = train_space(syn, latents, space, n_models, s, seed, progress, obs.attrs.get("snr"))
         ens = ensembles[space]
         out[variant] = estimate_variant(ensembles, latents, obs, variant, s.uncertainty)
         held_inputs = [x[held] for x in synthetic_inputs(syn, latents, v.apply, len(ens))] if held.any() else []

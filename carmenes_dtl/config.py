@@ -88,7 +88,7 @@ class AESettings:
     test_size: float = 0.3
     n_models: int = 3
     patience: int | None = None  # early stopping on a validation slice of the training part
-    precision: str = "float32"  # or "bfloat16": Keras' mixed_bfloat16 (`training.precision`)
+    precision: str = "float32"  # or "bfloat16": Keras' mixed_bfloat16 (`training.precision_policy`)
 
     def __post_init__(self):
         check_options(self)
@@ -128,7 +128,10 @@ class CNNSettings:
     holdout_fraction: float = 0.0  # synthetic nodes kept out of CNN training for checks
     patience: int | None = None  # early stopping on a validation slice of the training part
     uncertainty: str = "members"  # percentiles of member predictions; or "residuals"
-    precision: str = "float32"  # or "bfloat16": Keras' mixed_bfloat16 (`training.precision`)
+    precision: str = "float32"  # or "bfloat16": Keras' mixed_bfloat16 (`training.precision_policy`)
+    #: the `direct` baseline's training spectra: noise-free, or with photon noise at S/N drawn from
+    #: the observed stars' (`cnn.with_photon_noise`)
+    direct_noise: str = "none"
 
     def __post_init__(self):
         check_options(self)
@@ -144,7 +147,8 @@ class CNNSettings:
 OPTIONS = {"penalty": ("sigmoid_frozen", "relu"), "search_loss": ("mse", "contractive"),
            "padding": ("same", "valid"), "inputs": ("raw", "standardised"), "targets": ("raw", "standardised"),
            "split": ("shared", "per_member"), "strata": ("values", "deciles"),
-           "uncertainty": ("members", "residuals"), "precision": ("float32", "bfloat16")}
+           "uncertainty": ("members", "residuals"), "precision": ("float32", "bfloat16"),
+           "direct_noise": ("none", "observed")}
 
 
 def check_options(settings) -> None:
@@ -268,7 +272,7 @@ def stage_seed(seed: int, stage: str, *index: int) -> int:
 
 #: Settings added after the first release, with the value every earlier run used: at that value
 #: they stay out of stage keys (`key_of`), so runs made before them keep their trained stages.
-ADDED_LATER = {"precision": "float32"}
+ADDED_LATER = {"precision": "float32", "direct_noise": "none"}
 
 
 def key_of(settings) -> dict:

@@ -5,12 +5,11 @@ atomically; `rundir.RunFolder` names every file; `validation.evaluate` scores th
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import platform
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import keras
@@ -179,20 +178,21 @@ class Runner:
 
     def cnn_synthetic(self) -> None:
         """The ensembles of `variants.SYNTHETIC_SPACES`: they depend on the synthetic set and the original
-        autoencoders only, so runs on other observed sets with the same inputs can adopt them."""
-        f, n = self.folder, self.prof.ae.n_models
+        autoencoders only (and the observed S/N with ``direct_noise="observed"``), so runs on other
+        observed sets with the same inputs can adopt them."""
+        f, n, noisy = self.folder, self.prof.ae.n_models, self.prof.cnn.direct_noise == "observed"
 
         def run(staged):
-            syn = store.read(f.synthetic)
+            syn, snr = store.read(f.synthetic), store.describe(f.observed)["attrs"]["snr"] if noisy else None
             latents = Latents({("syn", "pre", i): autoencoder.encode(autoencoder.load(f.ae_file(i)), syn.flux)
                                for i in range(n)})
             bundle.save_trained(staged(f.cnn_synthetic_dir), {
-                space: cnn.train_space(syn, latents, space, n, self.prof.cnn, self.seed, self.progress)
+                space: cnn.train_space(syn, latents, space, n, self.prof.cnn, self.seed, self.progress, snr)
                 for space in variants.SYNTHETIC_SPACES})
 
         self.stages.run("cnn-synthetic", [f.cnn_synthetic_dir], run,
                         extra=[key_of(self.prof.cnn), n, bundle.FORMAT, keras.backend.backend()],
-                        inputs=[f.synthetic] + [f.ae_file(i) for i in range(n)])
+                        inputs=[f.synthetic] + [f.ae_file(i) for i in range(n)] + [f.observed] * noisy)
 
     def cnns(self) -> None:
         f, names = self.folder, list(variants.VARIANTS)
@@ -259,7 +259,7 @@ def run(out: Path, inputs: DemoInput | SetsInput = DemoInput(), prof: Profile | 
         store.check_pair(inputs.synthetic, inputs.observed, window)
         window = Window(**store.describe(inputs.synthetic)["attrs"].get("window", asdict(window or prof.window)))
     if window is not None:
-        prof = dataclasses.replace(prof, window=window)
+        prof = replace(prof, window=window)
     training.deterministic()
     r = Runner(out, prof, seed, progress, scheduler, data_parallel)
     truth = None
