@@ -238,7 +238,7 @@ class Runner:
         info.update(validation.evaluate(f, truth_csv))
         info["warnings"] = validation.warnings(info)
         previous = f.summary() if f.exists() else {}
-        info["timings_s"] = {**previous.get("timings_s", {}), **self.stages.timings}
+        info.update(self.stages.measurements(previous))
         write_text(f.summary_file, json.dumps(info, indent=1, default=str))
         for line in info["warnings"]:
             print(f"[carmenes-dtl] warning: {line}", file=sys.stderr)

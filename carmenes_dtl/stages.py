@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -54,6 +55,18 @@ def _partials(final: Path) -> dict[Path, Path]:
             for f in final.parent.glob(f"{glob.escape(prefix)}*")} if final.parent.is_dir() else {}
 
 
+def peak_rss_gib() -> float | None:
+    """Peak resident memory so far of this process or of any child process it waited for
+    (Dask's process workers), GiB; None where the platform does not say (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return round(peak * unit / 2**30, 2)
+
+
 class Stages:
     """The finished stages of a run, recorded in `file` (``RUN/stages.json``), and the means to run more."""
 
@@ -62,6 +75,7 @@ class Stages:
         self.out = self.file.parent
         self.done = json.loads(self.file.read_text()) if self.file.exists() else {}
         self.timings: dict[str, float] = {}
+        self.peak_rss: dict[str, float | None] = {}
         self._digests: dict = {}
 
     def identity(self, path: Path) -> str:
@@ -91,6 +105,13 @@ class Stages:
     def _save(self) -> None:
         write_text(self.file, json.dumps(self.done, indent=1))
 
+    def measurements(self, previous: dict) -> dict:
+        """run.json's ``timings_s`` (wall seconds per stage) and ``peak_rss_gib`` (the run's peak resident
+        memory, GiB, at the end of each stage: the stage where it grows is the one that needs it), the
+        stages that ran now over those of `previous` (the run.json before)."""
+        return {"timings_s": {**previous.get("timings_s", {}), **self.timings},
+                "peak_rss_gib": {**previous.get("peak_rss_gib", {}), **self.peak_rss}}
+
     def run(self, name: str, outputs: list[Path], func: Callable[[Staging], None], extra=None, inputs=()) -> bool:
         """Run `func` unless `outputs` are, unchanged, those of a run with this key; returns True when it ran.
 
@@ -119,6 +140,7 @@ class Stages:
                 remove(done)
                 os.replace(tmp, done)
         self.timings[name] = round(time.perf_counter() - t, 2)
+        self.peak_rss[name] = peak_rss_gib()
         print(f"[carmenes-dtl] {name} done in {self.timings[name]:.1f} s", flush=True)
         self.done[name] = self.record(key, outputs)
         self._save()

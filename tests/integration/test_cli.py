@@ -133,6 +133,9 @@ def test_run_writes_estimates_and_report(tiny_run):
     truth = pd.read_csv(out / "demo" / "truth.csv")
     info = json.loads((out / "run.json").read_text())
     assert set(info["errors_vs_truth"]) == {"method", "finetuned_both", "no_finetune", "direct", "method_aligned"}
+    peaks = info["peak_rss_gib"]  # the run's high-water mark after each stage, in stage order
+    assert list(peaks) == list(info["timings_s"])
+    assert list(peaks.values()) == sorted(peaks.values()) and 0.2 < peaks["cnn"] < 8, peaks  # Keras + JAX alone: > 0.2
     for variant in VARIANT_FILES:
         est = pd.read_csv(out / f"estimates{variant}.csv")
         assert list(est.columns) == estimate_columns() and sorted(est["karmn"]) == sorted(truth["karmn"])
