@@ -187,8 +187,7 @@ def _best_first(rows: list[dict]) -> list[dict]:
 def _fold_mse(flux: np.ndarray, fold: tuple, n_in: int, l1: float, s: AESettings, seed: int) -> tuple:
     """One fit of the search (a Dask task): (test MSE, None), or (nan, the error) when it fails."""
     try:
-        model, _ = train(flux[fold[0]], n_in, l1, s, seed, search=True)
-        return reconstruction_mse(model, flux[fold[1]]), None
+        return -AutoencoderEstimator(n_in, l1, s, seed).fit(flux[fold[0]]).score(flux[fold[1]]), None
     except Exception as err:  # reported by configuration and fold by `grid_search`, never dropped
         return float("nan"), f"{type(err).__name__}: {err}"
 

@@ -19,6 +19,8 @@ CARMENES_VIS_R = 94_600
 PARAMETERS: tuple[str, ...] = ("teff", "logg", "mh", "vsini")
 #: Column names of the published estimates table for each label.
 PUBLISHED_NAMES = {"teff": "Teff", "logg": "logg", "mh": "[M/H]", "vsini": "vsini"}
+#: Units of the labels, by published name.
+UNITS = {"Teff": "K", "logg": "dex", "[M/H]": "dex", "vsini": "km/s"}
 
 
 def estimate_columns() -> list[str]:

@@ -38,7 +38,7 @@ import pandas as pd
 from scipy import stats
 
 from . import __version__, autoencoder, gap, pipeline, store, twin
-from .config import (GAP_LEVELS, PUBLISHED_NAMES, FineTuneSettings, Profile, Window, overrides_of, profile,
+from .config import (GAP_LEVELS, PUBLISHED_NAMES, UNITS, FineTuneSettings, Profile, Window, overrides_of, profile,
                      with_overrides)
 from .demo_gap import GapMix
 from .rundir import RunFolder
@@ -494,7 +494,7 @@ def experiment(out: Path, settings: list[str], seeds: list[int], prof: Profile |
 
 
 def _difference(r) -> str:
-    unit, fmt = ("K", "{:+.0f}") if r["parameter"] == "Teff" else ("dex", "{:+.3f}")
+    unit, fmt = UNITS[r["parameter"]], "{:+.0f}" if r["parameter"] == "Teff" else "{:+.3f}"
 
     def bounds(low, high):
         return "unbounded" if not np.isfinite(low) else f"{fmt.format(low)} to {fmt.format(high)}"
@@ -562,7 +562,7 @@ def autoencoder_spread(biases: pd.DataFrame, parameter: str = "Teff",
     b = biases[(biases["parameter"] == parameter) & biases["variant"].isin(variants)]
     per = b.groupby(["arm", "variant", "setting", "seed"], sort=False)["bias"].agg(
         largest=lambda x: x.abs().max(), between=lambda x: x.max() - x.min())
-    unit = "K" if parameter == "Teff" else "dex"
+    unit = UNITS[parameter]
     return per.groupby(level=["arm", "variant"], sort=False).median().round(0 if parameter == "Teff" else 3).rename(
         columns={"largest": f"largest |bias| of one autoencoder [{unit}]",
                  "between": f"spread between autoencoders [{unit}]"}).unstack("variant")

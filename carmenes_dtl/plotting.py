@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .config import PARAMETERS, PUBLISHED_NAMES
+from .config import PARAMETERS, PUBLISHED_NAMES, UNITS
 
 DOMAIN_COLOURS = {"synthetic": "#4C72B0", "observed": "#DD8452"}
 LABELS = {"teff": r"$T_\mathrm{eff}$ [K]", "logg": r"$\log g$ [dex]", "mh": "[M/H] [dex]",
@@ -220,8 +220,7 @@ def forest(verdict: pd.DataFrame, pairs: list[tuple[str, str]], parameters=("Tef
             ax.errorbar(g["mean"], y, xerr=np.where(bounded, [g["mean"] - g["low"], g["high"] - g["mean"]], 0),
                         fmt="o", ms=5, capsize=3, color=colour, label=f"{v} − {ref}")
         ax.axvline(0, color="0.3", lw=0.8)
-        unit = "K" if p == "Teff" else "dex"
-        ax.set(xlabel=f"MAE difference in {LABELS.get(p, p).split(' [')[0]} [{unit}]")
+        ax.set(xlabel=f"MAE difference in {LABELS.get(p, p).split(' [')[0]} [{UNITS[p]}]")
         ax.grid(axis="x", alpha=0.3)
     axes.flat[0].set_yticks(np.arange(len(rows)), [f"{a}  {s}" for a, s in rows])
     axes.flat[0].invert_yaxis()

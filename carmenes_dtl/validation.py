@@ -16,7 +16,7 @@ from scipy import stats
 
 from . import files, literature
 from .variants import VARIANTS
-from .config import PUBLISHED_NAMES, estimate_columns
+from .config import PUBLISHED_NAMES, UNITS, estimate_columns
 
 def errors(est: pd.DataFrame, truth: pd.DataFrame) -> dict:
     """Per-parameter bias (mean of estimate - truth), scatter (std) and MAE."""
@@ -49,9 +49,8 @@ def error_lines(est: pd.DataFrame, truth: pd.DataFrame) -> list[str]:
     """`errors` as one line per parameter, with units and the estimates' precision (`cnn.DECIMALS`)."""
     from .cnn import DECIMALS
 
-    units = {"Teff": "K", "logg": "dex", "[M/H]": "dex", "vsini": "km/s"}
     return [f"{name}: n {e['n']}, MAE {e['mae']:.{DECIMALS[name]}f}, bias {e['bias']:+.{DECIMALS[name]}f}, "
-            f"scatter {e['scatter']:.{DECIMALS[name]}f} {units[name]}" for name, e in errors(est, truth).items()]
+            f"scatter {e['scatter']:.{DECIMALS[name]}f} {UNITS[name]}" for name, e in errors(est, truth).items()]
 
 
 def coverage(table: pd.DataFrame) -> dict:
