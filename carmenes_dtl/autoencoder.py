@@ -71,7 +71,8 @@ def encoder(model: keras.Model) -> keras.Model:
 
 
 def encode(model: keras.Model, flux: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    return np.asarray(encoder(model).predict(flux, batch_size=batch_size, verbose=0))
+    """Latent vectors of `flux`, float32 (a bfloat16 model's too: NumPy files cannot hold bfloat16)."""
+    return np.asarray(encoder(model).predict(flux, batch_size=batch_size, verbose=0), np.float32)
 
 
 def reconstruction_mse(model: keras.Model, flux: np.ndarray) -> float:

@@ -520,6 +520,7 @@ def test_bfloat16_option_computes_in_bfloat16_with_float32_weights_and_outputs(s
     got = np.asarray(keras.Model(model.inputs, enc.output).predict(syn[:10], verbose=0), float)
     rel = np.abs(got - exact).max() / np.abs(exact).max()
     assert 1e-4 < rel < 3e-2
+    assert ae.encode(model, syn[:10]).dtype == np.float32  # latents are stored as .npy/.npz
     again = ae.load(ae.save(model, tmp_path / "bf16.keras", {}))
     assert again.get_layer("enc_1").compute_dtype == "bfloat16"
     np.testing.assert_array_equal(again.predict(syn[:10], verbose=0), out)
