@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from . import portable, scheduling
 from .config import PUBLISHED_L1_LAYERS, AESettings, stage_seed
+from .environment import tensorflow_hidden
 from .layers import ContractiveDense, FloatL1
 from .training import callbacks, data_parallel, history, precision_policy, scope, validation_slice, whole_batches
 
@@ -188,7 +189,8 @@ def _best_first(rows: list[dict]) -> list[dict]:
 def _fold_mse(flux: np.ndarray, fold: tuple, n_in: int, l1: float, s: AESettings, seed: int) -> tuple:
     """One fit of the search (a Dask task): (test MSE, None), or (nan, the error) when it fails."""
     try:
-        return -AutoencoderEstimator(n_in, l1, s, seed).fit(flux[fold[0]]).score(flux[fold[1]]), None
+        model, _ = train(flux[fold[0]], n_in, l1, s, seed, search=True)  # a fresh model: workers may run fits at once
+        return reconstruction_mse(model, flux[fold[1]]), None
     except Exception as err:  # reported by configuration and fold by `grid_search`, never dropped
         return float("nan"), f"{type(err).__name__}: {err}"
 
@@ -230,12 +232,14 @@ def search_and_train(flux: np.ndarray, s: AESettings, seed: int, progress: bool 
     return rows, models
 
 
-def save(model: keras.Model, path: Path, info: dict) -> Path:
-    """Native `.keras` file plus a JSON of its settings beside it."""
+def save(model: keras.Model, path: Path, info: dict | None = None) -> Path:
+    """Native `.keras` file, with a JSON of its settings `info` beside it when given."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    model.save(path)
-    path.with_suffix(".json").write_text(json.dumps(info, indent=1, default=float))
+    with tensorflow_hidden():
+        model.save(path)
+    if info is not None:
+        path.with_suffix(".json").write_text(json.dumps(info, indent=1, default=float))
     return path
 
 
@@ -253,7 +257,8 @@ def load(path: Path, saved_with: str = "?") -> keras.Model:
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: model not found")
     try:
-        return keras.saving.load_model(path)
+        with tensorflow_hidden():
+            return keras.saving.load_model(path)
     except Exception as err:  # Keras raises many types for files that are no model or of other versions
         model = _load_newer(path)
         if model is not None:

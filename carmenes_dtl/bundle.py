@@ -42,13 +42,13 @@ def save(folder: Path, ensembles: dict, autoencoders: list[tuple[Path, Path]], b
     each autoencoder, ``aligned_<i>.npy``), `info` (window, profile, ...)."""
     import keras
 
-    from .autoencoder import load
+    from .autoencoder import load, save
 
     folder = Path(folder)
     folder.mkdir(parents=True)
     for i, pair in enumerate(autoencoders):
         for src, name in zip(pair, (ae_name(i, "pre"), ae_name(i, "ft"))):
-            inference_copy(load(src)).save(folder / name)
+            save(inference_copy(load(src)), folder / name)
     for i, coef in enumerate(back_maps):
         np.save(folder / f"aligned_{i}.npy", coef, allow_pickle=False)
     spaces = write_ensembles(folder, ensembles)
@@ -63,13 +63,15 @@ def save(folder: Path, ensembles: dict, autoencoders: list[tuple[Path, Path]], b
 def write_ensembles(folder: Path, ensembles: dict) -> dict:
     """Save `ensembles` {space: [cnn.Ensemble]} into `folder` (graphs, residuals); returns the
     manifest entries {space name: [per ensemble: files, scaler, target normalisation]}."""
+    from .autoencoder import save
+
     spaces = {}
     for space, group in ensembles.items():
         tag, entries = space, []
         for i, ens in enumerate(group):
             models = []
             for g, (params, model) in enumerate(ens.models):
-                inference_copy(model).save(folder / f"cnn_{tag}_{i}_{g}.keras")
+                save(inference_copy(model), folder / f"cnn_{tag}_{i}_{g}.keras")
                 models.append({"parameters": list(params), "file": f"cnn_{tag}_{i}_{g}.keras"})
             np.savez(folder / f"residuals_{tag}_{i}.npz", **ens.residuals)
             scaler = None if ens.x_scaler is None else {"mean": ens.x_scaler.mean_.tolist(),

@@ -315,14 +315,20 @@ def synthetic_inputs(syn, latents, space: str, n_models: int) -> list[np.ndarray
     return [syn.flux] if space == "spectra" else [latents.get("syn", space, i) for i in range(n_models)]
 
 
-def with_photon_noise(flux: np.ndarray, snr: np.ndarray, seed: int) -> np.ndarray:
+def with_photon_noise(flux: np.ndarray, snr, seed: int) -> np.ndarray:
     """`flux` (normalised spectra, one per row) with photon noise: σ = √(f · f_median) / (S/N), so
     that each spectrum's S/N at its median flux is one drawn (with replacement, seeded) from `snr`,
-    and the variance grows as f; clipped to [0, 1] as observed spectra are (`prepare.NORMALISATION`)."""
+    and the variance grows as f; clipped to [0, 1] as observed spectra are (`prepare.NORMALISATION`).
+    One realisation per spectrum, drawn once (not anew each epoch); float32."""
+    snr = np.asarray([] if snr is None else snr, np.float32)
+    if snr.size == 0 or not np.all(np.isfinite(snr) & (snr > 0)):
+        raise ValueError(f"direct_noise='observed' needs the observed stars' S/N (positive numbers, the observed "
+                         f"set's attribute snr written by prepare-observed), got {snr.tolist()[:5]}")
     rng = np.random.default_rng(seed)
-    drawn = rng.choice(np.asarray(snr, float), size=len(flux))[:, None]
+    drawn = rng.choice(snr, size=len(flux))[:, None]
+    flux = np.asarray(flux, np.float32)
     sigma = np.sqrt(np.clip(flux, 0, None) * np.median(flux, axis=1, keepdims=True)) / drawn
-    return np.clip(flux + sigma * rng.standard_normal(flux.shape), 0, 1).astype(flux.dtype)
+    return np.clip(flux + sigma * rng.standard_normal(flux.shape, np.float32), 0, 1)
 
 
 def train_space(syn, latents, space: str, n_models: int, s: CNNSettings, seed: int,
@@ -333,7 +339,7 @@ def train_space(syn, latents, space: str, n_models: int, s: CNNSettings, seed: i
     held = holdout_mask(syn.parameters, stage_seed(seed, "holdout"), s.holdout_fraction)
     inputs = synthetic_inputs(syn, latents, space, n_models)
     if space == "spectra" and s.direct_noise == "observed":
-        inputs = [with_photon_noise(inputs[0], snr, stage_seed(seed, "cnn", SPACES.index(space), 1))]
+        inputs = [with_photon_noise(inputs[0], snr, stage_seed(seed, "cnn", len(SPACES)))]  # a branch no space uses
     return [train_ensemble(x[~held], syn.labels[~held], s, stage_seed(seed, "cnn", SPACES.index(space), a),
                            pool=8 if space == "spectra" else 0, progress=progress)
             for a, x in enumerate(inputs)]
@@ -362,7 +368,8 @@ def train_variants(syn, obs, latents, n_models: int, s: CNNSettings, seed: int, 
     for variant, v in tqdm(VARIANTS.items(), desc="CNN variants", disable=not progress):
         space = v.train
         if space not in ensembles:
-            ensembles[space] = train_space(syn, latents, space, n_models, s, seed, progress, obs.attrs.get("snr"))
+            snr = obs.attrs.get("snr") if s.direct_noise == "observed" else None
+            ensembles[space] = train_space(syn, latents, space, n_models, s, seed, progress, snr)
         ens = ensembles[space]
         out[variant] = estimate_variant(ensembles, latents, obs, variant, s.uncertainty)
         held_inputs = [x[held] for x in synthetic_inputs(syn, latents, v.apply, len(ens))] if held.any() else []

@@ -351,23 +351,23 @@ def setting(prof: Profile, name: str):
     return list(value) if isinstance(value, tuple) else value
 
 
-#: What a departure of the quick profile from the published value changes (``kind`` in
-#: ``published_method.json``): the size of the problem, the training schedule that fits the smaller
-#: size in fewer steps, or the method itself.
+#: What a departure of the quick profile from `paper` changes (``kind`` in ``published_method.json``):
+#: the size of the problem, the training schedule (epochs, learning rate, batch size, early stopping)
+#: that fits the smaller size in fewer steps, or the method itself.
 DEPARTURE_KINDS = ("size", "schedule", "method")
 
 
 def deviations(names: tuple[str, ...] = ("paper", "quick")) -> list[dict]:
-    """Per published setting: its value and source, the profiles' values, why they differ, the
-    kind of departure (`DEPARTURE_KINDS`) and where it is measured."""
+    """Per published setting: its value and source, the profiles' values, why they differ, and
+    where quick departs from paper the kind of departure (`DEPARTURE_KINDS`) and its measurement."""
     rows = []
     for entry in published_settings():
         row = {"setting": entry["field"], "published": entry["value"], "source": entry["source"]}
         row.update({name: setting(PROFILES[name], entry["field"]) for name in names})
         differs = any(row[n] != entry["value"] for n in names)
         row["why"] = entry.get("why", "") if differs else ""
-        row["kind"] = entry.get("kind", "") if differs else ""
-        row["measured"] = entry.get("measured", "") if differs else ""
+        row["kind"] = entry.get("kind", "") if row.get("quick") != row.get("paper") else ""
+        row["measured"] = entry.get("measured", "") if row["kind"] else ""
         row["note"] = entry.get("note", "")
         rows.append(row)
     return rows

@@ -5,6 +5,7 @@ already set always wins.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
@@ -54,16 +55,21 @@ def apply_defaults(environ: MutableMapping[str, str] = os.environ) -> None:
         environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
-def keep_tensorflow_unloaded() -> None:
-    """Under a backend other than TensorFlow (and unless TensorFlow is imported already), tell
-    Keras that TensorFlow is not available: its ``tf.available`` checks, made on every model
-    save, would otherwise import an installed TensorFlow to compute nothing (+0.4 GB resident
-    and seconds per process). Called on `import carmenes_dtl.layers`, after Keras is imported."""
+@contextlib.contextmanager
+def tensorflow_hidden():
+    """Inside, under a backend other than TensorFlow (and unless TensorFlow is imported already),
+    Keras takes TensorFlow as unavailable: its ``tf.available`` checks, made on every model save
+    and load, would otherwise import an installed TensorFlow to compute nothing (+0.4 GB resident
+    and seconds per process). `autoencoder.save` and `autoencoder.load` save and load inside."""
     import keras
 
-    if keras.backend.backend() == "tensorflow" or "tensorflow" in sys.modules:
-        return
     lazy = getattr(importlib.import_module("keras.src.utils.module_utils"), "tensorflow", None)
-    if lazy is not None and getattr(lazy, "_available", False) is None:
+    hide = (keras.backend.backend() != "tensorflow" and "tensorflow" not in sys.modules
+            and getattr(lazy, "_available", False) is None)
+    if hide:
         lazy._available = False
-
+    try:
+        yield
+    finally:
+        if hide:
+            lazy._available = None

@@ -11,9 +11,6 @@ import numpy as np
 from keras import ops
 
 from .config import OPTIONS
-from .environment import keep_tensorflow_unloaded
-
-keep_tensorflow_unloaded()
 
 
 @keras.saving.register_keras_serializable(package="carmenes_dtl")

@@ -183,7 +183,7 @@ class Runner:
         f, n, noisy = self.folder, self.prof.ae.n_models, self.prof.cnn.direct_noise == "observed"
 
         def run(staged):
-            syn, snr = store.read(f.synthetic), store.describe(f.observed)["attrs"]["snr"] if noisy else None
+            syn, snr = store.read(f.synthetic), store.describe(f.observed)["attrs"].get("snr") if noisy else None
             latents = Latents({("syn", "pre", i): autoencoder.encode(autoencoder.load(f.ae_file(i)), syn.flux)
                                for i in range(n)})
             bundle.save_trained(staged(f.cnn_synthetic_dir), {

@@ -11,11 +11,14 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import sys
 import tempfile
 import zipfile
 from pathlib import Path
 
 import keras
+
+from .environment import tensorflow_hidden
 
 
 def _known_arguments(entry: dict) -> set[str] | None:
@@ -35,11 +38,10 @@ def _known_arguments(entry: dict) -> set[str] | None:
 
 def without_unknown_nones(config):
     """`config` (a saved model's ``config.json``) without the None-valued arguments that the
-    classes of this Keras do not accept; the number of arguments dropped."""
-    dropped = 0
+    classes of this Keras do not accept; the names dropped (``Class.argument``, sorted, once each)."""
+    dropped = set()
 
     def clean(node):
-        nonlocal dropped
         if isinstance(node, list):
             return [clean(v) for v in node]
         if not isinstance(node, dict):
@@ -48,23 +50,27 @@ def without_unknown_nones(config):
         known = _known_arguments(node) if isinstance(node.get("config"), dict) and "class_name" in node else None
         if known is not None:
             unknown = [k for k, v in node["config"].items() if v is None and k not in known]
-            dropped += len(unknown)
+            dropped.update(f"{node['class_name']}.{k}" for k in unknown)
             node["config"] = {k: v for k, v in node["config"].items() if k not in unknown}
         return node
 
-    return clean(config), dropped
+    return clean(config), sorted(dropped)
 
 
 def load_newer(path: Path) -> keras.Model | None:
     """The model at `path` with the None-valued arguments this Keras does not know dropped from
-    its config; None when there were none (the file's failure is then something else)."""
+    its config (named in one line on stderr); None when there were none (the file's failure is
+    then something else)."""
     with zipfile.ZipFile(path) as archive:
         config, dropped = without_unknown_nones(json.loads(archive.read("config.json")))
         if not dropped:
             return None
+        print(f"[carmenes-dtl] {path}: written by a newer Keras; Keras {keras.__version__} ignores its "
+              f"arguments left unset: {', '.join(dropped)}", file=sys.stderr)
         with tempfile.TemporaryDirectory() as tmp:
             copy = Path(tmp) / Path(path).name
             with zipfile.ZipFile(copy, "w") as out:
                 for name in archive.namelist():
                     out.writestr(name, json.dumps(config) if name == "config.json" else archive.read(name))
-            return keras.saving.load_model(copy)
+            with tensorflow_hidden():
+                return keras.saving.load_model(copy)

@@ -89,18 +89,6 @@ def data_parallel(batch_size: int):
 
 
 @contextlib.contextmanager
-def precision(name: str):
-    """Layers built inside compute in `name`: ``float32``, or ``bfloat16`` (Keras' mixed_bfloat16
-    policy: bfloat16 arithmetic, float32 weights). The policy before is restored after."""
-    before = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_bfloat16" if name == "bfloat16" else "float32")
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(before)
-
-
-@contextlib.contextmanager
 def precision_policy(name: str):
     """Layers built inside compute in `name`: ``float32``, or ``bfloat16`` (Keras' mixed_bfloat16
     policy: bfloat16 arithmetic, float32 weights). The policy before is restored after."""
