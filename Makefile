@@ -8,7 +8,7 @@ export KERAS_BACKEND ?= jax
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONHASHSEED ?= 0
 
-.PHONY: book test venv lock clean demo-run browser-test chromium experiment compat
+.PHONY: book test venv lock clean demo-run browser-test chromium experiment experiment-paper compat
 
 venv: $(STAMP)
 
@@ -38,6 +38,13 @@ experiment: $(STAMP)
 	  --seeds 1,2,3,4,5,6,7,8,9,10
 	$(BIN)/carmenes-dtl experiment $(EXPERIMENT_OPTIONS) --settings none,shared,paper --factorial \
 	  --seeds 1,2,3,4,5,6,7,8 --results data/results/factorial_experiment.csv
+
+# The published method at the published schedule and sizes per node: the paper profile on 40 seeded
+# nodes (520 synthetic spectra) with the published sample of 286 demo stars, at none and shared x 3
+# seeds, into data/results/paper_nodes_experiment*.csv. About 2.5 h on 2 cores (3 cells at a time).
+experiment-paper: $(STAMP)
+	$(BIN)/carmenes-dtl experiment --out _build/paper-nodes --profile paper --nodes 40 --set n_stars=286 \
+	  --settings none,shared --seeds 1,2,3 --jobs 3 --quiet --results data/results/paper_nodes_experiment.csv
 
 book: demo-run
 	rm -rf _build/html _build/jupyter_execute

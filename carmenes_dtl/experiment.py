@@ -54,10 +54,11 @@ PAIRS = [("method", "no_finetune"), ("method", "direct")]
 #: Latent-AUC changes from fine-tuning: (variant, reference).
 AUC_PAIRS = [("method", "no_finetune"), ("finetuned_both", "no_finetune")]
 PARAMS = list(PUBLISHED_NAMES.values())
-#: The committed tables (data/results/ in the repository): `make experiment` writes the first (the
-#: factorial, with ``<stem>_verdict.csv`` and ``<stem>_autoencoders.csv``), the tiny reproducibility
-#: cell that `make test` reruns the second; each has ``<stem>_intervals.csv``.
+#: The committed tables (data/results/ in the repository), each with ``<stem>_intervals.csv``,
+#: ``<stem>_verdict.csv`` and ``<stem>_autoencoders.csv``: the factorial (`make experiment`), the
+#: paper profile at 40 nodes (`make experiment-paper`), the tiny reproducibility cell that `make test` reruns.
 RESULTS = snapshot("results/factorial_experiment.csv")
+PAPER_RESULTS = RESULTS.with_name("paper_nodes_experiment.csv")
 TINY_RESULTS = RESULTS.with_name("experiment_tiny.csv")
 
 
@@ -359,8 +360,9 @@ def _cells(info: dict) -> list[tuple[str, str, int]]:
 
 def collect(out: Path, n_boot: int = 2000, seed: int = 0) -> dict[str, Path]:
     """Tables and figure of an experiment in `out` (see the module docstring). An unfinished cell is
-    left out and named on one line; with arms, ``experiment_autoencoders.csv`` and
-    ``experiment_verdict.csv`` (`verdict`) too, and no twin metrics (the latent AUC is 1 everywhere)."""
+    left out and named on one line; ``experiment_autoencoders.csv`` and ``experiment_verdict.csv``
+    (`verdict`; the arm of a plain experiment is its profile's name) too; with arms, no twin
+    metrics (the latent AUC is 1 everywhere)."""
     from . import plotting
 
     out = Path(out)
@@ -376,9 +378,8 @@ def collect(out: Path, n_boot: int = 2000, seed: int = 0) -> dict[str, Path]:
             {"setting": setting, "gap": info["settings"][setting], "seed": s}
         st = star_table(cell)
         twins = pd.DataFrame(columns=["variant"]) if factorial else twin_metrics(cell, seed)
-        extra = drift_metrics(cell) if factorial else {}
-        tables.append(summarise_cell(st, twins, holdout_metrics(cell) if factorial else None)
-                      .assign(**key, **extra, **cell_counts(cell)))
+        tables.append(summarise_cell(st, twins, holdout_metrics(cell))
+                      .assign(**key, **drift_metrics(cell), **cell_counts(cell)))
         stars.append(st.assign(**key))
         biases.append(autoencoder_biases(cell, st).assign(**key))
     if unfinished:
@@ -394,11 +395,11 @@ def collect(out: Path, n_boot: int = 2000, seed: int = 0) -> dict[str, Path]:
              "intervals": out / "experiment_intervals.csv", "figure": out / "experiment_mae.png"}
     stars.to_csv(paths["stars"], index=False)
     table.to_csv(paths["table"], index=False)
+    paths["autoencoders"], paths["verdict"] = out / "experiment_autoencoders.csv", out / "experiment_verdict.csv"
+    ae = pd.concat(biases, ignore_index=True)
+    ae[front + [c for c in ae if c not in front]].to_csv(paths["autoencoders"], index=False)
+    verdict(table if factorial else table.assign(arm=info["profile"])).to_csv(paths["verdict"], index=False)
     if factorial:
-        paths["autoencoders"], paths["verdict"] = out / "experiment_autoencoders.csv", out / "experiment_verdict.csv"
-        ae = pd.concat(biases, ignore_index=True)
-        ae[front + [c for c in ae if c not in front]].to_csv(paths["autoencoders"], index=False)
-        verdict(table).to_csv(paths["verdict"], index=False)
         stars = stars.assign(setting=stars["arm"] + "/" + stars["setting"])
         table = table.assign(setting=table["arm"] + "/" + table["setting"])
     iv = intervals(stars, table, n_boot, seed)
