@@ -540,6 +540,24 @@ def common_cells(table: pd.DataFrame) -> pd.DataFrame:
     return table[[c in common for c in zip(table["setting"], table["seed"])]]
 
 
+def arm_contrast(table: pd.DataFrame, arm: str, reference: str, variant: str = "method",
+                 against: str = "no_finetune", parameter: str = "Teff") -> pd.DataFrame:
+    """Does a factor change the verdict? Per gap setting, the seeds both arms ran: `arm`'s
+    ``variant − against`` MAE difference minus `reference`'s (the interaction; one value per seed,
+    paired because the arms share each seed's autoencoders), with its mean, positive seeds, the
+    exact sign-flip p and 95 % interval (`stats.sign_flip_interval`)."""
+    mae = table[(table["region"] == "all") & (table["parameter"] == parameter)].pivot_table(
+        index=["arm", "setting", "seed"], columns="variant", values="mae")
+    diff = (mae[variant] - mae[against]).unstack("arm")[[arm, reference]].dropna()
+    rows = []
+    for setting, g in (diff[arm] - diff[reference]).groupby(level="setting", sort=False):
+        d = g.to_numpy()
+        low, high = sign_flip_interval(d)
+        rows.append({"setting": setting, "n_seeds": len(d), "mean": d.mean(), "n_positive": int((d > 0).sum()),
+                     "p_sign_flip": sign_flip_p(d), "low": low, "high": high})
+    return pd.DataFrame(rows).set_index("setting")
+
+
 def mechanism(table: pd.DataFrame) -> pd.DataFrame:
     """Per arm (means over the cells all arms ran, `common_cells`, rounded): the pairing cost on held-out synthetic nodes (``method``
     minus ``no_finetune`` held-out MAE, no gap involved) in Teff [K] and [M/H] [dex], and the share of

@@ -199,3 +199,18 @@ def test_verdict_on_a_hand_built_table():
     text = experiment.headline(v.reset_index())
     assert "**`method` − `no_finetune`, Teff MAE**: worse at `paper`. `paper` +5 K" in text
     assert "**`method_aligned` − `no_finetune`, Teff MAE**: no setting where" in text
+
+
+def test_arm_contrast_is_the_per_seed_difference_of_differences():
+    """Two arms, 6 seeds: `method` − `no_finetune` is 2 K in the reference arm and 2 + 10·(seed + 1) K
+    in the other, so the contrast is 10·(seed + 1) K (mean 35), positive in every seed (exact
+    sign-flip p = 2/2**6); a seed only one arm ran is left out."""
+    rows = []
+    for arm, extra in (("published-raw", lambda s: 0.0), ("quick_v1-standardised", lambda s: 10.0 * (s + 1))):
+        for seed in range(6 if arm == "published-raw" else 7):
+            for variant, mae in (("no_finetune", 100.0 + seed), ("method", 102.0 + seed + extra(seed))):
+                rows.append({"arm": arm, "setting": "none", "seed": seed, "variant": variant, "parameter": "Teff",
+                             "region": "all", "mae": mae})
+    c = experiment.arm_contrast(pd.DataFrame(rows), "quick_v1-standardised", "published-raw").loc["none"]
+    assert c["n_seeds"] == 6 and c["n_positive"] == 6 and c["mean"] == pytest.approx(35.0)
+    assert c["p_sign_flip"] == pytest.approx(2 / 64) and c["low"] > 0
