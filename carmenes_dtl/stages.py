@@ -10,6 +10,8 @@ renamed when it completes, so a stage killed midway leaves nothing that looks fi
 """
 from __future__ import annotations
 
+import ctypes
+import gc
 import glob
 import hashlib
 import json
@@ -53,6 +55,16 @@ def _partials(final: Path) -> dict[Path, Path]:
     prefix = f"{final.stem}.partial"
     return {f: f.with_name(final.stem + f.name[len(prefix):])
             for f in final.parent.glob(f"{glob.escape(prefix)}*")} if final.parent.is_dir() else {}
+
+
+def release_memory() -> None:
+    """Collect garbage and give the freed heap back to the OS (glibc's ``malloc_trim``; nothing
+    elsewhere), so that a stage does not start on an earlier stage's leftovers."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def peak_rss_gib() -> float | None:
@@ -132,6 +144,7 @@ class Stages:
             for tmp in _partials(final):
                 remove(tmp)
         func(lambda path: staged[Path(path)])
+        release_memory()
         missing = [str(final) for final, tmp in staged.items() if not tmp.exists()]
         if missing:
             raise RuntimeError(f"stage {name} did not write {', '.join(missing)}")
