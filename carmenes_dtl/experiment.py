@@ -530,7 +530,18 @@ def committed_headline() -> str:
             f"demo gap settings {', '.join(f'`{s}`' for s in published['setting'].unique())}, "
             f"{published['n_seeds'].min()}-{published['n_seeds'].max()} seeds (each trains its own models; "
             f"`{head.get('command', '?')}`); MAE differences, negative where the first variant errs less, "
-            f"with the 95 % sign-flip interval and the one corrected over the arm's claims:\n\n" + headline(table))
+            f"with the 95 % sign-flip interval and the one corrected over the arm's claims:\n\n" + headline(table)
+            + _paper_headline())
+
+
+def _paper_headline() -> str:
+    """The same for the `paper` profile's cells (`PAPER_RESULTS`), the published schedule."""
+    table, head = read_table(PAPER_RESULTS.with_name(f"{PAPER_RESULTS.stem}_verdict.csv"))
+    claims = table[table["claim"]]
+    return (f"\n\nAt the published schedule (profile `paper`, {head.get('overrides', '?')}, settings "
+            f"{', '.join(f'`{s}`' for s in claims['setting'].unique())}, {claims['n_seeds'].max()} seeds: no "
+            f"interval can be bounded and no p is below {claims['p_sign_flip'].min():.2f}; read the sign counts):\n\n"
+            + headline(table, arm=head.get("profile", "paper")))
 
 
 def common_cells(table: pd.DataFrame) -> pd.DataFrame:
