@@ -53,21 +53,30 @@ book: demo-run
 
 # Lint (ruff: package, tests, scripts, chapters), then the whole suite; the browser test opens
 # every page of a book built on a tiny run.
-test: $(STAMP) chromium
+test: $(STAMP) $(LOWEST_ENV) chromium
 	$(BIN)/ruff check carmenes_dtl tests scripts benchmarks book
 	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 # The browser test on the site `make book` built (screenshots in _build/screenshots/).
-browser-test: $(STAMP) chromium
+browser-test: $(STAMP) $(LOWEST_ENV) chromium
 	CARMENES_DTL_SITE=$(abspath _build/html) $(BIN)/python -m pytest -q tests/integration/test_browser.py
 
 # The lowest versions pyproject.toml allows (requirements-lowest.txt) in Python 3.12, Colab's:
-# the tiny pipeline runs there, and each environment opens the other's model bundle.
-LOWEST_PYTHON ?= python3.12
+# the tiny pipeline runs there, and each environment opens the other's model bundle. `make test`
+# builds this environment too where python3.12 exists (tests/integration/test_lowest.py).
+LOWEST_PYTHON ?= $(shell command -v python3.12)
 LOWEST := .venv-lowest
-compat: $(STAMP)
+LOWEST_STAMP := $(LOWEST)/.installed
+$(LOWEST_STAMP): requirements-lowest.txt
 	@test -x $(LOWEST)/bin/python || $(LOWEST_PYTHON) -m venv $(LOWEST)
 	$(LOWEST)/bin/python -m pip install --quiet -r requirements-lowest.txt
+	@touch $(LOWEST_STAMP)
+ifneq ($(LOWEST_PYTHON),)
+LOWEST_ENV := $(LOWEST_STAMP)
+export CARMENES_DTL_LOWEST_PYTHON := $(abspath $(LOWEST))/bin/python
+endif
+
+compat: $(STAMP) $(LOWEST_STAMP)
 	rm -rf _build/wheel && $(BIN)/python -m pip wheel --quiet --no-deps --no-build-isolation -w _build/wheel .
 	$(LOWEST)/bin/python -m pip install --quiet --no-deps --force-reinstall _build/wheel/*.whl
 	rm -rf _build/compat && $(BIN)/python scripts/compat.py $(LOWEST)/bin/python _build/compat
