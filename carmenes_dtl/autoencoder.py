@@ -24,7 +24,8 @@ from . import portable, scheduling
 from .config import PUBLISHED_L1_LAYERS, AESettings, stage_seed
 from .environment import tensorflow_hidden
 from .layers import ContractiveDense, FloatL1
-from .training import callbacks, data_parallel, history, precision_policy, scope, validation_slice, whole_batches
+from .training import (callbacks, data_parallel, history, precision_policy, scope, set_random_seed, validation_slice,
+                       whole_batches)
 
 ENCODER_FRACTIONS = (1.0, 0.75, 0.5, 0.25, 0.125)
 
@@ -94,7 +95,7 @@ def train(flux: np.ndarray, n_in: int, l1: float, s: AESettings, seed: int, prog
     a new one (the folds of a grid point). `parallel`: built and fitted data-parallel over
     every device (`data_parallel`; the rows cut to a multiple of the device count, `whole_batches`).
     """
-    keras.utils.set_random_seed(seed)
+    set_random_seed(seed)
     lam = 0.0 if search and s.search_loss == "mse" else s.contractive_lambda
     args = (flux.shape[1], n_in, l1, s.latent_dim, lam, s.penalty, s.learning_rate, s.l1_layers, s.precision)
     key = (args, seed, parallel)

@@ -158,7 +158,7 @@ def train_ensemble(x: np.ndarray, y: np.ndarray, s: CNNSettings, seed: int, pool
     """
     scaler, xs, mean, std, member_splits, groups = setup_ensemble(x, y, s, seed, parameters)
     models, hists = [], []
-    keras.utils.set_random_seed(seed)
+    training.set_random_seed(seed)
     for widths, params in groups.items():
         model = build_cnn(x.shape[1], widths, pool=pool, members=len(params) * s.n_per_model, padding=s.padding,
                           precision=s.precision)

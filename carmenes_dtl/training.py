@@ -20,6 +20,8 @@ import json
 import keras
 import numpy as np
 
+from .environment import tensorflow_hidden
+
 #: Fraction of a training part that steers early stopping when it is on.
 EARLY_STOPPING_FRACTION = 0.1
 #: Compiled runs by model architecture, optimizer, loss and loop settings: ensembles of the
@@ -86,6 +88,13 @@ def data_parallel(batch_size: int):
         raise ValueError(f"data-parallel training splits each batch over the {len(devices)} devices: the batch "
                          f"size {batch_size} is not a multiple of {len(devices)}")
     return keras.distribution.DataParallel(devices=devices)
+
+
+def set_random_seed(seed: int) -> None:
+    """``keras.utils.set_random_seed(seed)`` (Python, NumPy and Keras seeds) without importing an
+    installed TensorFlow to seed it under another backend (`environment.tensorflow_hidden`)."""
+    with tensorflow_hidden():
+        keras.utils.set_random_seed(seed)
 
 
 @contextlib.contextmanager
@@ -160,8 +169,9 @@ def predict(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndar
 
 def _architecture(model: keras.Model) -> list:
     """Layer classes and configurations without names: equal for models built alike."""
-    return [(type(layer).__name__, {k: v for k, v in layer.get_config().items() if k != "name"})
-            for layer in model.layers]
+    with tensorflow_hidden():  # a layer's config would import TensorFlow to check a type
+        return [(type(layer).__name__, {k: v for k, v in layer.get_config().items() if k != "name"})
+                for layer in model.layers]
 
 
 def batch_orders(seed, n: int, epochs: int, members: int | None = None) -> np.ndarray:
@@ -179,8 +189,9 @@ def _fit_jax(net, x, y, validation, order, batch_size, patience, progress, desc)
     if not opt.built:
         opt.build(net.trainable_variables)
     validate = validation is not None
-    key = json.dumps([_architecture(net), keras.optimizers.serialize(opt), str(loss), x.shape[1:], y.shape[1:],
-                      batch_size, patience, validate, progress], default=str)
+    with tensorflow_hidden():  # serialising the optimizer would import TensorFlow to check a type
+        key = json.dumps([_architecture(net), keras.optimizers.serialize(opt), str(loss), x.shape[1:], y.shape[1:],
+                          batch_size, patience, validate, progress], default=str)
     if key not in _COMPILED:
         _COMPILED[key] = jax.jit(_program(net, opt, loss, batch_size, patience, validate, progress))
     variables = (net.trainable_variables, net.non_trainable_variables, opt.variables)

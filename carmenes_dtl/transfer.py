@@ -14,7 +14,7 @@ from sklearn.model_selection import train_test_split
 
 from .autoencoder import load, reconstruction_mse
 from .config import FineTuneSettings, stage_seed
-from .training import callbacks, data_parallel, history, scope, validation_slice, whole_batches
+from .training import callbacks, data_parallel, history, scope, set_random_seed, validation_slice, whole_batches
 
 
 def synthetic_sample(flux: np.ndarray, seed: int, n: int = 512) -> np.ndarray:
@@ -69,7 +69,7 @@ def finetune(model_path, observed: np.ndarray, synthetic: np.ndarray, s: FineTun
     rebuilt when the loaded model is compiled. `parallel`: loaded and fitted data-parallel over
     every device (`training.data_parallel`; the rows cut to a multiple of the device count).
     """
-    keras.utils.set_random_seed(seed)
+    set_random_seed(seed)
     split_seed = seed if s.split_seed is None else s.split_seed
     train_obs, test_obs = train_test_split(observed, test_size=s.test_size, random_state=split_seed)
     fit, val = validation_slice(train_obs, s.patience, seed)
