@@ -245,9 +245,11 @@ def save(model: keras.Model, path: Path, info: dict | None = None) -> Path:
 
 
 def _load_newer(path: Path) -> keras.Model | None:
-    """`portable.load_newer`, or None when that fails too (the first error says more)."""
+    """The model at `path` as `portable.newer_copy` cleans it, or None when there is nothing to clean
+    or that fails too (the first error says more)."""
     try:
-        return portable.load_newer(path)
+        with portable.newer_copy(path) as copy, tensorflow_hidden():
+            return None if copy is None else keras.saving.load_model(copy)
     except Exception:  # a file that is no model, or a newer Keras's argument with a value
         return None
 

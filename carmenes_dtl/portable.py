@@ -8,17 +8,18 @@ it; an unknown argument with a value is kept, and loading fails as it should.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import json
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import keras
 
-from .environment import tensorflow_hidden
 
 
 def _known_arguments(entry: dict) -> set[str] | None:
@@ -57,14 +58,16 @@ def without_unknown_nones(config):
     return clean(config), sorted(dropped)
 
 
-def load_newer(path: Path) -> keras.Model | None:
-    """The model at `path` with the None-valued arguments this Keras does not know dropped from
-    its config (named in one line on stderr); None when there were none (the file's failure is
-    then something else)."""
+@contextlib.contextmanager
+def newer_copy(path: Path) -> Iterator[Path | None]:
+    """While the context lasts, a copy of the `.keras` file at `path` without the None-valued
+    arguments this Keras does not know (named in one line on stderr); None when there were none
+    (the file's failure is then something else). `autoencoder.load` opens it."""
     with zipfile.ZipFile(path) as archive:
         config, dropped = without_unknown_nones(json.loads(archive.read("config.json")))
         if not dropped:
-            return None
+            yield None
+            return
         print(f"[carmenes-dtl] {path}: written by a newer Keras; Keras {keras.__version__} ignores its "
               f"arguments left unset: {', '.join(dropped)}", file=sys.stderr)
         with tempfile.TemporaryDirectory() as tmp:
@@ -72,5 +75,4 @@ def load_newer(path: Path) -> keras.Model | None:
             with zipfile.ZipFile(copy, "w") as out:
                 for name in archive.namelist():
                     out.writestr(name, json.dumps(config) if name == "config.json" else archive.read(name))
-            with tensorflow_hidden():
-                return keras.saving.load_model(copy)
+            yield copy

@@ -79,9 +79,12 @@ def test_local_cluster_matches_threads(demo_survey, phoenix_with_nans, tmp_path)
     assert [r["cv_mse"] for r in rows_c] == sorted(r["cv_mse"] for r in rows_c)
     # on local processes each row is GridSearchCV's in-process row; on a distributed worker the fits
     # are not reproducible (known gap: the same task gives another loss when run twice there)
+    # (a task fits a fresh model, the in-process search resets the last one: float32 round-off of the
+    # two compilations, 1e-5 of the MSE, which the std of two folds, their halved difference, inherits)
     for r in autoencoder.grid_search(SEARCH_FLUX, SEARCH, seed=2, scheduler="processes"):
-        for key in ("cv_mse", "cv_mse_std"):
-            assert r[key] == pytest.approx(rows[r["n_in"], r["l1"]][key], rel=1e-5), (r, key)
+        expected = rows[r["n_in"], r["l1"]]
+        assert r["cv_mse"] == pytest.approx(expected["cv_mse"], rel=1e-5), r
+        assert r["cv_mse_std"] == pytest.approx(expected["cv_mse_std"], abs=1e-5 * expected["cv_mse"]), r
     assert len(syn) == 4 and syn.attrs["nan_pixels_filled"] == 7
     assert syn_c.flux.tobytes() == syn.flux.tobytes() and syn_c.attrs["nan_pixels_filled"] == 7
     assert len(obs) == 6 and list(excluded["file"]) == [str(carmenes / "broken-vis_A.fits")]
