@@ -51,16 +51,6 @@ book: demo-run
 	CARMENES_DTL_RUN=$(abspath $(RUN_DIR)) $(BIN)/jupyter-book build . -W --keep-going
 	@echo "Book: $(abspath _build/html/index.html)"
 
-# Lint (ruff: package, tests, scripts, chapters), then the whole suite; the browser test opens
-# every page of a book built on a tiny run.
-test: $(STAMP) $(LOWEST_ENV) chromium
-	$(BIN)/ruff check carmenes_dtl tests scripts benchmarks book
-	$(BIN)/python -m pytest -q -n auto --dist loadfile
-
-# The browser test on the site `make book` built (screenshots in _build/screenshots/).
-browser-test: $(STAMP) $(LOWEST_ENV) chromium
-	CARMENES_DTL_SITE=$(abspath _build/html) $(BIN)/python -m pytest -q tests/integration/test_browser.py
-
 # The lowest versions pyproject.toml allows (requirements-lowest.txt) in Python 3.12, Colab's:
 # the tiny pipeline runs there, and each environment opens the other's model bundle. `make test`
 # builds this environment too where python3.12 exists (tests/integration/test_lowest.py).
@@ -80,6 +70,16 @@ compat: $(STAMP) $(LOWEST_STAMP)
 	rm -rf _build/wheel && $(BIN)/python -m pip wheel --quiet --no-deps --no-build-isolation -w _build/wheel .
 	$(LOWEST)/bin/python -m pip install --quiet --no-deps --force-reinstall _build/wheel/*.whl
 	rm -rf _build/compat && $(BIN)/python scripts/compat.py $(LOWEST)/bin/python _build/compat
+
+# Lint (ruff: package, tests, scripts, chapters), then the whole suite; the browser test opens
+# every page of a book built on a tiny run.
+test: $(STAMP) $(LOWEST_ENV) chromium
+	$(BIN)/ruff check carmenes_dtl tests scripts benchmarks book
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
+
+# The browser test on the site `make book` built (screenshots in _build/screenshots/).
+browser-test: $(STAMP) $(LOWEST_ENV) chromium
+	CARMENES_DTL_SITE=$(abspath _build/html) $(BIN)/python -m pytest -q tests/integration/test_browser.py
 
 chromium:
 	@bash scripts/install_chromium.sh
