@@ -192,7 +192,9 @@ def test_interrupted_run_resumes(tiny_run, tmp_path):
     (run / "stages.json").write_text(json.dumps(done))
     args = ["run", "--demo", "--profile", "tiny", "--seed", "3", "--out", str(run), "--quiet"]
     # the CNN training waits inside the stage until interrupted, so the signal always lands there
-    child = ("import sys, time\nfrom carmenes_dtl import cli, cnn\ntrain = cnn.train_variants\n"
+    # a terminal's Ctrl-C: the default handler, whatever an earlier test left this worker's children
+    child = ("import signal, sys, time\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+             "from carmenes_dtl import cli, cnn\ntrain = cnn.train_variants\n"
              "def waiting(*a, **k):\n    print('training', flush=True)\n    time.sleep(120)\n    return train(*a, **k)\n"
              "cnn.train_variants = waiting\nsys.exit(cli.main(sys.argv[1:]))")
     proc = subprocess.Popen([sys.executable, "-c", child, *args], stdout=subprocess.PIPE,
