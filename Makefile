@@ -54,7 +54,9 @@ book: demo-run
 # The lowest versions pyproject.toml allows (requirements-lowest.txt) in Python 3.12, Colab's:
 # the tiny pipeline runs there, and each environment opens the other's model bundle. `make test`
 # builds this environment too where python3.12 exists (tests/integration/test_lowest.py).
-LOWEST_PYTHON ?= $(shell command -v python3.12)
+LOWEST_PYTHON ?= $(shell python3.12 -c 'import sys; print(sys.executable)' 2>/dev/null || \
+  PYENV_VERSION=$$(pyenv versions --bare 2>/dev/null | grep '^3\.12' | tail -1) \
+  python3.12 -c 'import sys; print(sys.executable)' 2>/dev/null)
 LOWEST := .venv-lowest
 LOWEST_STAMP := $(LOWEST)/.installed
 $(LOWEST_STAMP): requirements-lowest.txt
