@@ -60,7 +60,8 @@ def tensorflow_hidden():
     """Inside, under a backend other than TensorFlow (and unless TensorFlow is imported already),
     Keras takes TensorFlow as unavailable: its ``tf.available`` checks, made on every model save
     and load, would otherwise import an installed TensorFlow to compute nothing (+0.4 GB resident
-    and seconds per process). `autoencoder.save` and `autoencoder.load` save and load inside."""
+    and seconds per process). Used around each such Keras call: saving, loading, seeding
+    (`training.set_random_seed`) and the compiled-program keys of `training`."""
     import keras
 
     lazy = getattr(importlib.import_module("keras.src.utils.module_utils"), "tensorflow", None)
