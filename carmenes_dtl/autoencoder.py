@@ -24,8 +24,8 @@ from . import portable, scheduling
 from .config import PUBLISHED_L1_LAYERS, AESettings, stage_seed
 from .environment import tensorflow_hidden
 from .layers import ContractiveDense, FloatL1
-from .training import (callbacks, data_parallel, history, precision_policy, scope, set_random_seed, validation_slice,
-                       whole_batches)
+from .training import (callbacks, data_parallel, history, initializer_seeds, precision_policy, scope, set_random_seed,
+                       validation_slice, whole_batches)
 
 ENCODER_FRACTIONS = (1.0, 0.75, 0.5, 0.25, 0.125)
 
@@ -37,13 +37,17 @@ def layer_sizes(n_in: int) -> list[int]:
 
 def build_autoencoder(n_features: int = 3501, n_in: int = 2048, l1: float = 1e-7, latent: int = 32,
                       lam: float = 1e-4, penalty: str = "sigmoid_frozen", learning_rate: float = 1e-4,
-                      l1_layers: tuple[str, ...] = PUBLISHED_L1_LAYERS, precision: str = "float32") -> keras.Model:
+                      l1_layers: tuple[str, ...] = PUBLISHED_L1_LAYERS, precision: str = "float32",
+                      seed: int | None = None) -> keras.Model:
     """The paper's autoencoder, compiled (Adam, MSE + contractive penalty; ``lam=0``: plain MSE),
-    computing in `precision` (`training.precision_policy`; the reconstruction stays float32)."""
+    computing in `precision` (`training.precision_policy`; the reconstruction stays float32);
+    initial weights from `seed` (`training.initializer_seeds`)."""
+    seeds = initializer_seeds(seed)
 
-    def dense(width, name):
+    def dense(width, name, layer=keras.layers.Dense, **kwargs):
         reg = (L1 if precision == "float32" else FloatL1)(l1) if name in l1_layers else None
-        return keras.layers.Dense(width, activation="relu", name=name, activity_regularizer=reg)
+        return layer(width, activation="relu", name=name, activity_regularizer=reg,
+                     kernel_initializer=keras.initializers.GlorotUniform(next(seeds)), **kwargs)
 
     unknown = set(l1_layers) - {f"{h}_{i}" for h in ("enc", "dec") for i in range(1, 6)}
     if unknown:
@@ -52,10 +56,11 @@ def build_autoencoder(n_features: int = 3501, n_in: int = 2048, l1: float = 1e-7
         x = inputs = keras.Input((n_features,), name="spectrum")
         for i, width in enumerate(layer_sizes(n_in), 1):
             x = dense(width, f"enc_{i}")(x)
-        x = ContractiveDense(latent, lam=lam, penalty=penalty, name="bottleneck")(x)
+        x = dense(latent, "bottleneck", ContractiveDense, lam=lam, penalty=penalty)(x)
         for i, width in enumerate(reversed(layer_sizes(n_in)), 1):
             x = dense(width, f"dec_{i}")(x)
-        outputs = keras.layers.Dense(n_features, activation="sigmoid", name="reconstruction", dtype="float32")(x)
+        outputs = keras.layers.Dense(n_features, activation="sigmoid", name="reconstruction", dtype="float32",
+                                     kernel_initializer=keras.initializers.GlorotUniform(next(seeds)))(x)
     model = keras.Model(inputs, outputs, name=f"cae_{n_in}")
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse")
     return model
@@ -97,7 +102,7 @@ def train(flux: np.ndarray, n_in: int, l1: float, s: AESettings, seed: int, prog
     """
     set_random_seed(seed)
     lam = 0.0 if search and s.search_loss == "mse" else s.contractive_lambda
-    args = (flux.shape[1], n_in, l1, s.latent_dim, lam, s.penalty, s.learning_rate, s.l1_layers, s.precision)
+    args = (flux.shape[1], n_in, l1, s.latent_dim, lam, s.penalty, s.learning_rate, s.l1_layers, s.precision, seed)
     key = (args, seed, parallel)
     reset = reuse is not None and reuse.get("key") == key
     patience = None if search else s.patience

@@ -28,7 +28,7 @@ from .variants import SPACES, VARIANTS
 from .variants import get as get_variant
 
 def build_cnn(n_inputs: int, widths: tuple[int, int, int] = (64, 32, 64), *, pool: int = 0, members: int = 1,
-              padding: str = "same", precision: str = "float32") -> keras.Model:
+              padding: str = "same", precision: str = "float32", seed: int | None = None) -> keras.Model:
     """`members` independent CNNs, input (batch, n_inputs, 1), output (batch, members): one column per CNN.
 
     Each CNN: Conv1D(nf1, 2) -> Conv1D(nf2, 2) -> Flatten -> Dense 256 -> 128 -> nu -> 1
@@ -41,16 +41,18 @@ def build_cnn(n_inputs: int, widths: tuple[int, int, int] = (64, 32, 64), *, poo
     in bins of 8 pixels (0.08 Å, about one resolution element) and each convolution is
     followed by max-pooling by `pool`; without this the first dense layer alone would hold
     28 M weights per member. `precision`: `training.precision_policy` (the output stays float32).
+    Initial weights from `seed` (`training.initializer_seeds`).
     """
     nf1, nf2, nu = widths
+    seeds = training.initializer_seeds(seed)
     inputs = keras.Input((n_inputs, 1))
     with training.precision_policy(precision):
         x = BinPool(8, name="bin8", dtype="float32")(inputs) if pool else inputs
         for filters, name in ((nf1, "conv1"), (nf2, "conv2")):
-            x = MemberConv1D(members, filters, padding=padding, pool=pool, name=name)(x)
+            x = MemberConv1D(members, filters, padding=padding, pool=pool, seed=next(seeds), name=name)(x)
         for width, name in ((256, "dense256"), (128, "dense128"), (nu, "tuned")):
-            x = MemberDense(members, width, activation="relu", name=name)(x)
-        x = MemberDense(members, 1, out=True, name="out", dtype="float32")(x)
+            x = MemberDense(members, width, activation="relu", seed=next(seeds), name=name)(x)
+        x = MemberDense(members, 1, out=True, seed=next(seeds), name="out", dtype="float32")(x)
     return keras.Model(inputs, x)
 
 
@@ -161,7 +163,7 @@ def train_ensemble(x: np.ndarray, y: np.ndarray, s: CNNSettings, seed: int, pool
     training.set_random_seed(seed)
     for widths, params in groups.items():
         model = build_cnn(x.shape[1], widths, pool=pool, members=len(params) * s.n_per_model, padding=s.padding,
-                          precision=s.precision)
+                          precision=s.precision, seed=seed + len(models))
         binned = ops.convert_to_numpy(model.get_layer("bin8")(xs)) if pool else xs
         fit, val = [], []  # per member (column i * n_per_model + k): (rows, targets)
         for p in params:

@@ -77,9 +77,9 @@ class FloatL1(keras.regularizers.L1):
         return super().__call__(ops.cast(x, "float32"))
 
 
-def _glorot(fan_in: int, fan_out: int):
+def _glorot(fan_in: int, fan_out: int, seed: int | None):
     limit = float(np.sqrt(6.0 / (fan_in + fan_out)))
-    return keras.initializers.RandomUniform(-limit, limit)
+    return keras.initializers.RandomUniform(-limit, limit, seed)
 
 
 @keras.saving.register_keras_serializable(package="carmenes_dtl")
@@ -102,8 +102,9 @@ class MemberConv1D(keras.layers.Layer):
     """
 
     def __init__(self, members: int, filters: int, kernel_size: int = 2, activation="relu", padding: str = "same",
-                 pool: int = 0, **kwargs):
+                 pool: int = 0, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
+        self.seed = seed
         if padding not in OPTIONS["padding"]:
             raise ValueError(f"padding must be one of {OPTIONS['padding']}, got {padding!r}")
         self.members, self.filters, self.kernel_size, self.padding = members, filters, kernel_size, padding
@@ -113,7 +114,7 @@ class MemberConv1D(keras.layers.Layer):
     def build(self, input_shape):
         c = input_shape[-1]
         self.kernel = self.add_weight(shape=(self.members, self.kernel_size, c, self.filters), name="kernel",
-                                      initializer=_glorot(self.kernel_size * c, self.kernel_size * self.filters))
+                                      initializer=_glorot(self.kernel_size * c, self.kernel_size * self.filters, self.seed))
         self.bias = self.add_weight(shape=(self.members, self.filters), initializer="zeros", name="bias")
 
     def call(self, x):
@@ -155,7 +156,7 @@ class MemberConv1D(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "members": self.members, "filters": self.filters,
-                "kernel_size": self.kernel_size, "padding": self.padding, "pool": self.pool,
+                "kernel_size": self.kernel_size, "padding": self.padding, "pool": self.pool, "seed": self.seed,
                 "activation": keras.activations.serialize(self.activation)}
 
 
@@ -165,15 +166,16 @@ class MemberDense(keras.layers.Layer):
     units); trailing axes are flattened (a member's Flatten), ``out=True`` returns (batch, members)
     from a one-unit layer."""
 
-    def __init__(self, members: int, units: int, activation=None, out: bool = False, **kwargs):
+    def __init__(self, members: int, units: int, activation=None, out: bool = False, seed: int | None = None,
+                 **kwargs):
         super().__init__(**kwargs)
-        self.members, self.units, self.out = members, units, out
+        self.members, self.units, self.out, self.seed = members, units, out, seed
         self.activation = keras.activations.get(activation)
 
     def build(self, input_shape):
         n_in = int(np.prod(input_shape[2:]))
         self.kernel = self.add_weight(shape=(self.members, n_in, self.units), name="kernel",
-                                      initializer=_glorot(n_in, self.units))
+                                      initializer=_glorot(n_in, self.units, self.seed))
         self.bias = self.add_weight(shape=(self.members, self.units), initializer="zeros", name="bias")
 
     def call(self, x):
@@ -184,7 +186,7 @@ class MemberDense(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "members": self.members, "units": self.units, "out": self.out,
-                "activation": keras.activations.serialize(self.activation)}
+                "seed": self.seed, "activation": keras.activations.serialize(self.activation)}
 
 
 @keras.saving.register_keras_serializable(package="carmenes_dtl")

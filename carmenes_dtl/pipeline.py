@@ -52,7 +52,7 @@ class Runner:
     def __init__(self, out: Path, prof: Profile | None, seed: int = 42, progress: bool = True,
                  scheduler: str | None = None, data_parallel: bool = False):
         """`prof`: the run's settings (None will do for `gap_variant`, which uses none); `scheduler`: where
-        prepare's tasks and the search's fits run (the fits are not reproducible on distributed workers);
+        prepare's tasks and the search's fits run;
         `data_parallel`: training and fine-tuning data-parallel over the JAX devices (`training.data_parallel`)."""
         if data_parallel:
             training.data_parallel(prof.ae.batch_size)  # no JAX backend or an uneven split: say so before any stage

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
+from collections.abc import Iterator
 
 import keras
 import numpy as np
@@ -95,6 +97,16 @@ def set_random_seed(seed: int) -> None:
     installed TensorFlow to seed it under another backend (`environment.tensorflow_hidden`)."""
     with tensorflow_hidden():
         keras.utils.set_random_seed(seed)
+
+
+def initializer_seeds(seed: int | None) -> Iterator[int | None]:
+    """The seeds a model's initializers draw one by one after ``set_random_seed(seed)`` (Keras draws
+    ``random.randint(1, 10**9)`` from Python's `random` for each), drawn from a generator of their
+    own: another thread drawing from Python's `random` meanwhile (a Dask worker's event loop does)
+    cannot change the model. None each when `seed` is None (Keras draws then)."""
+    rng = random.Random(seed)
+    while True:
+        yield None if seed is None else rng.randint(1, int(1e9))
 
 
 @contextlib.contextmanager

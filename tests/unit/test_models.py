@@ -532,3 +532,32 @@ def test_bfloat16_option_computes_in_bfloat16_with_float32_weights_and_outputs(s
     assert (graph.get_layer("conv1").compute_dtype, graph.get_layer("out").compute_dtype) == ("bfloat16", "float32")
     pred = ens.member_predictions(x)["teff"]
     assert np.mean(np.abs(np.median(pred, 0) - params[:, 0])) < 0.5 * np.std(params[:, 0])
+
+
+@pytest.mark.parametrize("build", [lambda seed: ae.build_autoencoder(60, n_in=32, latent=4, seed=seed),
+                                   lambda seed: cnn.build_cnn(16, (8, 4, 4), members=2, seed=seed)],
+                         ids=["autoencoder", "cnn"])
+def test_seeded_model_ignores_other_threads_drawing_from_random(build):
+    """A model built with a seed has the weights Keras draws from Python's `random` after
+    ``set_random_seed(seed)``, also while another thread draws from it (a Dask worker's event loop)."""
+    import random
+    import threading
+
+    from carmenes_dtl.training import set_random_seed
+
+    set_random_seed(11)
+    keras_own = [ops.convert_to_numpy(w) for w in build(None).weights]
+    stop = threading.Event()
+    drawer = threading.Thread(target=lambda: [random.random() for _ in iter(stop.is_set, True)])
+    drawer.start()
+    try:
+        random.seed(11)
+        seeded = [[ops.convert_to_numpy(w) for w in build(11).weights] for _ in range(3)]
+    finally:
+        stop.set()
+        drawer.join()
+    assert sum(w.size for w in keras_own) > 100
+    for weights in seeded:
+        assert all(np.array_equal(a, b) for a, b in zip(weights, keras_own, strict=True))
+    unseeded_again = [ops.convert_to_numpy(w) for w in build(None).weights]  # the drawer moved `random` on
+    assert not all(np.array_equal(a, b) for a, b in zip(unseeded_again, keras_own, strict=True))

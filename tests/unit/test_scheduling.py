@@ -74,17 +74,18 @@ def test_local_cluster_matches_threads(demo_survey, phoenix_with_nans, tmp_path)
     # the search: 4 configurations x 2 folds as tasks on both workers, rows best first
     fits = [t for t in search_tasks.data if str(t["key"]).startswith("_fold_mse")]
     assert len(fits) == 8 and {t["worker"] for t in fits} == workers
+    # each row is GridSearchCV's in-process row, on the cluster's workers and on local processes: equal
+    # in a script (8 of 8 runs each); under pytest, 1 run in 4 differs by 2e-5-6e-5 of the MSE (float32
+    # round-off, cause not found), far below the 8.5e-4 between the two closest configurations
     rows = {(r["n_in"], r["l1"]): r for r in autoencoder.grid_search(SEARCH_FLUX, SEARCH, seed=2)}
-    assert {(r["n_in"], r["l1"]) for r in rows_c} == set(rows)
-    assert [r["cv_mse"] for r in rows_c] == sorted(r["cv_mse"] for r in rows_c)
-    # on local processes each row is GridSearchCV's in-process row; on a distributed worker the fits
-    # are not reproducible (known gap: the same task gives another loss when run twice there)
-    # (a task fits a fresh model, the in-process search resets the last one: float32 round-off of the
-    # two compilations, 1e-5 of the MSE, which the std of two folds, their halved difference, inherits)
-    for r in autoencoder.grid_search(SEARCH_FLUX, SEARCH, seed=2, scheduler="processes"):
-        expected = rows[r["n_in"], r["l1"]]
-        assert r["cv_mse"] == pytest.approx(expected["cv_mse"], rel=1e-5), r
-        assert r["cv_mse_std"] == pytest.approx(expected["cv_mse_std"], abs=1e-5 * expected["cv_mse"]), r
+    processes = autoencoder.grid_search(SEARCH_FLUX, SEARCH, seed=2, scheduler="processes")
+    for where, distributed_rows in (("cluster", rows_c), ("processes", processes)):
+        assert [r["cv_mse"] for r in distributed_rows] == sorted(r["cv_mse"] for r in distributed_rows)
+        assert {(r["n_in"], r["l1"]) for r in distributed_rows} == set(rows)
+        for r in distributed_rows:
+            expected = rows[r["n_in"], r["l1"]]
+            assert r["cv_mse"] == pytest.approx(expected["cv_mse"], rel=1e-4), (where, r)
+            assert r["cv_mse_std"] == pytest.approx(expected["cv_mse_std"], abs=1e-4 * expected["cv_mse"]), (where, r)
     assert len(syn) == 4 and syn.attrs["nan_pixels_filled"] == 7
     assert syn_c.flux.tobytes() == syn.flux.tobytes() and syn_c.attrs["nan_pixels_filled"] == 7
     assert len(obs) == 6 and list(excluded["file"]) == [str(carmenes / "broken-vis_A.fits")]
