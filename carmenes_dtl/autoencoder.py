@@ -103,7 +103,7 @@ def train(flux: np.ndarray, n_in: int, l1: float, s: AESettings, seed: int, prog
     set_random_seed(seed)
     lam = 0.0 if search and s.search_loss == "mse" else s.contractive_lambda
     args = (flux.shape[1], n_in, l1, s.latent_dim, lam, s.penalty, s.learning_rate, s.l1_layers, s.precision, seed)
-    key = (args, seed, parallel)
+    key = (args, parallel)
     reset = reuse is not None and reuse.get("key") == key
     patience = None if search else s.patience
     fit, val = validation_slice(flux, patience, seed)
@@ -120,9 +120,8 @@ def train(flux: np.ndarray, n_in: int, l1: float, s: AESettings, seed: int, prog
 
 
 def _reset_or_build(reuse: dict, args: tuple, key: tuple) -> keras.Model:
-    """`build_autoencoder(*args)` as built after ``set_random_seed(seed)``: the model in `reuse`
-    reset to its initial state when it was built with the same `key` (args, seed, parallel),
-    else a new one."""
+    """`build_autoencoder(*args)`: the model in `reuse` reset to its initial state when it was
+    built with the same `key` (args, the seed among them, and parallel), else a new one."""
     if reuse.get("key") != key:
         reuse.clear()
         model = build_autoencoder(*args)

@@ -156,7 +156,7 @@ class MemberConv1D(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "members": self.members, "filters": self.filters,
-                "kernel_size": self.kernel_size, "padding": self.padding, "pool": self.pool, "seed": self.seed,
+                "kernel_size": self.kernel_size, "padding": self.padding, "pool": self.pool,
                 "activation": keras.activations.serialize(self.activation)}
 
 
@@ -186,7 +186,7 @@ class MemberDense(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "members": self.members, "units": self.units, "out": self.out,
-                "seed": self.seed, "activation": keras.activations.serialize(self.activation)}
+                "activation": keras.activations.serialize(self.activation)}
 
 
 @keras.saving.register_keras_serializable(package="carmenes_dtl")

@@ -180,9 +180,9 @@ def predict(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndar
 
 
 def _architecture(model: keras.Model) -> list:
-    """Layer classes and configurations without names and initializer seeds: equal for models built alike."""
+    """Layer classes and configurations without names: equal for models built alike."""
     with tensorflow_hidden():  # a layer's config would import TensorFlow to check a type
-        return [(type(layer).__name__, {k: v for k, v in layer.get_config().items() if k not in ("name", "seed")})
+        return [(type(layer).__name__, {k: v for k, v in layer.get_config().items() if k != "name"})
                 for layer in model.layers]
 
 
