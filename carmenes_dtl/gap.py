@@ -12,7 +12,9 @@ Inputs are spectra or latent vectors alike.
 """
 from __future__ import annotations
 
+import functools
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +27,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 NO_GAP = {"domain_auc": 0.5, "mmd2": 0.0, "mmd_p_value": "> 0.05", "nn_distance_ratio": 1.0}
-#: The 2-D projections `project` draws (UMAP: umap-learn's first fit in a process compiles for ~10 s).
+#: The 2-D projections `project` draws (UMAP: the first fit ever compiles umap-learn's kernels, ~10 s).
 PROJECTIONS = ("pca", "tsne", "umap")
 
 
@@ -94,10 +96,23 @@ def project(synthetic: np.ndarray, observed: np.ndarray, method: str = "pca", se
 
         return TSNE(2, random_state=seed, init="pca", perplexity=min(30, len(x) // 4)).fit_transform(x)
     if method == "umap":
-        import umap
-
-        return umap.UMAP(n_components=2, random_state=seed, n_neighbors=min(15, len(x) - 1)).fit_transform(x)
+        return cached_umap()(n_components=2, random_state=seed, n_neighbors=min(15, len(x) - 1)).fit_transform(x)
     raise ValueError(f"unknown projection {method!r}; choose from {', '.join(PROJECTIONS)}")
+
+
+@functools.cache
+def cached_umap() -> type:
+    """umap-learn's UMAP, its numba kernels cached on disk as numba caches pynndescent's: they
+    compile (~9 s) in the first process ever, not in each (every chapter, every `gap` command)."""
+    import umap
+    from numba.core.registry import CPUDispatcher
+
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] == "umap":
+            for kernel in list(vars(module).values()):
+                if isinstance(kernel, CPUDispatcher):
+                    kernel.enable_caching()
+    return umap.UMAP
 
 
 def best_match_residual(synthetic: np.ndarray, observed: np.ndarray) -> np.ndarray:

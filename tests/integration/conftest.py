@@ -1,6 +1,8 @@
-"""The wheel built from the committed files, installed outside the checkout, and the built book both
-book tests read: `$CARMENES_DTL_SITE` (e.g. `_build/html` after `make book`) or a fresh build on a tiny
-demo run whose chapters import the package from that installed wheel (as on Colab after `pip install`)."""
+"""The tiny demo run the command-line, book and lowest-versions tests share; the wheel built from the
+committed files, installed outside the checkout; and the built book both book tests read:
+`$CARMENES_DTL_SITE` (e.g. `_build/html` after `make book`) or a fresh build on a copy of the tiny run
+whose chapters import the package from that installed wheel (as on Colab after `pip install`)."""
+import fcntl
 import os
 import shutil
 import subprocess
@@ -11,6 +13,28 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+#: The arguments of the shared tiny run.
+TINY_RUN = ("run", "--demo", "--profile", "tiny", "--seed", "3", "--quiet")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> tuple[Path, str]:
+    """`carmenes-dtl run --demo --profile tiny --seed 3`: (its folder, its stdout), made once per test
+    session by whichever xdist worker asks first while the others wait. Tests only read it; a
+    test that writes into a run works on a copy (`shutil.copytree` keeps the modification times
+    by which stages are up to date)."""
+    from test_cli import cli
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # this session's folder, above every worker's own
+    out, stdout = root / "tiny-run", root / "tiny-run.stdout"
+    with open(root / "tiny-run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not stdout.exists():
+            shutil.rmtree(out, ignore_errors=True)  # a failed attempt of another worker
+            stdout.write_text(cli(*TINY_RUN, "--out", out).stdout)
+    return out, stdout.read_text()
 
 
 @pytest.fixture(scope="session")
@@ -35,15 +59,13 @@ def wheel(tmp_path_factory) -> tuple[list[str], list[str], Path]:
 
 
 @pytest.fixture(scope="session")
-def html(tmp_path_factory, wheel) -> Path:
+def html(request, tmp_path_factory, wheel) -> Path:
     if os.environ.get("CARMENES_DTL_SITE"):
         site = Path(os.environ["CARMENES_DTL_SITE"]).resolve()
         assert (site / "index.html").exists(), f"no built book at {site}: run `make book` first"
         return site
-    from test_cli import cli
-
-    run = tmp_path_factory.mktemp("bookrun")
-    cli("run", "--demo", "--profile", "tiny", "--seed", "1", "--out", run, "--quiet")
+    run = tmp_path_factory.mktemp("bookrun") / "run"
+    shutil.copytree(request.getfixturevalue("tiny_run")[0], run)  # the chapters add folders to their run
     out = tmp_path_factory.mktemp("book")
     jb = Path(sys.executable).with_name("jupyter-book")
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}  # the kernel's inline backend shows figures

@@ -13,12 +13,12 @@ ROOT = Path(__file__).resolve().parents[2]
 LOWEST = os.environ.get("CARMENES_DTL_LOWEST_PYTHON")
 
 
-def test_lowest_versions_run_the_tiny_pipeline_and_each_opens_the_others_bundle(wheel, tmp_path, capsys):
+def test_lowest_versions_run_the_tiny_pipeline_and_each_opens_the_others_bundle(wheel, tiny_run, tmp_path, capsys):
     if not LOWEST:
         pytest.skip("no lowest-versions environment: `make test` builds it where python3.12 exists")
     (built,) = (wheel[2].parent / "wheel").glob("*.whl")
     subprocess.run([LOWEST, "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(built)], check=True)
     compat = runpy.run_path(str(ROOT / "scripts" / "compat.py"))
-    assert compat["main"](LOWEST, tmp_path) == 0, capsys.readouterr().out
+    assert compat["main"](LOWEST, tmp_path, tiny_run[0]) == 0, capsys.readouterr().out
     out = capsys.readouterr().out
     assert "lowest: Python 3.12" in out and "Keras 3.10.0" in out and out.count("(ok)") == 2, out
