@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -103,9 +104,19 @@ def project(synthetic: np.ndarray, observed: np.ndarray, method: str = "pca", se
 @functools.cache
 def cached_umap() -> type:
     """umap-learn's UMAP, its numba kernels cached on disk as numba caches pynndescent's: they
-    compile (~9 s) in the first process ever, not in each (every chapter, every `gap` command)."""
-    import umap
+    compile (~9 s) in the first process ever, not in each (every chapter, every `gap` command).
+    Imported without its ParametricUMAP, unused here, which would import TensorFlow (~4 s)."""
     from numba.core.registry import CPUDispatcher
+
+    if "umap" not in sys.modules:
+        sys.modules["umap.parametric_umap"] = None  # umap-learn catches the ImportError and goes on
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ImportWarning)
+                import umap
+        finally:
+            del sys.modules["umap.parametric_umap"]
+    import umap
 
     for name, module in list(sys.modules.items()):
         if name.split(".")[0] == "umap":
