@@ -8,7 +8,7 @@ export KERAS_BACKEND ?= jax
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONHASHSEED ?= 0
 
-.PHONY: book test venv lock clean demo-run browser-test chromium experiment experiment-paper compat
+.PHONY: book test test-envs venv lock clean demo-run browser-test chromium experiment experiment-paper compat
 
 venv: $(STAMP)
 
@@ -73,14 +73,18 @@ compat: $(STAMP) $(LOWEST_STAMP)
 	$(LOWEST)/bin/python -m pip install --quiet --no-deps --force-reinstall _build/wheel/*.whl
 	rm -rf _build/compat && $(BIN)/python scripts/compat.py $(LOWEST)/bin/python _build/compat
 
+# The test environments, built side by side (on 2 cores: ~75 s instead of ~2 min one after another).
+test-envs:
+	@$(MAKE) --no-print-directory -j3 $(STAMP) $(LOWEST_ENV) chromium
+
 # Lint (ruff: package, tests, scripts, chapters), then the whole suite; the browser test opens
 # every page of a book built on a tiny run.
-test: $(STAMP) $(LOWEST_ENV) chromium
+test: test-envs
 	$(BIN)/ruff check carmenes_dtl tests scripts benchmarks book
 	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 # The browser test on the site `make book` built (screenshots in _build/screenshots/).
-browser-test: $(STAMP) $(LOWEST_ENV) chromium
+browser-test: test-envs
 	CARMENES_DTL_SITE=$(abspath _build/html) $(BIN)/python -m pytest -q tests/integration/test_browser.py
 
 chromium:
