@@ -75,7 +75,7 @@ compat: $(STAMP) $(LOWEST_STAMP)
 
 # The test environments, built side by side (on 2 cores: ~75 s instead of ~2 min one after another).
 test-envs:
-	@$(MAKE) --no-print-directory -j3 $(STAMP) $(LOWEST_ENV) chromium
+	@$(MAKE) --no-print-directory $(if $(filter -j%,$(MAKEFLAGS)),,-j3) --output-sync=target $(STAMP) $(LOWEST_ENV) chromium
 
 # Lint (ruff: package, tests, scripts, chapters), then the whole suite; the browser test opens
 # every page of a book built on a tiny run.
@@ -84,7 +84,7 @@ test: test-envs
 	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 # The browser test on the site `make book` built (screenshots in _build/screenshots/).
-browser-test: test-envs
+browser-test: $(STAMP) chromium
 	CARMENES_DTL_SITE=$(abspath _build/html) $(BIN)/python -m pytest -q tests/integration/test_browser.py
 
 chromium:

@@ -101,21 +101,34 @@ def project(synthetic: np.ndarray, observed: np.ndarray, method: str = "pca", se
     raise ValueError(f"unknown projection {method!r}; choose from {', '.join(PROJECTIONS)}")
 
 
+def _parametric_umap(name: str) -> type:
+    """`umap.ParametricUMAP`, imported (with TensorFlow) on first use."""
+    if name != "ParametricUMAP":
+        raise AttributeError(f"module 'umap' has no attribute {name!r}")
+    from umap.parametric_umap import ParametricUMAP
+
+    return ParametricUMAP
+
+
 @functools.cache
 def cached_umap() -> type:
     """umap-learn's UMAP, its numba kernels cached on disk as numba caches pynndescent's: they
     compile (~9 s) in the first process ever, not in each (every chapter, every `gap` command).
-    Imported without its ParametricUMAP, unused here, which would import TensorFlow (~4 s)."""
+    Imported without its ParametricUMAP, unused here, which would import TensorFlow (~4 s); it
+    stays importable (`from umap import ParametricUMAP` imports it then). The caching holds for
+    the process's other UMAP use too; numba's cache is keyed by each kernel's own source."""
     from numba.core.registry import CPUDispatcher
 
-    if "umap" not in sys.modules:
+    if "umap" not in sys.modules and "tensorflow" not in sys.modules:
         sys.modules["umap.parametric_umap"] = None  # umap-learn catches the ImportError and goes on
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ImportWarning)
                 import umap
         finally:
-            del sys.modules["umap.parametric_umap"]
+            sys.modules.pop("umap.parametric_umap", None)
+        del umap.ParametricUMAP  # umap-learn's stand-in; the real one imported when asked for
+        umap.__getattr__ = _parametric_umap
     import umap
 
     for name, module in list(sys.modules.items()):

@@ -18,7 +18,7 @@ TINY_RUN = ("run", "--demo", "--profile", "tiny", "--seed", "3", "--quiet")
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory) -> tuple[Path, str]:
+def tiny_run(tmp_path_factory, request) -> tuple[Path, str]:
     """`carmenes-dtl run --demo --profile tiny --seed 3`: (its folder, its stdout), made once per test
     session by whichever xdist worker asks first while the others wait. Tests only read it; a
     test that writes into a run works on a copy (`shutil.copytree` keeps the modification times
@@ -26,14 +26,14 @@ def tiny_run(tmp_path_factory) -> tuple[Path, str]:
     from test_cli import cli
 
     root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
+    if hasattr(request.config, "workerinput"):  # an xdist worker (the variable reaches nested sessions)
         root = root.parent  # this session's folder, above every worker's own
     out, stdout = root / "tiny-run", root / "tiny-run.stdout"
     with open(root / "tiny-run.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not stdout.exists():
             shutil.rmtree(out, ignore_errors=True)  # a failed attempt of another worker
-            stdout.write_text(cli(*TINY_RUN, "--out", out).stdout)
+            stdout.write_text(cli(*TINY_RUN, "--out", out, env={"KERAS_BACKEND": "jax"}).stdout)
     return out, stdout.read_text()
 
 
