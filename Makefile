@@ -22,7 +22,7 @@ $(UV):
 
 $(STAMP): requirements.lock pyproject.toml | $(UV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(UV) pip install --quiet --python $(BIN)/python -r requirements.lock
+	$(UV) pip install --quiet --compile-bytecode --python $(BIN)/python -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	@touch $(STAMP)
@@ -68,7 +68,7 @@ LOWEST := .venv-lowest
 LOWEST_STAMP := $(LOWEST)/.installed
 $(LOWEST_STAMP): requirements-lowest.txt | $(UV)
 	@test -x $(LOWEST)/bin/python || $(LOWEST_PYTHON) -m venv $(LOWEST)
-	$(UV) pip install --quiet --python $(LOWEST)/bin/python -r requirements-lowest.txt
+	$(UV) pip install --quiet --compile-bytecode --python $(LOWEST)/bin/python -r requirements-lowest.txt
 	@touch $(LOWEST_STAMP)
 ifneq ($(LOWEST_PYTHON),)
 LOWEST_ENV := $(LOWEST_STAMP)
