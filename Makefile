@@ -12,8 +12,9 @@ export PYTHONHASHSEED ?= 0
 
 venv: $(STAMP)
 
-# uv installs the pinned environments (~13 s against pip's ~67 s for requirements.lock, cold caches);
-# pip installs uv itself, and the package.
+# uv installs the pinned environments (28 s against pip's 67 s for `make venv`, cold caches); pip
+# installs uv itself and the package, and the environments where uv fails (uv reads no pip.conf:
+# a site's own package index, say).
 UV_VERSION := 0.13.9
 UV := $(BIN)/uv
 $(UV):
@@ -22,7 +23,8 @@ $(UV):
 
 $(STAMP): requirements.lock pyproject.toml | $(UV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(UV) pip install --quiet --compile-bytecode --python $(BIN)/python -r requirements.lock
+	$(UV) pip install --quiet --compile-bytecode --python $(BIN)/python -r requirements.lock \
+	  || $(BIN)/python -m pip install --quiet -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	@touch $(STAMP)
@@ -68,7 +70,8 @@ LOWEST := .venv-lowest
 LOWEST_STAMP := $(LOWEST)/.installed
 $(LOWEST_STAMP): requirements-lowest.txt | $(UV)
 	@test -x $(LOWEST)/bin/python || $(LOWEST_PYTHON) -m venv $(LOWEST)
-	$(UV) pip install --quiet --compile-bytecode --python $(LOWEST)/bin/python -r requirements-lowest.txt
+	$(UV) pip install --quiet --compile-bytecode --python $(LOWEST)/bin/python -r requirements-lowest.txt \
+	  || $(LOWEST)/bin/python -m pip install --quiet -r requirements-lowest.txt
 	@touch $(LOWEST_STAMP)
 ifneq ($(LOWEST_PYTHON),)
 LOWEST_ENV := $(LOWEST_STAMP)
