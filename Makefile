@@ -12,19 +12,29 @@ export PYTHONHASHSEED ?= 0
 
 venv: $(STAMP)
 
-# uv installs the pinned environments (28 s against pip's 67 s for `make venv`, cold caches); pip
-# installs uv itself and the package, and the environments where uv fails (uv reads no pip.conf:
-# a site's own package index, say).
-UV_VERSION := 0.13.9
+# uv installs the pinned environments (`make venv`: 28 s against pip's 67 s, cold caches) where pip
+# can install uv; pip installs them where uv is missing or fails. uv reads no pip.conf (it takes
+# PyPI, or $UV_DEFAULT_INDEX); `make UV_VERSION= ...` installs with pip only.
+UV_VERSION ?= 0.13.9
 UV := $(BIN)/uv
-$(UV):
+UV_STAMP := $(VENV)/.uv-$(UV_VERSION)
+$(UV_STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
+	@test -z "$(UV_VERSION)" || $(BIN)/python -m pip install --quiet uv==$(UV_VERSION) \
+	  || echo "uv $(UV_VERSION) not installable here: pip installs the environments" >&2
+	@touch $@
 
-$(STAMP): requirements.lock pyproject.toml | $(UV)
+# $(call install,python,requirements file): uv where it works, else pip (bytecode compiled either way).
+define install
+if test -n "$(UV_VERSION)" && test -x $(UV) && $(UV) pip install --quiet --compile-bytecode --python $(1) -r $(2); \
+then :; else test -z "$(UV_VERSION)" || echo "uv did not install $(2): pip does" >&2; \
+  $(1) -m pip install --quiet -r $(2) \
+  && { $(1) -m compileall -q -j0 $$($(1) -c 'import sysconfig; print(sysconfig.get_path("purelib"))') >/dev/null || :; }; fi
+endef
+
+$(STAMP): requirements.lock pyproject.toml | $(UV_STAMP)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(UV) pip install --quiet --compile-bytecode --python $(BIN)/python -r requirements.lock \
-	  || $(BIN)/python -m pip install --quiet -r requirements.lock
+	$(call install,$(BIN)/python,requirements.lock)
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	@touch $(STAMP)
@@ -68,10 +78,9 @@ LOWEST_PYTHON ?= $(shell python3.12 -c 'import sys; print(sys.executable)' 2>/de
   python3.12 -c 'import sys; print(sys.executable)' 2>/dev/null)
 LOWEST := .venv-lowest
 LOWEST_STAMP := $(LOWEST)/.installed
-$(LOWEST_STAMP): requirements-lowest.txt | $(UV)
+$(LOWEST_STAMP): requirements-lowest.txt | $(UV_STAMP)
 	@test -x $(LOWEST)/bin/python || $(LOWEST_PYTHON) -m venv $(LOWEST)
-	$(UV) pip install --quiet --compile-bytecode --python $(LOWEST)/bin/python -r requirements-lowest.txt \
-	  || $(LOWEST)/bin/python -m pip install --quiet -r requirements-lowest.txt
+	$(call install,$(LOWEST)/bin/python,requirements-lowest.txt)
 	@touch $(LOWEST_STAMP)
 ifneq ($(LOWEST_PYTHON),)
 LOWEST_ENV := $(LOWEST_STAMP)
@@ -83,7 +92,7 @@ compat: $(STAMP) $(LOWEST_STAMP)
 	$(LOWEST)/bin/python -m pip install --quiet --no-deps --force-reinstall _build/wheel/*.whl
 	rm -rf _build/compat && $(BIN)/python scripts/compat.py $(LOWEST)/bin/python _build/compat
 
-# The test environments, built side by side (on 2 cores: ~75 s instead of ~2 min one after another).
+# The test environments, built side by side (on 2 cores, cold caches: 44 s).
 test-envs:
 	@$(MAKE) --no-print-directory $(if $(filter -j%,$(MAKEFLAGS)),,-j3) --output-sync=target $(STAMP) $(LOWEST_ENV) chromium
 
@@ -103,7 +112,7 @@ chromium:
 # Regenerate the lock from the current venv and mirror it into environment.yml.
 lock: $(STAMP)
 	( echo '# Pinned environment for make/Binder/CI; regenerate with `make lock`.'; \
-	  $(BIN)/python -m pip freeze --exclude-editable | grep -v '^carmenes-dtl\|^uv==' ) > requirements.lock
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -v -e '^carmenes-dtl' -e '^uv==' ) > requirements.lock
 	$(BIN)/python scripts/sync_environment.py
 
 clean:
