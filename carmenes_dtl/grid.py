@@ -8,6 +8,7 @@ by leaving an archive node out).
 """
 from __future__ import annotations
 
+import functools
 import itertools
 from pathlib import Path
 
@@ -170,6 +171,14 @@ def paper_grid(path: Path = PAPER_GRID_FILE) -> pd.DataFrame:
     """The paper's training set: 22,933 rows of teff, logg, mh, vsini."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path} missing: run `carmenes-dtl import-grid PATH/phoenix_grid_parameters.npy`")
+    stat = Path(path).stat()
+    return _read_grid(str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size).copy()
+
+
+@functools.lru_cache(maxsize=4)
+def _read_grid(path: str, mtime_ns: int, size: int) -> pd.DataFrame:
+    """The ECSV parsed once per process and version of the file (0.12 s; a demo survey's star
+    draws ask for the grid about five times)."""
     return Table.read(path, format="ascii.ecsv").to_pandas()
 
 
