@@ -48,26 +48,10 @@ def _fail_disallowed_skip(report) -> None:
 
 #: Test files that read the one built book (the session fixture `html`).
 BOOK_FILES = {"test_book.py", "test_browser.py"}
-#: The files that take longest in a cold `make test` on 2 cores, longest first (`--durations`
-#: summed per file, seconds: 240, 139, 101 for the book's two, 53, 50, 45, 30, 23, 22). Collected
-#: first, they are handed out first (`--dist loadfile` keeps the collection order, see below), and
-#: the workers end on short files side by side rather than one running a long file alone.
-LONGEST_FILES = ["test_cli.py", "test_models.py", "test_book.py", "test_browser.py", "test_pipeline.py",
-                 "test_experiment_cell.py", "test_scheduling.py", "test_lowest.py", "test_environment.py",
-                 "test_data_parallel.py"]
-
-
-def pytest_collection_modifyitems(items):
-    """`LONGEST_FILES` first; the order within each file and of the other files is kept."""
-    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
-
-
 if importlib.util.find_spec("xdist"):
     def pytest_xdist_make_scheduler(config, log):
         """`make test` runs ``pytest -n auto --dist loadfile``: each test file on one worker, so its
-        module and session fixtures are built once, and the book's two files on the same one; in
-        the collection's order (xdist would sort the files by their number of tests)."""
+        module and session fixtures are built once, and the book's two files on the same one."""
         from xdist.scheduler import LoadFileScheduling
 
         class BookTogether(LoadFileScheduling):
@@ -75,10 +59,7 @@ if importlib.util.find_spec("xdist"):
                 scope = super()._split_scope(nodeid)
                 return "book" if Path(scope).name in BOOK_FILES else scope
 
-        if config.getvalue("dist") != "loadfile":
-            return None
-        config.option.loadscopereorder = False
-        return BookTogether(config, log)
+        return BookTogether(config, log) if config.getvalue("dist") == "loadfile" else None
 
 
 @pytest.hookimpl(hookwrapper=True)
