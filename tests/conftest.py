@@ -48,6 +48,7 @@ def _fail_disallowed_skip(report) -> None:
 
 #: Test files that read the one built book (the session fixture `html`).
 BOOK_FILES = {"test_book.py", "test_browser.py"}
+
 if importlib.util.find_spec("xdist"):
     def pytest_xdist_make_scheduler(config, log):
         """`make test` runs ``pytest -n auto --dist loadfile``: each test file on one worker, so its

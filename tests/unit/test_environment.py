@@ -3,6 +3,8 @@ the package sets on import."""
 import runpy
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -116,6 +118,20 @@ def test_environment_defaults_unless_set():
     tf = {"KERAS_BACKEND": "tensorflow"}
     apply_defaults(tf)
     assert not {"XLA_FLAGS", "TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS"} & set(tf)
+
+
+@pytest.mark.parametrize(("jaxlib", "cached"), [((0, 6, 0), False), ((0, 6, 1), False), ((0, 6, 2), True),
+                                                ((0, 10, 2), True), (None, False)])
+def test_no_compilation_cache_below_the_jaxlib_checked_safe(monkeypatch, jaxlib, cached):
+    """jaxlib 0.6.0's cache changed the tiny run's estimates between a cold and a warm run; 0.6.2,
+    0.7.0 and 0.10.2 gave the same (measured; `environment.CACHE_SAFE_JAXLIB`)."""
+    from carmenes_dtl import environment
+
+    monkeypatch.setattr(environment, "jaxlib_version", lambda: jaxlib)
+    env = {"XDG_CACHE_HOME": "/cache"}
+    environment.apply_defaults(env)
+    assert ("JAX_COMPILATION_CACHE_DIR" in env, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" in env) == (cached,) * 2
+    assert env["KERAS_BACKEND"] == "jax"
 
 
 def test_saving_and_loading_under_jax_prints_nothing_from_tensorflow(tmp_path):
