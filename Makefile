@@ -24,10 +24,9 @@ $(UV_STAMP):
 	  || echo "uv $(UV_VERSION) not installable here: pip installs the environments" >&2
 	@touch $@
 
-# $(call install,python,requirements file[,--compile-bytecode]): uv where it works (compiling the
-# bytecode when asked), else pip (which compiles it always).
+# $(call install,python,requirements file): uv where it works, else pip (bytecode compiled either way).
 define install
-if test -n "$(UV_VERSION)" && test -x $(UV) && $(UV) pip install --quiet $(3) --python $(1) -r $(2); \
+if test -n "$(UV_VERSION)" && test -x $(UV) && $(UV) pip install --quiet --compile-bytecode --python $(1) -r $(2); \
 then :; else test -z "$(UV_VERSION)" || echo "uv did not install $(2): pip does" >&2; \
   $(1) -m pip install --quiet -r $(2) \
   && { $(1) -m compileall -q -j0 $$($(1) -c 'import sysconfig; print(sysconfig.get_path("purelib"))') >/dev/null || :; }; fi
@@ -35,7 +34,7 @@ endef
 
 $(STAMP): requirements.lock pyproject.toml | $(UV_STAMP)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(call install,$(BIN)/python,requirements.lock,--compile-bytecode)
+	$(call install,$(BIN)/python,requirements.lock)
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	@touch $(STAMP)
@@ -79,8 +78,6 @@ LOWEST_PYTHON ?= $(shell python3.12 -c 'import sys; print(sys.executable)' 2>/de
   python3.12 -c 'import sys; print(sys.executable)' 2>/dev/null)
 LOWEST := .venv-lowest
 LOWEST_STAMP := $(LOWEST)/.installed
-# Its bytecode is left to the three processes that use it (test_lowest.py, `make compat`): they
-# compile what they import, 5 s of CPU, against 20 s for compiling every file at install.
 $(LOWEST_STAMP): requirements-lowest.txt | $(UV_STAMP)
 	@test -x $(LOWEST)/bin/python || $(LOWEST_PYTHON) -m venv $(LOWEST)
 	$(call install,$(LOWEST)/bin/python,requirements-lowest.txt)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import re
 import sys
 from collections.abc import MutableMapping
 from importlib.metadata import PackageNotFoundError, version
@@ -19,19 +20,22 @@ from importlib.metadata import PackageNotFoundError, version
 XLA_COPY_FLAG = "--xla_cpu_copy_insertion_use_region_analysis"
 
 
-#: The oldest jaxlib whose persistent compilation cache gave what a fresh compilation gives, checked
-#: by the tiny demo run twice on one new cache (0.6.2, 0.7.0 and the pinned 0.10.2: same estimates).
-#: At jaxlib 0.6.0 the second run's CNN weights differed by up to 0.012 and its estimates with them
-#: (no_finetune Teff MAE 199 K with a cold cache, 367 K warm), so below this no cache is set.
+#: The oldest jaxlib whose persistent compilation cache was checked to give what a fresh compilation
+#: gives: the tiny demo run twice on one new cache, same estimates (0.6.2, 0.7.0 and the pinned
+#: 0.10.2; benchmarks/README.md). With jaxlib 0.6.0 the second run trained other CNN weights (up to
+#: 0.012 apart) and gave other estimates (no_finetune Teff MAE 199 K cold, 367 K warm); 0.6.1 was not
+#: checked. Below it the cache is off unless ``JAX_ENABLE_COMPILATION_CACHE`` is set.
 CACHE_SAFE_JAXLIB = (0, 6, 2)
 
 
-def jaxlib_version() -> tuple[int, ...] | None:
-    """The installed jaxlib's (major, minor, micro), or None without jaxlib."""
+def jaxlib_version() -> tuple[int, int, int] | None:
+    """The installed jaxlib's (major, minor, micro) ('0.6.2rc1' and '0.6.2.dev1' give (0, 6, 2)),
+    or None without jaxlib or with a version that does not start so."""
     try:
-        return tuple(int(part) for part in version("jaxlib").split(".")[:3])
-    except (PackageNotFoundError, ValueError):
+        found = re.match(r"(\d+)\.(\d+)\.(\d+)", version("jaxlib"))
+    except PackageNotFoundError:
         return None
+    return tuple(int(part) for part in found.groups()) if found else None
 
 
 def jax_cache_dir(environ: MutableMapping[str, str] = os.environ) -> str:
@@ -51,8 +55,9 @@ def apply_defaults(environ: MutableMapping[str, str] = os.environ) -> None:
       (benchmarks/backend.py); TensorFlow stays installed and tested.
     - ``JAX_COMPILATION_CACHE_DIR`` (`jax_cache_dir`) and a 0.1 s minimum compile time:
       a new process (a stage, a notebook, an experiment cell) loads the programs an earlier
-      one compiled for the same shapes (a tiny run: 28 s -> 18 s), same numbers. Only from
-      jaxlib `CACHE_SAFE_JAXLIB` on; ``JAX_ENABLE_COMPILATION_CACHE=false`` turns it off.
+      one compiled for the same shapes (a tiny run: 28 s -> 18 s), same numbers.
+      ``JAX_ENABLE_COMPILATION_CACHE=false`` turns it off; below jaxlib `CACHE_SAFE_JAXLIB`
+      it is set so, whatever cache directory is set.
     - JAX backend only, `XLA_COPY_FLAG` added to ``XLA_FLAGS`` unless they name it
       (TensorFlow's XLA reads XLA_FLAGS too and stops at a flag it does not know).
     - Backend other than TensorFlow: ``TF_CPP_MIN_LOG_LEVEL=2`` and ``TF_ENABLE_ONEDNN_OPTS=0``,
@@ -63,6 +68,8 @@ def apply_defaults(environ: MutableMapping[str, str] = os.environ) -> None:
     if (jaxlib_version() or (0,)) >= CACHE_SAFE_JAXLIB:
         environ.setdefault("JAX_COMPILATION_CACHE_DIR", jax_cache_dir(environ))
         environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
+    else:
+        environ.setdefault("JAX_ENABLE_COMPILATION_CACHE", "false")
     backend = environ["KERAS_BACKEND"]
     if backend == "jax" and XLA_COPY_FLAG not in environ.get("XLA_FLAGS", ""):
         environ["XLA_FLAGS"] = f"{environ.get('XLA_FLAGS', '')} {XLA_COPY_FLAG}=true".strip()

@@ -155,6 +155,7 @@ def import_paper_grid(npy: Path, out: Path = PAPER_GRID_FILE) -> Path:
     })
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     table.write(out, format="ascii.ecsv", overwrite=True)
+    _read_grid.cache_clear()  # a rewrite within the file system's mtime resolution keeps the mtime
     return Path(out)
 
 

@@ -16,20 +16,24 @@ import pandas as pd
 TOLERANCE = 1e-2
 
 
-def cli(python: str, *args: str) -> str:
+def cli(python: str, *args: str, cache: Path) -> str:
+    """`carmenes-dtl ARGS` of `python`'s environment, its caches under `cache` (not the user's)."""
     bin_dir = Path(python).parent
     done = subprocess.run([str(bin_dir / "carmenes-dtl"), *args], capture_output=True, text=True,
-                          env={"KERAS_BACKEND": "jax", "PATH": f"{bin_dir}:/usr/bin:/bin"})
+                          env={"KERAS_BACKEND": "jax", "PATH": f"{bin_dir}:/usr/bin:/bin", "XDG_CACHE_HOME": str(cache)})
     if done.returncode:
         sys.exit(f"{bin_dir / 'carmenes-dtl'} {' '.join(args)} failed:\n{done.stderr}")
     return done.stdout
 
 
 def versions(python: str) -> str:
-    code = "import sys, keras, jax, numpy; print(sys.version.split()[0], keras.__version__, jax.__version__, numpy.__version__)"
-    py, keras, jax, numpy = subprocess.run([python, "-c", code], capture_output=True, text=True,
-                                           env={"KERAS_BACKEND": "jax"}, check=True).stdout.split()
-    return f"Python {py}, Keras {keras}, JAX {jax}, NumPy {numpy}"
+    """Versions, and whether the package turned JAX's compilation cache on (`environment.CACHE_SAFE_JAXLIB`)."""
+    code = ("import sys, carmenes_dtl, keras, jax, numpy; c = jax.config\n"
+            "on = c.jax_enable_compilation_cache and c.jax_compilation_cache_dir is not None\n"
+            "print(sys.version.split()[0], keras.__version__, jax.__version__, numpy.__version__, 'on' if on else 'off')")
+    py, keras, jax, numpy, cache = subprocess.run([python, "-c", code], capture_output=True, text=True,
+                                                  env={"KERAS_BACKEND": "jax"}, check=True).stdout.split()
+    return f"Python {py}, Keras {keras}, JAX {jax}, NumPy {numpy}, compilation cache {cache}"
 
 
 def largest_difference(a: Path, b: Path) -> float:
@@ -45,7 +49,8 @@ def main(lowest: str, out: Path, pinned_run: Path | None = None) -> int:
     for name, python in envs.items():
         print(f"{name}: {versions(python)}")
         if runs[name] != pinned_run:
-            cli(python, "run", "--demo", "--profile", "tiny", "--seed", "3", "--out", str(runs[name]), "--quiet")
+            cli(python, "run", "--demo", "--profile", "tiny", "--seed", "3", "--out", str(runs[name]), "--quiet",
+                cache=out / "cache")
         print(f"  {name}: tiny pipeline ran ({runs[name] / 'estimates.csv'})")
     for reader, python in envs.items():
         for writer in envs:
@@ -54,7 +59,7 @@ def main(lowest: str, out: Path, pinned_run: Path | None = None) -> int:
             run = runs[writer]
             estimates = out / f"{writer}-bundle-read-by-{reader}.csv"
             cli(python, "predict", "--model", str(run / "model"), "--observed", str(run / "observed.h5"),
-                "--out", str(estimates))
+                "--out", str(estimates), cache=out / "cache")
             diff = largest_difference(estimates, run / "estimates.csv")
             ok = diff <= TOLERANCE
             failed += not ok

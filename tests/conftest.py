@@ -17,9 +17,6 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # by them, kept out of the user's own cache.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(),
                                                                 f"carmenes-dtl-tests-xla-{os.getuid()}"))
-# Every program in it, not only those compiling for 0.1 s or more (the package's default): the
-# processes repeat small ones (weight initialisers, predict steps; measured ~10 s less CPU cold).
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -21,6 +21,22 @@ def test_snapshot_is_the_published_grid(tmp_path):
         grid.import_paper_grid(tmp_path / "bad.npy", tmp_path / "b.ecsv")
 
 
+def test_paper_grid_read_once_and_each_caller_gets_its_own_copy(tmp_path):
+    """Parsed once per file version; a caller's change reaches no other; a rewrite of the same
+    file (same size, same second) is read again."""
+    rows = np.array([[3000.0, 5.0, 0.0, 2.0], [3100.0, 5.0, 0.0, 2.0]])
+    np.save(tmp_path / "a.npy", rows)
+    path = grid.import_paper_grid(tmp_path / "a.npy", tmp_path / "g.ecsv")
+    first = grid.paper_grid(path)
+    first.loc[0, "teff"] = -1.0
+    hits = grid._read_grid.cache_info().hits
+    assert grid.paper_grid(path)["teff"].tolist() == [3000.0, 3100.0]
+    assert grid._read_grid.cache_info().hits == hits + 1
+    np.save(tmp_path / "b.npy", rows + [100.0, 0, 0, 0])
+    grid.import_paper_grid(tmp_path / "b.npy", path)
+    assert grid.paper_grid(path)["teff"].tolist() == [3100.0, 3200.0]
+
+
 def test_paper_grid_steps():
     nodes = grid.paper_nodes()
     assert set(np.round(np.diff(np.unique(nodes.teff)), 6)) == {25.0}
