@@ -21,10 +21,11 @@ XLA_COPY_FLAG = "--xla_cpu_copy_insertion_use_region_analysis"
 
 
 #: The oldest jaxlib whose persistent compilation cache was checked to give what a fresh compilation
-#: gives: the tiny demo run twice on one new cache, same estimates (0.6.2, 0.7.0 and the pinned
-#: 0.10.2; benchmarks/README.md). With jaxlib 0.6.0 the second run trained other CNN weights (up to
-#: 0.012 apart) and gave other estimates (no_finetune Teff MAE 199 K cold, 367 K warm); 0.6.1 was not
-#: checked. Below it the cache is off unless ``JAX_ENABLE_COMPILATION_CACHE`` is set.
+#: gives: the tiny demo run twice on one new cache, same estimates (0.6.2, 0.7.0; the pinned 0.10.2
+#: by `test_same_seed_same_estimates`, a cold then a warm run; benchmarks/README.md). With jaxlib
+#: 0.6.0 the second run trained other CNN weights (up to 0.012 apart) and gave other estimates
+#: (no_finetune Teff MAE 199 K cold, 367 K warm); 0.6.1 was not checked. Below it the cache is off
+#: unless ``JAX_ENABLE_COMPILATION_CACHE=true`` and ``JAX_COMPILATION_CACHE_DIR`` are both set.
 CACHE_SAFE_JAXLIB = (0, 6, 2)
 
 

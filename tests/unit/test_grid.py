@@ -1,4 +1,6 @@
 """Training grid snapshot, its coverage of a star, and interpolation between archive nodes."""
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -23,7 +25,7 @@ def test_snapshot_is_the_published_grid(tmp_path):
 
 def test_paper_grid_read_once_and_each_caller_gets_its_own_copy(tmp_path):
     """Parsed once per file version; a caller's change reaches no other; a rewrite of the same
-    file (same size, same second) is read again."""
+    file is read again even with its old size and modification time."""
     rows = np.array([[3000.0, 5.0, 0.0, 2.0], [3100.0, 5.0, 0.0, 2.0]])
     np.save(tmp_path / "a.npy", rows)
     path = grid.import_paper_grid(tmp_path / "a.npy", tmp_path / "g.ecsv")
@@ -33,7 +35,10 @@ def test_paper_grid_read_once_and_each_caller_gets_its_own_copy(tmp_path):
     assert grid.paper_grid(path)["teff"].tolist() == [3000.0, 3100.0]
     assert grid._read_grid.cache_info().hits == hits + 1
     np.save(tmp_path / "b.npy", rows + [100.0, 0, 0, 0])
+    before = path.stat()
     grid.import_paper_grid(tmp_path / "b.npy", path)
+    assert path.stat().st_size == before.st_size
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # as within the file system's clock tick
     assert grid.paper_grid(path)["teff"].tolist() == [3100.0, 3200.0]
 
 
