@@ -40,13 +40,10 @@ def jaxlib_version() -> tuple[int, int, int] | None:
 
 
 def jax_cache_dir(environ: MutableMapping[str, str] = os.environ) -> str:
-    """Where JAX's persistent compilation cache goes: per jaxlib version under the user's cache."""
-    try:
-        tag = f"jaxlib-{version('jaxlib')}"
-    except PackageNotFoundError:
-        tag = "jaxlib"
+    """Where JAX's persistent compilation cache goes: per jaxlib version (installed: `apply_defaults`
+    asks only then) under the user's cache."""
     base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "carmenes-dtl", "xla", tag)
+    return os.path.join(base, "carmenes-dtl", "xla", f"jaxlib-{version('jaxlib')}")
 
 
 def apply_defaults(environ: MutableMapping[str, str] = os.environ) -> None:
