@@ -9,10 +9,15 @@ import tempfile
 import tomllib
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# An xdist worker's share of the cores for OpenMP and OpenBLAS (scikit-learn's t-SNE, NumPy), set
+# before this file or a test loads NumPy: threads spinning against the other workers' made a t-SNE
+# test 40x slower.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS",
+                          str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 # JAX's compilation cache of the tests' processes (workers, CLI runs, notebook kernels): shared
 # by them, kept out of the user's own cache.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(),
@@ -45,6 +50,19 @@ def _fail_disallowed_skip(report) -> None:
 
 #: Test files that read the one built book (the session fixture `html`).
 BOOK_FILES = {"test_book.py", "test_browser.py"}
+#: The longest test files (or pairs, the book's), longest first: xdist hands them out before the
+#: others, so that no worker starts a long file while the rest have finished (seconds each, `make
+#: test` on 2 cores: 187, 156, 119, 58, 52, 52, 52, 48, 28, 25).
+LONGEST_FIRST = ("test_cli.py", "test_models.py", "test_book.py", "test_browser.py", "test_tensorflow.py",
+                 "test_experiment_cell.py", "test_scheduling.py", "test_lowest.py", "test_pipeline.py",
+                 "test_environment.py", "test_data_parallel.py")
+
+
+def pytest_collection_modifyitems(items):
+    """`LONGEST_FIRST`'s files first, in its order; the rest after them as collected."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
 
 if importlib.util.find_spec("xdist"):
     def pytest_xdist_make_scheduler(config, log):
@@ -57,7 +75,10 @@ if importlib.util.find_spec("xdist"):
                 scope = super()._split_scope(nodeid)
                 return "book" if Path(scope).name in BOOK_FILES else scope
 
-        return BookTogether(config, log) if config.getvalue("dist") == "loadfile" else None
+        if config.getvalue("dist") != "loadfile":
+            return None
+        config.option.loadscopereorder = False  # the collection's order (`LONGEST_FIRST`), not the largest files first
+        return BookTogether(config, log)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -83,4 +104,6 @@ def demo_survey(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def rng():
+    import numpy as np  # not at the top: the thread counts above are set before NumPy loads
+
     return np.random.default_rng(12345)

@@ -1,4 +1,4 @@
-"""The command line end to end on a tiny demo run (profile `tiny`), and the TensorFlow backend."""
+"""The command line end to end on a tiny demo run (profile `tiny`)."""
 import hashlib
 import json
 import os
@@ -375,18 +375,6 @@ def test_validate_command(tiny_run, tmp_path):
     assert "mar21" in res.stdout and (tmp_path / "val" / "comparison_stats.csv").exists()
     res = cli("validate", out / "estimates.csv", "--out", tmp_path / "val2", check=False)
     assert res.returncode == 2 and "no star matches any catalogue" in res.stderr
-
-
-def test_models_under_tensorflow_backend():
-    """The backend-dependent paths under TensorFlow: the penalty's and the member layers' ops, the
-    compiled fit with early stopping, a reset model, freezing (the frozen kernel kept through fitting
-    and a rebuild), shared graphs."""
-    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/unit/test_models.py",
-                          "-k", "penalty or parameter_count or member_layers or finetune_freezes or (compiled_fit and 2) "
-                          "or widths_group_graphs or reusing or frozen"],
-                         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "KERAS_BACKEND": "tensorflow"})
-    assert res.returncode == 0, res.stdout[-3000:]
-    assert "9 passed" in res.stdout.splitlines()[-1], res.stdout[-500:]
 
 
 @pytest.fixture(scope="module")
