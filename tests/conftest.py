@@ -14,7 +14,7 @@ import pytest
 os.environ.setdefault("MPLBACKEND", "Agg")
 # An xdist worker's share of the cores for OpenMP and OpenBLAS (scikit-learn's t-SNE, NumPy), set
 # before this file or a test loads NumPy: threads spinning against the other workers' made a t-SNE
-# test 40x slower.
+# test 25-40x slower (12.8-20 s in the suite, 0.5 s alone).
 if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
     os.environ.setdefault("OMP_NUM_THREADS",
                           str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
@@ -67,7 +67,8 @@ def pytest_collection_modifyitems(items):
 if importlib.util.find_spec("xdist"):
     def pytest_xdist_make_scheduler(config, log):
         """`make test` runs ``pytest -n auto --dist loadfile``: each test file on one worker, so its
-        module and session fixtures are built once, and the book's two files on the same one."""
+        module and session fixtures are built once, and the book's two files on the same one; files
+        handed out in the collection's order (`LONGEST_FIRST`), whatever ``--loadscope-reorder`` says."""
         from xdist.scheduler import LoadFileScheduling
 
         class BookTogether(LoadFileScheduling):
@@ -77,7 +78,7 @@ if importlib.util.find_spec("xdist"):
 
         if config.getvalue("dist") != "loadfile":
             return None
-        config.option.loadscopereorder = False  # the collection's order (`LONGEST_FIRST`), not the largest files first
+        config.option.loadscopereorder = False  # not xdist's default, the files with most tests first
         return BookTogether(config, log)
 
 
