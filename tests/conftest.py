@@ -51,8 +51,9 @@ def _fail_disallowed_skip(report) -> None:
 #: Test files that read the one built book (the session fixture `html`).
 BOOK_FILES = {"test_book.py", "test_browser.py"}
 #: The longest test files (or pairs, the book's), longest first: xdist hands them out before the
-#: others, so that no worker starts a long file while the rest have finished (seconds each, `make
-#: test` on 2 cores: 187, 156, 119, 58, 52, 52, 52, 48, 28, 25).
+#: others, so that no worker starts a long file while the rest have finished (seconds each in the
+#: run that set this order, 2 cores, before the TensorFlow subset left test_cli.py: 245 with its 58,
+#: 156, 119, 52, 52, 52, 48, 28, 25).
 LONGEST_FIRST = ("test_cli.py", "test_models.py", "test_book.py", "test_browser.py", "test_tensorflow.py",
                  "test_experiment_cell.py", "test_scheduling.py", "test_lowest.py", "test_pipeline.py",
                  "test_environment.py", "test_data_parallel.py")
