@@ -46,6 +46,17 @@ def jax_cache_dir(environ: MutableMapping[str, str] = os.environ) -> str:
     return os.path.join(base, "carmenes-dtl", "xla", f"jaxlib-{version('jaxlib')}")
 
 
+def versions() -> dict:
+    """A run's numerical libraries (run.json): NumPy's, JAX's and jaxlib's versions, and JAX's
+    compilation cache folder where this process has JAX imported with the cache on (else None)."""
+    import numpy
+
+    jax = sys.modules.get("jax")
+    on = jax is not None and jax.config.jax_enable_compilation_cache and jax.config.jax_compilation_cache_dir
+    return {"numpy": numpy.__version__, "jax": version("jax"), "jaxlib": version("jaxlib"),
+            "jax_compilation_cache": jax.config.jax_compilation_cache_dir if on else None}
+
+
 def apply_defaults(environ: MutableMapping[str, str] = os.environ) -> None:
     """Set in `environ`, unless set there already:
 

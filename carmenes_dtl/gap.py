@@ -101,6 +101,15 @@ def project(synthetic: np.ndarray, observed: np.ndarray, method: str = "pca", se
     raise ValueError(f"unknown projection {method!r}; choose from {', '.join(PROJECTIONS)}")
 
 
+def compile_umap() -> None:
+    """Compile UMAP's numba kernels into their cache on disk (`cached_umap`) with one small
+    projection, as `make venv` does: the first chapter or `gap` command that draws UMAP then
+    loads them (~1 s) instead of compiling them (~20 s of CPU), and two processes that start
+    together do not both compile them."""
+    x = np.random.default_rng(0).random((40, 8))
+    project(x[:20], x[20:], "umap")
+
+
 def _parametric_umap(name: str) -> type:
     """`umap.ParametricUMAP`, imported (with TensorFlow) on first use."""
     if name != "ParametricUMAP":

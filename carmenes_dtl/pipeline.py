@@ -14,7 +14,8 @@ from pathlib import Path
 
 import keras
 
-from . import __version__, autoencoder, bundle, cnn, grid, prepare, store, training, transfer, variants, validation
+from . import (__version__, autoencoder, bundle, cnn, environment, grid, prepare, store, training, transfer, variants,
+               validation)
 from .config import Profile, Window, key_of, overrides_of, profile, stage_seed
 from .demo import write_demo
 from .demo_gap import GapMix
@@ -227,7 +228,7 @@ class Runner:
         f = self.folder
         info = {
             "package_version": __version__, "keras": keras.__version__, "backend": keras.backend.backend(),
-            "python": platform.python_version(), "profile": self.prof.to_dict(),
+            "python": platform.python_version(), **environment.versions(), "profile": self.prof.to_dict(),
             "overrides": overrides_of(self.prof), "seed": self.seed,
             "n_nodes": self.prof.n_nodes, "variants": variants.descriptions(),
             "synthetic": str(f.synthetic), "observed": str(f.observed),

@@ -6,6 +6,7 @@ and predicts the other's observed stars. A bundle must give, in the other enviro
 estimates its own run wrote (within 1e-2 relative: float32 kernels differ between versions).
 Prints one line per check; exits 1 if any fails.
 """
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -26,14 +27,12 @@ def cli(python: str, *args: str, cache: Path) -> str:
     return done.stdout
 
 
-def versions(python: str) -> str:
-    """Versions, and whether the package turned JAX's compilation cache on (`environment.CACHE_SAFE_JAXLIB`)."""
-    code = ("import sys, carmenes_dtl, keras, jax, numpy; c = jax.config\n"
-            "on = c.jax_enable_compilation_cache and c.jax_compilation_cache_dir is not None\n"
-            "print(sys.version.split()[0], keras.__version__, jax.__version__, numpy.__version__, 'on' if on else 'off')")
-    py, keras, jax, numpy, cache = subprocess.run([python, "-c", code], capture_output=True, text=True,
-                                                  env={"KERAS_BACKEND": "jax"}, check=True).stdout.split()
-    return f"Python {py}, Keras {keras}, JAX {jax}, NumPy {numpy}, compilation cache {cache}"
+def versions(run: Path) -> str:
+    """The versions a run's environment recorded (run.json), and whether the package turned JAX's
+    compilation cache on there (`environment.CACHE_SAFE_JAXLIB`)."""
+    info = json.loads((run / "run.json").read_text())
+    return (f"Python {info['python']}, Keras {info['keras']}, JAX {info['jax']}, NumPy {info['numpy']}, "
+            f"compilation cache {'off' if info['jax_compilation_cache'] is None else 'on'}")
 
 
 def largest_difference(a: Path, b: Path) -> float:
@@ -47,10 +46,10 @@ def main(lowest: str, out: Path, pinned_run: Path | None = None) -> int:
     runs = {name: out / name for name in envs} | ({"pinned": pinned_run} if pinned_run else {})
     failed = 0
     for name, python in envs.items():
-        print(f"{name}: {versions(python)}")
         if runs[name] != pinned_run:
             cli(python, "run", "--demo", "--profile", "tiny", "--seed", "3", "--out", str(runs[name]), "--quiet",
                 cache=out / "cache")
+        print(f"{name}: {versions(runs[name])}")
         print(f"  {name}: tiny pipeline ran ({runs[name] / 'estimates.csv'})")
     for reader, python in envs.items():
         for writer in envs:
