@@ -229,9 +229,8 @@ class Runner:
         info = {
             "package_version": __version__, "keras": keras.__version__, "backend": keras.backend.backend(),
             "python": platform.python_version(), **environment.versions(), "profile": self.prof.to_dict(),
-            "overrides": overrides_of(self.prof), "seed": self.seed,
-            "n_nodes": self.prof.n_nodes, "variants": variants.descriptions(),
-            "synthetic": str(f.synthetic), "observed": str(f.observed),
+            "overrides": overrides_of(self.prof), "seed": self.seed, "n_nodes": self.prof.n_nodes,
+            "variants": variants.descriptions(), "synthetic": str(f.synthetic), "observed": str(f.observed),
         }
         if self.data_parallel:
             info["data_parallel_devices"] = len(keras.distribution.list_devices())
