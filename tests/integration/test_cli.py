@@ -26,6 +26,16 @@ def cli(*args, env=None, check=True):
     return res
 
 
+def cli_here(capfd, *args) -> tuple[int, str, str]:
+    """`carmenes-dtl ARGS` in this process (`cli.main`, no new interpreter importing the libraries
+    again): its exit status, stdout and stderr."""
+    from carmenes_dtl import cli as command_line
+
+    capfd.readouterr()
+    status = command_line.main(list(map(str, args)))
+    return status, *capfd.readouterr()
+
+
 def test_help_and_version():
     out = cli("--help").stdout
     for sub in ("demo-data", "prepare-synthetic", "prepare-observed", "gap", "run", "fetch-literature", "validate"):
@@ -71,15 +81,16 @@ def test_demo_data_refuses_a_used_folder_unless_overwrite(tmp_path):
     assert len(truth) == 2 and (out / "notes.txt").read_text() == "mine\n"
 
 
-def test_prepare_commands_on_demo_layout(tmp_path):
-    cli("demo-data", tmp_path / "d", "--seed", "5", "--n-stars", "3", "--gap", "mild", "--quiet")
+def test_prepare_commands_on_demo_layout(tmp_path, capfd):
+    assert cli_here(capfd, "demo-data", tmp_path / "d", "--seed", "5", "--n-stars", "3", "--gap", "mild",
+                    "--quiet")[0] == 0
     grid = tmp_path / "grid.csv"
     pd.DataFrame({"teff": [3300.0, 3525.0], "logg": [5.0, 4.9], "mh": [0.0, -0.2]}).to_csv(grid, index=False)
-    cli("prepare-synthetic", "--phoenix-dir", tmp_path / "d" / "phoenix", "--out", tmp_path / "syn.h5",
-        "--vsini", "2,10,30", "--grid", grid, "--quiet")
-    res = cli("prepare-observed", "--carmenes-dir", tmp_path / "d" / "carmenes", "--out", tmp_path / "obs.h5",
-              "--template", tmp_path / "syn.h5", "--quiet")
-    assert res.stdout.splitlines() == [  # the templates used, and every file counted
+    assert cli_here(capfd, "prepare-synthetic", "--phoenix-dir", tmp_path / "d" / "phoenix", "--out",
+                    tmp_path / "syn.h5", "--vsini", "2,10,30", "--grid", grid, "--quiet")[0] == 0
+    status, stdout, _ = cli_here(capfd, "prepare-observed", "--carmenes-dir", tmp_path / "d" / "carmenes", "--out",
+                                 tmp_path / "obs.h5", "--template", tmp_path / "syn.h5", "--quiet")
+    assert status == 0 and stdout.splitlines() == [  # the templates used, and every file counted
         f"RV templates and normalisation references: {tmp_path / 'syn.h5'} (6 spectra)",
         f"wrote {tmp_path / 'obs.h5'}: 3 star(s) from 3 file(s); excluded 0 file(s)"]
     from carmenes_dtl import store
@@ -90,9 +101,9 @@ def test_prepare_commands_on_demo_layout(tmp_path):
     assert sorted(syn.parameters["vsini"].unique()) == [2, 10, 30]
     assert set(obs.parameters["karmn"]) == set(pd.read_csv(tmp_path / "d" / "truth.csv")["karmn"])
     assert obs.attrs["window"]["start"] == 8800.0 and "package_version" in obs.attrs
-    res = cli("gap", tmp_path / "syn.h5", tmp_path / "obs.h5", "--out", tmp_path / "gap", check=False)
-    assert res.returncode == 2 and res.stderr == ("carmenes-dtl gap: error: the domain AUC's 5-fold cross-validation "
-                                                  "needs at least 5 spectra per set, got 6 synthetic and 3 observed\n")
+    status, _, stderr = cli_here(capfd, "gap", tmp_path / "syn.h5", tmp_path / "obs.h5", "--out", tmp_path / "gap")
+    assert status == 2 and stderr == ("carmenes-dtl gap: error: the domain AUC's 5-fold cross-validation "
+                                      "needs at least 5 spectra per set, got 6 synthetic and 3 observed\n")
 
 
 #: The tiny profile learns [M/H] only (8 AE epochs, 4 CNN epochs): on held-out synthetic nodes its
@@ -103,12 +114,12 @@ TINY_MH_VS_MEAN = 0.8
 VARIANT_FILES = ("", "_finetuned_both", "_no_finetune", "_direct", "_method_aligned")
 
 
-def test_demo_data_gap_mix_and_stars(tmp_path):
+def test_demo_data_gap_mix_and_stars(tmp_path, capfd):
     """--gap-mix and --stars reach the survey: README, truth.csv's coverage, the spectra."""
-    cli("demo-data", tmp_path / "a", "--seed", "2", "--n-stars", "4", "--gap-mix", "shared=0.5", "--quiet")
-    cli("demo-data", tmp_path / "b", "--seed", "2", "--n-stars", "4", "--gap-mix", "degenerate=0,shared=0.5",
-        "--stars", "uniform", "--quiet")
-    cli("demo-data", tmp_path / "c", "--seed", "2", "--n-stars", "4", "--gap", "none", "--stars", "uniform", "--quiet")
+    for folder, options in (("a", ("--gap-mix", "shared=0.5")),
+                            ("b", ("--gap-mix", "degenerate=0,shared=0.5", "--stars", "uniform")),
+                            ("c", ("--gap", "none", "--stars", "uniform"))):
+        assert cli_here(capfd, "demo-data", tmp_path / folder, "--seed", "2", "--n-stars", "4", *options, "--quiet")[0] == 0
     readme = {k: (tmp_path / k / "README.txt").read_text().splitlines()[0] for k in "abc"}
     assert "gap=degenerate=0,shared=0.5 stars=published" in readme["a"]
     assert "gap=degenerate=0,shared=0.5 stars=uniform" in readme["b"] and "gap=none stars=uniform" in readme["c"]
@@ -279,24 +290,24 @@ def test_predict_reproduces_the_run_estimates(tiny_run, tmp_path):
     assert sorted(manifest["files"]) == sorted(f.name for f in (out / "model").iterdir() if f.name != "manifest.json")
 
 
-def test_predict_with_a_truth_table_prints_the_errors_and_refuses_a_bad_table(tiny_run, tmp_path):
+def test_predict_with_a_truth_table_prints_the_errors_and_refuses_a_bad_table(tiny_run, tmp_path, capfd):
     """MAE, bias and scatter per parameter, as the run's own run.json has them for these stars; a file
     that is not a truth table fails before any work, in one line naming it."""
     out, _ = tiny_run
     info = json.loads((out / "run.json").read_text())
     args = ("predict", "--model", out / "model", "--observed", out / "observed.h5", "--out", tmp_path / "e.csv")
-    res = cli(*args, "--truth", out / "demo" / "truth.csv")
-    assert "(16 of 16 stars have a true row)" in res.stdout
+    status, stdout, _ = cli_here(capfd, *args, "--truth", out / "demo" / "truth.csv")
+    assert status == 0 and "(16 of 16 stars have a true row)" in stdout
     for name, unit, d in (("Teff", "K", 1), ("logg", "dex", 3), ("[M/H]", "dex", 3), ("vsini", "km/s", 2)):
         e = info["errors_vs_truth"]["method"][name]
         assert (f"{name}: n 16, MAE {e['mae']:.{d}f}, bias {e['bias']:+.{d}f}, scatter {e['scatter']:.{d}f} {unit}"
-                in res.stdout)
+                in stdout)
     partial = tmp_path / "teff_only.csv"
     partial.write_text("karmn,Teff\nJ00000+000,3200\n")
     for bad, why in ((out / "observed.h5", "not a CSV table"), (partial, "needs the columns ['logg', '[M/H]', 'vsini']")):
-        res = cli(*args[:-1], tmp_path / "never.csv", "--truth", bad, check=False)
-        lines = res.stderr.strip().splitlines()
-        assert res.returncode == 2 and not (tmp_path / "never.csv").exists() and len(lines) == 1
+        status, _, stderr = cli_here(capfd, *args[:-1], tmp_path / "never.csv", "--truth", bad)
+        lines = stderr.strip().splitlines()
+        assert status == 2 and not (tmp_path / "never.csv").exists() and len(lines) == 1
         assert lines[0].startswith(f"carmenes-dtl predict: error: {bad}: ") and why in lines[0]
 
 
@@ -367,14 +378,15 @@ def test_gap_command_measures_the_gap(tmp_path):
     assert abs(gap.domain_auc(*draws)["domain_auc"] - 0.5) < 0.2
 
 
-def test_validate_command(tiny_run, tmp_path):
+def test_validate_command(tiny_run, tmp_path, capfd):
     from carmenes_dtl import literature
 
     out, _ = tiny_run
-    res = cli("validate", literature.published_estimates(tmp_path / "published.csv"), "--out", tmp_path / "val")
-    assert "mar21" in res.stdout and (tmp_path / "val" / "comparison_stats.csv").exists()
-    res = cli("validate", out / "estimates.csv", "--out", tmp_path / "val2", check=False)
-    assert res.returncode == 2 and "no star matches any catalogue" in res.stderr
+    status, stdout, _ = cli_here(capfd, "validate", literature.published_estimates(tmp_path / "published.csv"),
+                                 "--out", tmp_path / "val")
+    assert status == 0 and "mar21" in stdout and (tmp_path / "val" / "comparison_stats.csv").exists()
+    status, _, stderr = cli_here(capfd, "validate", out / "estimates.csv", "--out", tmp_path / "val2")
+    assert status == 2 and "no star matches any catalogue" in stderr
 
 
 @pytest.fixture(scope="module")
