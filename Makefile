@@ -32,14 +32,11 @@ then :; else test -z "$(UV_VERSION)" || echo "uv did not install $(2): pip does"
   && { $(1) -m compileall -q -j0 $$($(1) -c 'import sysconfig; print(sysconfig.get_path("purelib"))') >/dev/null || :; }; fi
 endef
 
-# The main environment; its last step compiles UMAP's numba kernels into their cache (`gap.compile_umap`),
-# as the install compiles the bytecode, so that no chapter or test process compiles them (~20 s of CPU each).
 $(STAMP): requirements.lock pyproject.toml | $(UV_STAMP)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(call install,$(BIN)/python,requirements.lock)
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
-	$(BIN)/python -c 'from carmenes_dtl.gap import compile_umap; compile_umap()'
 	@touch $(STAMP)
 
 # The pipeline on the demo survey (quick profile); chapters read its outputs.

@@ -417,7 +417,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=_folder_out, required=True, help="folder for gap.json and the figures")
     s.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds and projections")
     s.add_argument("--projections", type=_projections, default="pca,tsne,umap", metavar="pca,tsne,umap",
-                   help="2-D projection figures to draw, comma-separated (default all three; umap compiles for ~10 s)")
+                   help="2-D projection figures to draw, comma-separated (default all three; umap compiles ~20 s once)")
     s.set_defaults(func=cmd_gap)
 
     s = _command(sub, "train", parents=[dask], help="autoencoder search, training and fine-tuning in a run folder")

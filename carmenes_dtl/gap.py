@@ -28,7 +28,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 NO_GAP = {"domain_auc": 0.5, "mmd2": 0.0, "mmd_p_value": "> 0.05", "nn_distance_ratio": 1.0}
-#: The 2-D projections `project` draws (UMAP: the first fit ever compiles umap-learn's kernels, ~10 s).
+#: The 2-D projections `project` draws (UMAP: the first fit ever compiles umap-learn's kernels, ~20 s).
 PROJECTIONS = ("pca", "tsne", "umap")
 
 
@@ -103,9 +103,8 @@ def project(synthetic: np.ndarray, observed: np.ndarray, method: str = "pca", se
 
 def compile_umap() -> None:
     """Compile UMAP's numba kernels into their cache on disk (`cached_umap`) with one small
-    projection, as `make venv` does: the first chapter or `gap` command that draws UMAP then
-    loads them (~1 s) instead of compiling them (~20 s of CPU), and two processes that start
-    together do not both compile them."""
+    projection, as the test session does at its start: the processes that draw UMAP later load
+    them instead of each compiling them (~20 s of CPU in a new environment)."""
     x = np.random.default_rng(0).random((40, 8))
     project(x[:20], x[20:], "umap")
 
@@ -122,7 +121,7 @@ def _parametric_umap(name: str) -> type:
 @functools.cache
 def cached_umap() -> type:
     """umap-learn's UMAP, its numba kernels cached on disk as numba caches pynndescent's: they
-    compile (~9 s) in the first process ever, not in each (every chapter, every `gap` command).
+    compile (~20 s) in the first process ever, not in each (every chapter, every `gap` command).
     Imported without its ParametricUMAP, unused here, which would import TensorFlow (~4 s); it
     stays importable (`from umap import ParametricUMAP` imports it then). The caching holds for
     the process's other UMAP use too; numba's cache is keyed by each kernel's own source."""

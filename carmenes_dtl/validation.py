@@ -226,8 +226,11 @@ def validate(estimates: Path, out: Path, literature_dir: Path | None = None, fig
     for name, frame in zip(("comparison_stats", "unmatched", "findings"), result):
         frame.to_csv(out / f"{name}.csv", index=False)
     if figures:
+        import matplotlib.pyplot as plt
+
         for name, fig in make_figures(est, cats).items():
             fig.savefig(out / f"{name}.png", dpi=100)
+            plt.close(fig)  # saved, not shown: a notebook or a long process keeps none open
     return result
 
 

@@ -28,8 +28,8 @@ def cli(python: str, *args: str, cache: Path) -> str:
 
 
 def versions(run: Path) -> str:
-    """The versions a run's environment recorded (run.json), and whether the package turned JAX's
-    compilation cache on there (`environment.CACHE_SAFE_JAXLIB`)."""
+    """The versions a run's environment recorded (run.json), and whether the run had JAX's compilation
+    cache on (off below `environment.CACHE_SAFE_JAXLIB`)."""
     info = json.loads((run / "run.json").read_text())
     return (f"Python {info['python']}, Keras {info['keras']}, JAX {info['jax']}, NumPy {info['numpy']}, "
             f"compilation cache {'off' if info['jax_compilation_cache'] is None else 'on'}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import subprocess
+import sys
 import tempfile
 import tomllib
 from pathlib import Path
@@ -81,6 +83,25 @@ if importlib.util.find_spec("xdist"):
             return None
         config.option.loadscopereorder = False  # not xdist's default, the files with most tests first
         return BookTogether(config, log)
+
+
+UMAP_WARMUP = pytest.StashKey[subprocess.Popen]()
+
+
+def pytest_sessionstart(session):
+    """The controller of an xdist run compiles UMAP's numba kernels into their cache on disk
+    (`gap.compile_umap`) in the background while the workers start: in a new environment the first
+    processes to draw UMAP (the `gap` command, the book's chapters 2 and 4) otherwise compiled
+    them side by side, ~20 s of CPU each. Once they are cached it takes ~2 s."""
+    if session.config.getoption("numprocesses", None) and not hasattr(session.config, "workerinput"):
+        session.config.stash[UMAP_WARMUP] = subprocess.Popen(
+            [sys.executable, "-c", "from carmenes_dtl.gap import compile_umap; compile_umap()"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def pytest_sessionfinish(session):
+    if UMAP_WARMUP in session.config.stash:
+        session.config.stash[UMAP_WARMUP].wait()
 
 
 @pytest.hookimpl(hookwrapper=True)

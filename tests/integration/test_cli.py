@@ -26,6 +26,13 @@ def cli(*args, env=None, check=True):
     return res
 
 
+#: Python's default warning filters (a process of its own prints on stderr what they do not ignore) as
+#: errors: for the tests that run a command in their own process (`cli_here`)
+WARNINGS_AS_ERRORS = pytest.mark.filterwarnings("error", "ignore::DeprecationWarning",
+                                                "ignore::PendingDeprecationWarning", "ignore::ImportWarning",
+                                                "ignore::ResourceWarning")
+
+
 def cli_here(capfd, *args) -> tuple[int, str, str]:
     """`carmenes-dtl ARGS` in this process (`cli.main`, no new interpreter importing the libraries
     again): its exit status, stdout and stderr."""
@@ -81,6 +88,7 @@ def test_demo_data_refuses_a_used_folder_unless_overwrite(tmp_path):
     assert len(truth) == 2 and (out / "notes.txt").read_text() == "mine\n"
 
 
+@WARNINGS_AS_ERRORS
 def test_prepare_commands_on_demo_layout(tmp_path, capfd):
     assert cli_here(capfd, "demo-data", tmp_path / "d", "--seed", "5", "--n-stars", "3", "--gap", "mild",
                     "--quiet")[0] == 0
@@ -114,6 +122,7 @@ TINY_MH_VS_MEAN = 0.8
 VARIANT_FILES = ("", "_finetuned_both", "_no_finetune", "_direct", "_method_aligned")
 
 
+@WARNINGS_AS_ERRORS
 def test_demo_data_gap_mix_and_stars(tmp_path, capfd):
     """--gap-mix and --stars reach the survey: README, truth.csv's coverage, the spectra."""
     for folder, options in (("a", ("--gap-mix", "shared=0.5")),
@@ -140,6 +149,10 @@ def test_run_writes_estimates_and_report(tiny_run):
     peaks = info["peak_rss_gib"]  # the run's high-water mark after each stage, in stage order
     assert list(peaks) == list(info["timings_s"])
     assert list(peaks.values()) == sorted(peaks.values()) and 0.2 < peaks["cnn"] < 8, peaks  # Keras + JAX alone: > 0.2
+    import jax  # the libraries the run had: this environment's, and the tests' compilation cache (conftest.py)
+
+    assert (info["jax"], info["numpy"]) == (jax.__version__, np.__version__)
+    assert info["jax_compilation_cache"] == os.environ["JAX_COMPILATION_CACHE_DIR"]
     for variant in VARIANT_FILES:
         est = pd.read_csv(out / f"estimates{variant}.csv")
         assert list(est.columns) == estimate_columns() and sorted(est["karmn"]) == sorted(truth["karmn"])
@@ -290,6 +303,7 @@ def test_predict_reproduces_the_run_estimates(tiny_run, tmp_path):
     assert sorted(manifest["files"]) == sorted(f.name for f in (out / "model").iterdir() if f.name != "manifest.json")
 
 
+@WARNINGS_AS_ERRORS
 def test_predict_with_a_truth_table_prints_the_errors_and_refuses_a_bad_table(tiny_run, tmp_path, capfd):
     """MAE, bias and scatter per parameter, as the run's own run.json has them for these stars; a file
     that is not a truth table fails before any work, in one line naming it."""
@@ -378,6 +392,7 @@ def test_gap_command_measures_the_gap(tmp_path):
     assert abs(gap.domain_auc(*draws)["domain_auc"] - 0.5) < 0.2
 
 
+@WARNINGS_AS_ERRORS
 def test_validate_command(tiny_run, tmp_path, capfd):
     from carmenes_dtl import literature
 
@@ -539,9 +554,7 @@ def _assert_one_line_error(status, stderr, command, message):
     assert re.search(message, lines[0]), lines[0]
 
 
-#: Python's default warning filters (a process of its own prints what they do not ignore): as errors
-@pytest.mark.filterwarnings("error", "ignore::DeprecationWarning", "ignore::PendingDeprecationWarning",
-                            "ignore::ImportWarning", "ignore::ResourceWarning")
+@WARNINGS_AS_ERRORS
 @pytest.mark.parametrize("args,message", CLI_ERRORS, ids=[" ".join(a[:3]) for a, _ in CLI_ERRORS])
 def test_cli_errors_are_one_line_with_status_2(bad_inputs, capfd, args, message):
     from carmenes_dtl import cli as command_line
