@@ -249,15 +249,16 @@ def test_latents_pair_the_saved_encoders(tiny_run):
     assert not np.allclose(autoencoder.encode(pre, obs), autoencoder.encode(ft, obs))
 
 
-def test_run_resumes_finished_stages(tiny_run, tmp_path):
+@WARNINGS_AS_ERRORS
+def test_run_resumes_finished_stages(tiny_run, tmp_path, capfd):
     out = tmp_path / "run"
     shutil.copytree(tiny_run[0], out)  # modification times kept: every stage of the copy is up to date
     before = (out / "estimates.csv").read_bytes()
-    res = cli("run", "--demo", "--profile", "tiny", "--seed", "3", "--out", out, "--quiet")
+    status, stdout, _ = cli_here(capfd, "run", "--demo", "--profile", "tiny", "--seed", "3", "--out", out, "--quiet")
     stages = ("demo", "prepare-synthetic", "prepare-observed", "autoencoders", "cnn-synthetic", "fine-tune", "encode",
               "cnn")
-    assert res.stdout.count("up to date") == len(stages)
-    assert all(f"] {name}: up to date" in res.stdout for name in stages), res.stdout
+    assert status == 0 and stdout.count("up to date") == len(stages)
+    assert all(f"] {name}: up to date" in stdout for name in stages), stdout
     assert (out / "estimates.csv").read_bytes() == before
     assert not list(out.rglob("*.partial*"))
 
