@@ -283,11 +283,13 @@ def test_saved_models_open_after_only_importing_the_layers(tiny_run):
     assert "'BinPool'" in lines[6] and "'BinPool'" not in lines[4] + lines[5]  # the direct CNN bins the spectra
 
 
-def test_predict_reproduces_the_run_estimates(tiny_run, tmp_path):
+@WARNINGS_AS_ERRORS
+def test_predict_reproduces_the_run_estimates(tiny_run, tmp_path, capfd):
     """`predict` on the run's own observed set writes its estimates and flags byte for byte, every variant."""
     out, _ = tiny_run
-    res = cli("predict", "--model", out / "model", "--observed", out / "observed.h5", "--out", tmp_path / "est.csv")
-    assert res.stdout.startswith(f"estimates of 16 star(s) (method): {tmp_path / 'est.csv'}")
+    status, stdout, _ = cli_here(capfd, "predict", "--model", out / "model", "--observed", out / "observed.h5",
+                                 "--out", tmp_path / "est.csv")
+    assert status == 0 and stdout.startswith(f"estimates of 16 star(s) (method): {tmp_path / 'est.csv'}")
     assert (tmp_path / "est.csv").read_bytes() == (out / "estimates.csv").read_bytes()
     assert (tmp_path / "est_flags.csv").read_bytes() == (out / "flags.csv").read_bytes()
     for variant in ("finetuned_both", "no_finetune", "direct"):
