@@ -68,6 +68,7 @@ def pytest_collection_modifyitems(items):
 
 
 if importlib.util.find_spec("xdist"):
+    @pytest.hookimpl(optionalhook=True)  # `-p no:xdist` leaves the hook unknown
     def pytest_xdist_make_scheduler(config, log):
         """`make test` runs ``pytest -n auto --dist loadfile``: each test file on one worker, so its
         module and session fixtures are built once, and the book's two files on the same one; files
@@ -100,8 +101,17 @@ def pytest_sessionstart(session):
 
 
 def pytest_sessionfinish(session):
-    if UMAP_WARMUP in session.config.stash:
-        session.config.stash[UMAP_WARMUP].wait()
+    """The warm-up ended (a stuck one killed after 5 minutes, and said so): no process outlives the session."""
+    warmup = session.config.stash.get(UMAP_WARMUP, None)
+    if warmup is None:
+        return
+    try:
+        code = warmup.wait(timeout=300)
+    except subprocess.TimeoutExpired:
+        warmup.kill()
+        code = "killed after 300 s"
+    if code != 0:
+        print(f"\nconftest: UMAP's warm-up (gap.compile_umap) ended with {code}", file=sys.stderr)
 
 
 @pytest.hookimpl(hookwrapper=True)

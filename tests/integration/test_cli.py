@@ -151,7 +151,7 @@ def test_run_writes_estimates_and_report(tiny_run):
     assert list(peaks.values()) == sorted(peaks.values()) and 0.2 < peaks["cnn"] < 8, peaks  # Keras + JAX alone: > 0.2
     import jax  # the libraries the run had: this environment's, and the tests' compilation cache (conftest.py)
 
-    assert (info["jax"], info["numpy"]) == (jax.__version__, np.__version__)
+    assert (info["jax"], info["jaxlib"], info["numpy"]) == (jax.__version__, jax.lib.__version__, np.__version__)
     assert info["jax_compilation_cache"] == os.environ["JAX_COMPILATION_CACHE_DIR"]
     for variant in VARIANT_FILES:
         est = pd.read_csv(out / f"estimates{variant}.csv")

@@ -189,7 +189,8 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 def test_killed_stage_resumes_to_the_same_bytes(tmp_path):
     """SIGKILL inside the demo stage, a folder of many files only the stage's staging protects; the
-    stage run again (here, in this process) gives the bytes of an uninterrupted run."""
+    stage run again gives the bytes of an uninterrupted run (both in this process: bytes across
+    interpreters are `test_same_seed_same_estimates`' part, for the estimates)."""
     marker = tmp_path / "writing"
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path / "killed"), str(marker)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
