@@ -52,9 +52,9 @@ def versions() -> dict:
     import numpy
 
     jax = sys.modules.get("jax")
-    on = jax is not None and jax.config.jax_enable_compilation_cache and jax.config.jax_compilation_cache_dir
+    cache = jax and jax.config.jax_enable_compilation_cache and jax.config.jax_compilation_cache_dir
     return {"numpy": numpy.__version__, "jax": version("jax"), "jaxlib": version("jaxlib"),
-            "jax_compilation_cache": jax.config.jax_compilation_cache_dir if on else None}
+            "jax_compilation_cache": cache or None}
 
 
 def apply_defaults(environ: MutableMapping[str, str] = os.environ) -> None:

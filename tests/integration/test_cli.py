@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,20 +27,21 @@ def cli(*args, env=None, check=True):
     return res
 
 
-#: Python's default warning filters (a process of its own prints on stderr what they do not ignore) as
-#: errors: for the tests that run a command in their own process (`cli_here`)
-WARNINGS_AS_ERRORS = pytest.mark.filterwarnings("error", "ignore::DeprecationWarning",
-                                                "ignore::PendingDeprecationWarning", "ignore::ImportWarning",
-                                                "ignore::ResourceWarning")
-
-
 def cli_here(capfd, *args) -> tuple[int, str, str]:
     """`carmenes-dtl ARGS` in this process (`cli.main`, no new interpreter importing the libraries
-    again): its exit status, stdout and stderr."""
+    again), with the warnings Python's default filters show as errors (a process of its own prints
+    them on stderr): its exit status, stdout and stderr."""
     from carmenes_dtl import cli as command_line
 
     capfd.readouterr()
-    status = command_line.main(list(map(str, args)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for shown_by_no_default in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+            warnings.simplefilter("ignore", shown_by_no_default)
+        try:
+            status = command_line.main(list(map(str, args)))
+        except SystemExit as stop:  # argparse's usage errors
+            status = stop.code
     return status, *capfd.readouterr()
 
 
@@ -72,23 +74,20 @@ def test_every_option_has_help_and_every_command_an_example():
     assert "(default: 42)" in " ".join(commands["demo-data"].format_help().split())
 
 
-def test_demo_data_refuses_a_used_folder_unless_overwrite(tmp_path):
+def test_demo_data_refuses_a_used_folder_unless_overwrite(tmp_path, capfd):
     """A demo survey written over another would leave the old stars' files beside the new truth.csv:
     refused; --overwrite replaces the demo's own files and folders, and leaves the others."""
-    from carmenes_dtl import cli as command_line
-
     out = tmp_path / "demo"
-    assert command_line.main(["demo-data", str(out), "--n-stars", "3", "--quiet"]) == 0
+    assert cli_here(capfd, "demo-data", out, "--n-stars", "3", "--quiet")[0] == 0
     (out / "notes.txt").write_text("mine\n")
-    assert command_line.main(["demo-data", str(out), "--n-stars", "2", "--quiet"]) == 2
+    assert cli_here(capfd, "demo-data", out, "--n-stars", "2", "--quiet")[0] == 2
     assert len(pd.read_csv(out / "truth.csv")) == 3
-    assert command_line.main(["demo-data", str(out), "--n-stars", "2", "--seed", "7", "--quiet", "--overwrite"]) == 0
+    assert cli_here(capfd, "demo-data", out, "--n-stars", "2", "--seed", "7", "--quiet", "--overwrite")[0] == 0
     truth = pd.read_csv(out / "truth.csv")
     assert sorted(p.name for p in (out / "carmenes").rglob("*.fits*")) == sorted(Path(f).name for f in truth["file"])
     assert len(truth) == 2 and (out / "notes.txt").read_text() == "mine\n"
 
 
-@WARNINGS_AS_ERRORS
 def test_prepare_commands_on_demo_layout(tmp_path, capfd):
     assert cli_here(capfd, "demo-data", tmp_path / "d", "--seed", "5", "--n-stars", "3", "--gap", "mild",
                     "--quiet")[0] == 0
@@ -122,7 +121,6 @@ TINY_MH_VS_MEAN = 0.8
 VARIANT_FILES = ("", "_finetuned_both", "_no_finetune", "_direct", "_method_aligned")
 
 
-@WARNINGS_AS_ERRORS
 def test_demo_data_gap_mix_and_stars(tmp_path, capfd):
     """--gap-mix and --stars reach the survey: README, truth.csv's coverage, the spectra."""
     for folder, options in (("a", ("--gap-mix", "shared=0.5")),
@@ -249,7 +247,6 @@ def test_latents_pair_the_saved_encoders(tiny_run):
     assert not np.allclose(autoencoder.encode(pre, obs), autoencoder.encode(ft, obs))
 
 
-@WARNINGS_AS_ERRORS
 def test_run_resumes_finished_stages(tiny_run, tmp_path, capfd):
     out = tmp_path / "run"
     shutil.copytree(tiny_run[0], out)  # modification times kept: every stage of the copy is up to date
@@ -283,7 +280,6 @@ def test_saved_models_open_after_only_importing_the_layers(tiny_run):
     assert "'BinPool'" in lines[6] and "'BinPool'" not in lines[4] + lines[5]  # the direct CNN bins the spectra
 
 
-@WARNINGS_AS_ERRORS
 def test_predict_reproduces_the_run_estimates(tiny_run, tmp_path, capfd):
     """`predict` on the run's own observed set writes its estimates and flags byte for byte, every variant."""
     out, _ = tiny_run
@@ -306,7 +302,6 @@ def test_predict_reproduces_the_run_estimates(tiny_run, tmp_path, capfd):
     assert sorted(manifest["files"]) == sorted(f.name for f in (out / "model").iterdir() if f.name != "manifest.json")
 
 
-@WARNINGS_AS_ERRORS
 def test_predict_with_a_truth_table_prints_the_errors_and_refuses_a_bad_table(tiny_run, tmp_path, capfd):
     """MAE, bias and scatter per parameter, as the run's own run.json has them for these stars; a file
     that is not a truth table fails before any work, in one line naming it."""
@@ -395,7 +390,6 @@ def test_gap_command_measures_the_gap(tmp_path):
     assert abs(gap.domain_auc(*draws)["domain_auc"] - 0.5) < 0.2
 
 
-@WARNINGS_AS_ERRORS
 def test_validate_command(tiny_run, tmp_path, capfd):
     from carmenes_dtl import literature
 
@@ -557,16 +551,10 @@ def _assert_one_line_error(status, stderr, command, message):
     assert re.search(message, lines[0]), lines[0]
 
 
-@WARNINGS_AS_ERRORS
 @pytest.mark.parametrize("args,message", CLI_ERRORS, ids=[" ".join(a[:3]) for a, _ in CLI_ERRORS])
 def test_cli_errors_are_one_line_with_status_2(bad_inputs, capfd, args, message):
-    from carmenes_dtl import cli as command_line
-
-    try:
-        status = command_line.main([str(bad_inputs.get(a, a)) for a in args])
-    except SystemExit as stop:  # argparse's usage errors
-        status = stop.code
-    _assert_one_line_error(status, capfd.readouterr().err, args[0], message)
+    status, _, stderr = cli_here(capfd, *[bad_inputs.get(a, a) for a in args])
+    _assert_one_line_error(status, stderr, args[0], message)
 
 
 @pytest.mark.parametrize("args,message", ENTRY_POINT_CASES, ids=[" ".join(a[:3]) for a, _ in ENTRY_POINT_CASES])
