@@ -86,8 +86,6 @@ class Stages:
         self.file, self.seed = Path(file), seed
         self.out = self.file.parent
         self.done = json.loads(self.file.read_text()) if self.file.exists() else {}
-        self.timings: dict[str, float] = {}
-        self.peak_rss: dict[str, float | None] = {}
         self._digests: dict = {}
 
     def identity(self, path: Path) -> str:
@@ -111,18 +109,25 @@ class Stages:
         return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
 
     def record(self, key: str, outputs: list[Path]) -> dict:
-        """What ``stages.json`` keeps of a finished stage: its key and its outputs' identities."""
+        """What identifies a finished stage in ``stages.json``: its key and its outputs' identities."""
         return {"key": key, "outputs": {os.path.relpath(p, self.out): self.identity(p) for p in outputs}}
+
+    def _recorded(self, name: str, done: dict | None = None) -> dict | None:
+        """The identifying part (`record`) of stage `name`'s entry in `done` (default: this run's)."""
+        rec = (self.done if done is None else done).get(name)
+        return None if rec is None else {"key": rec["key"], "outputs": rec["outputs"]}
 
     def _save(self) -> None:
         write_text(self.file, json.dumps(self.done, indent=1))
 
     def measurements(self, previous: dict) -> dict:
-        """run.json's ``timings_s`` (wall seconds per stage) and ``peak_rss_gib`` (the run's peak resident
-        memory, GiB, at the end of each stage: the stage where it grows is the one that needs it), the
-        stages that ran now over those of `previous` (the run.json before)."""
-        return {"timings_s": {**previous.get("timings_s", {}), **self.timings},
-                "peak_rss_gib": {**previous.get("peak_rss_gib", {}), **self.peak_rss}}
+        """run.json's ``timings_s`` (wall seconds per stage) and ``peak_rss_gib`` (the peak resident
+        memory of the process that ran the stage, GiB, at its end: the stage where it grows is the one
+        that needs it), of every stage that ran in this folder, an interrupted earlier call's included
+        (``stages.json``), over those of `previous` (the run.json before)."""
+        ran = {name: rec for name, rec in self.done.items() if "seconds" in rec}
+        return {"timings_s": {**previous.get("timings_s", {}), **{n: r["seconds"] for n, r in ran.items()}},
+                "peak_rss_gib": {**previous.get("peak_rss_gib", {}), **{n: r["peak_rss_gib"] for n, r in ran.items()}}}
 
     def run(self, name: str, outputs: list[Path], func: Callable[[Staging], None], extra=None, inputs=()) -> bool:
         """Run `func` unless `outputs` are, unchanged, those of a run with this key; returns True when it ran.
@@ -132,7 +137,7 @@ class Stages:
         ``staged(path)``, renamed to `path` once it has returned.
         """
         key = self.key(name, inputs, extra)
-        if self.done.get(name) == self.record(key, outputs):
+        if self._recorded(name) == self.record(key, outputs):
             print(f"[carmenes-dtl] {name}: up to date")
             return False
         self.done.pop(name, None)
@@ -152,10 +157,9 @@ class Stages:
             for tmp, done in _partials(final).items():
                 remove(done)
                 os.replace(tmp, done)
-        self.timings[name] = round(time.perf_counter() - t, 2)
-        self.peak_rss[name] = peak_rss_gib()
-        print(f"[carmenes-dtl] {name} done in {self.timings[name]:.1f} s", flush=True)
-        self.done[name] = self.record(key, outputs)
+        seconds = round(time.perf_counter() - t, 2)
+        print(f"[carmenes-dtl] {name} done in {seconds:.1f} s", flush=True)
+        self.done[name] = {**self.record(key, outputs), "seconds": seconds, "peak_rss_gib": peak_rss_gib()}
         self._save()
         return True
 
@@ -172,8 +176,8 @@ class Stages:
         done = json.loads((base / self.file.name).read_text()) if (base / self.file.name).exists() else {}
         adopted = []
         for name in names:
-            rec = done.get(name)
-            if rec is None or self.done.get(name) == rec or any(
+            rec = self._recorded(name, done)  # its time and memory were the lender's
+            if rec is None or self._recorded(name) == rec or any(
                     self.identity(base / rel) != ident for rel, ident in rec["outputs"].items()):
                 continue
             for rel in rec["outputs"]:

@@ -244,3 +244,28 @@ def test_adopted_stage_is_skipped_only_where_its_key_matches(tmp_path):
     assert np.load(tmp_path / "base" / "latents.npz")["x"].tolist() == [1, 2, 3]
     np.savez(tmp_path / "base" / "latents.npz", x=np.zeros(3))  # the base's output changed since its record
     assert pipeline.Runner(tmp_path / "late", TINY, seed=1, progress=False).stages.adopt(base.folder.out, ["copy"]) == []
+
+
+def test_timings_of_an_interrupted_call_reach_run_json(tmp_path):
+    """A stage's wall time and memory are kept with its record, so the call that resumes a run
+    reports the stages an earlier, interrupted call finished; an adopted stage reports none (it ran elsewhere)."""
+    def slow(staged):  # a stage that takes at least 0.3 s
+        time.sleep(0.3)
+        staged(first.folder.holdout_file).write_bytes(b"x")
+
+    first = pipeline.Runner(tmp_path / "run", TINY, seed=1, progress=False)
+    assert first.stages.run("slow", [first.folder.holdout_file], slow)
+    # the process ends here (Ctrl-C in the next stage); the same command again:
+    again = pipeline.Runner(tmp_path / "run", TINY, seed=1, progress=False)
+    src = tmp_path / "in.txt"
+    src.write_text("1")
+    assert not again.stages.run("slow", [again.folder.holdout_file], slow) and _copy_stage(again, src)
+    measured = again.stages.measurements({})
+    assert list(measured["timings_s"]) == list(measured["peak_rss_gib"]) == ["slow", "copy"]
+    assert 0.3 <= measured["timings_s"]["slow"] < 10 and 0 <= measured["timings_s"]["copy"] < 10
+    import resource  # the memory: at most this process's (or a waited child's) high-water mark, KiB on Linux
+    high = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 2**20
+    assert 0.01 < measured["peak_rss_gib"]["slow"] <= high + 0.01
+    lender = pipeline.Runner(tmp_path / "lender", TINY, seed=1, progress=False)
+    assert lender.stages.adopt(again.folder.out, ["slow", "copy"]) == ["slow", "copy"]
+    assert lender.stages.measurements({}) == {"timings_s": {}, "peak_rss_gib": {}}
