@@ -86,6 +86,7 @@ class Stages:
         self.file, self.seed = Path(file), seed
         self.out = self.file.parent
         self.done = json.loads(self.file.read_text()) if self.file.exists() else {}
+        self.called: list[str] = []  # the stages asked for by this process, in order
         self._digests: dict = {}
 
     def identity(self, path: Path) -> str:
@@ -115,7 +116,9 @@ class Stages:
     def _recorded(self, name: str, done: dict | None = None) -> dict | None:
         """The identifying part (`record`) of stage `name`'s entry in `done` (default: this run's)."""
         rec = (self.done if done is None else done).get(name)
-        return None if rec is None else {"key": rec["key"], "outputs": rec["outputs"]}
+        if not isinstance(rec, dict) or not {"key", "outputs"} <= rec.keys():  # none, or 0.1.0's bare key
+            return None
+        return {"key": rec["key"], "outputs": rec["outputs"]}
 
     def _save(self) -> None:
         write_text(self.file, json.dumps(self.done, indent=1))
@@ -123,9 +126,9 @@ class Stages:
     def measurements(self, previous: dict) -> dict:
         """run.json's ``timings_s`` (wall seconds per stage) and ``peak_rss_gib`` (the peak resident
         memory of the process that ran the stage, GiB, at its end: the stage where it grows is the one
-        that needs it), of every stage that ran in this folder, an interrupted earlier call's included
-        (``stages.json``), over those of `previous` (the run.json before)."""
-        ran = {name: rec for name, rec in self.done.items() if "seconds" in rec}
+        that needs it), of the stages this process asked for that ran in this folder, in an interrupted
+        earlier call too (``stages.json``), over those of `previous` (the run.json before)."""
+        ran = {name: self.done[name] for name in self.called if "seconds" in self.done.get(name, {})}
         return {"timings_s": {**previous.get("timings_s", {}), **{n: r["seconds"] for n, r in ran.items()}},
                 "peak_rss_gib": {**previous.get("peak_rss_gib", {}), **{n: r["peak_rss_gib"] for n, r in ran.items()}}}
 
@@ -137,6 +140,7 @@ class Stages:
         ``staged(path)``, renamed to `path` once it has returned.
         """
         key = self.key(name, inputs, extra)
+        self.called.append(name)
         if self._recorded(name) == self.record(key, outputs):
             print(f"[carmenes-dtl] {name}: up to date")
             return False
@@ -165,7 +169,8 @@ class Stages:
 
     def adopt(self, base: Path, names: list[str]) -> list[str]:
         """Take over the finished stages `names` of the run in `base`: hard-link their outputs into
-        this run and copy their records; returns the names adopted.
+        this run and copy their records (key and output identities; their time and memory were the
+        lender's); returns the names adopted.
 
         This proves nothing by itself: a stage still runs when called unless the key it computes
         here, from this run's seed, settings and inputs, equals the adopted record's, so

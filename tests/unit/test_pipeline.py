@@ -248,14 +248,19 @@ def test_adopted_stage_is_skipped_only_where_its_key_matches(tmp_path):
 
 def test_timings_of_an_interrupted_call_reach_run_json(tmp_path):
     """A stage's wall time and memory are kept with its record, so the call that resumes a run
-    reports the stages an earlier, interrupted call finished; an adopted stage reports none (it ran elsewhere)."""
+    reports the stages an earlier, interrupted call finished; not those it did not ask for (the
+    book's gap variants, recorded in the same folder by a notebook) nor adopted ones (they ran elsewhere)."""
     def slow(staged):  # a stage that takes at least 0.3 s
         time.sleep(0.3)
         staged(first.folder.holdout_file).write_bytes(b"x")
 
     first = pipeline.Runner(tmp_path / "run", TINY, seed=1, progress=False)
     assert first.stages.run("slow", [first.folder.holdout_file], slow)
-    # the process ends here (Ctrl-C in the next stage); the same command again:
+    # the process ends here (Ctrl-C in the next stage); a notebook adds a stage of its own:
+    notebook = pipeline.Runner(tmp_path / "run", TINY, seed=1, progress=False)
+    assert notebook.stages.run("gap-x", [notebook.folder.autoencoders_file],
+                               lambda staged: staged(notebook.folder.autoencoders_file).write_text("5"))
+    # the same command again:
     again = pipeline.Runner(tmp_path / "run", TINY, seed=1, progress=False)
     src = tmp_path / "in.txt"
     src.write_text("1")
@@ -266,6 +271,24 @@ def test_timings_of_an_interrupted_call_reach_run_json(tmp_path):
     import resource  # the memory: at most this process's (or a waited child's) high-water mark, KiB on Linux
     high = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 2**20
     assert 0.01 < measured["peak_rss_gib"]["slow"] <= high + 0.01
-    lender = pipeline.Runner(tmp_path / "lender", TINY, seed=1, progress=False)
-    assert lender.stages.adopt(again.folder.out, ["slow", "copy"]) == ["slow", "copy"]
-    assert lender.stages.measurements({}) == {"timings_s": {}, "peak_rss_gib": {}}
+    assert again.stages.measurements({"timings_s": {"demo": 7.0, "slow": 99.0}})["timings_s"] == {
+        "demo": 7.0, "slow": measured["timings_s"]["slow"], "copy": measured["timings_s"]["copy"]}
+    borrower = pipeline.Runner(tmp_path / "borrower", TINY, seed=1, progress=False)
+    assert borrower.stages.adopt(again.folder.out, ["slow", "copy"]) == ["slow", "copy"]
+    assert not _copy_stage(borrower, src) and borrower.stages.measurements({}) == {"timings_s": {}, "peak_rss_gib": {}}
+
+
+def test_stage_records_of_earlier_versions(tmp_path):
+    """stages.json written before stages kept their time (key and outputs only): still up to date, no
+    time reported; 0.1.0's records (a bare key): the stage runs again, without an error."""
+    src = tmp_path / "in.txt"
+    src.write_text("1 2")
+    r = pipeline.Runner(tmp_path / "run", TINY, seed=1, progress=False)
+    assert _copy_stage(r, src)
+    done = json.loads(r.folder.stages_file.read_text())
+    (tmp_path / "run" / "stages.json").write_text(json.dumps({"copy": {k: done["copy"][k] for k in ("key", "outputs")}}))
+    later = pipeline.Runner(tmp_path / "run", TINY, seed=1, progress=False)
+    assert not _copy_stage(later, src) and later.stages.measurements({}) == {"timings_s": {}, "peak_rss_gib": {}}
+    (tmp_path / "run" / "stages.json").write_text(json.dumps({"copy": done["copy"]["key"]}))
+    oldest = pipeline.Runner(tmp_path / "run", TINY, seed=1, progress=False)
+    assert _copy_stage(oldest, src) and list(oldest.stages.measurements({})["timings_s"]) == ["copy"]
