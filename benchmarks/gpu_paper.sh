@@ -59,7 +59,7 @@ install() {
 }
 
 run() {
-  local name=$1 seconds=${2:-480} status=0 smi=""
+  local name=$1 seconds=$2 status=0 smi=""
   shift 2
   local dir=_build/gpu-$name out=${OUT:-_build/gpu-$name-out}
   local log=$dir.log
@@ -72,13 +72,16 @@ run() {
     nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 10 >>"$dir-gpu.csv" 2>/dev/null &
     smi=$!
   fi
-  # Outside the checkout, so the installed package (with its data snapshots) is the one imported.
+  # Outside the checkout, so the installed package (with its data snapshots) is the one imported; where
+  # this fails (no CUDA device, say) there is no run, and the log still comes back.
   (cd /tmp && python3 -c "import carmenes_dtl, jax, keras, numpy, scipy, pandas, sklearn, h5py, astropy
 print(carmenes_dtl.__file__, *(f'{m.__name__} {m.__version__}' for m in (jax, keras, numpy, scipy, pandas, sklearn,
-      h5py, astropy)), jax.devices())") >>"$log" 2>&1
+      h5py, astropy)), jax.devices())") >>"$log" 2>&1 || status=$?
   echo "wheel of $(cat .whl/COMMIT 2>/dev/null); start $(date -u +%FT%TZ): $name, at most $seconds s" >>"$log"
-  timeout --signal=INT --kill-after=30 "$seconds" carmenes-dtl run --demo --seed 1 --quiet --out "$dir" \
-    "$@" >>"$log" 2>&1 || status=$?
+  if [ "$status" = 0 ]; then
+    timeout --signal=INT --kill-after=30 "$seconds" carmenes-dtl run --demo --seed 1 --quiet --out "$dir" \
+      "$@" >>"$log" 2>&1 || status=$?
+  fi
   echo "end $(date -u +%FT%TZ), status $status" >>"$log"
   if [ -n "$smi" ]; then kill "$smi" 2>/dev/null || true; fi
   tail -40 "$log"  # the calls so far: versions, devices, each stage's "done in"
